@@ -1,0 +1,3 @@
+from segrefine.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""Parsers and shared option definitions for the CLI; parse errors are one line naming the option."""
+
+from __future__ import annotations
+
+import re
+
+from segrefine.errors import SegrefineError
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_size(text: str, option: str) -> tuple[int, int]:
+    """Parse 'HxW' (e.g. 1024x2048) into positive (H, W)."""
+    match = _SIZE.match(text)
+    if not match or int(match[1]) <= 0 or int(match[2]) <= 0:
+        raise SegrefineError(f"{option} must be HxW with two positive integers (e.g. 1024x2048), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def parse_scales(text: str, option: str = "--scales") -> tuple[float, ...]:
+    """Parse a comma-separated list of positive numbers (e.g. 0.5,1.0,1.5)."""
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        scales = ()
+    if not scales or any(not (s > 0 and s < float("inf")) for s in scales):
+        raise SegrefineError(f"{option} must be a comma-separated list of positive numbers (e.g. 0.5,1.0,1.5), got {text!r}")
+    return scales
+
+
+
+# Choice types for typer options, built from the registries so the CLI never drifts from the model.
+from typing import Literal  # noqa: E402
+
+from segrefine.models import CRM_MODES, SRM_MASKS, SRM_MODES, VARIANTS  # noqa: E402
+
+Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+SrmMode = Literal[SRM_MODES]  # type: ignore[valid-type]
+SrmMask = Literal[SRM_MASKS]  # type: ignore[valid-type]
+CrmMode = Literal[CRM_MODES]  # type: ignore[valid-type]
+SrmKernel = Literal["1", "3", "5"]

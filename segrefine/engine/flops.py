@@ -1,0 +1,83 @@
+"""FLOP counting with `torch.utils.flop_counter.FlopCounterMode` on the meta device (DESIGN §6).
+
+Papers (and mmseg/fvcore) print multiply-accumulates and call them FLOPs; we report both: GMACs and
+GFLOPs = 2 × GMACs. The model is built on the meta device, so counting needs no memory and no real arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from segrefine.models import ModelConfig, build_model
+
+# What FlopCounterMode does not count in this network: cheap, memory-bound ops papers leave out too.
+UNCOUNTED = (
+    "interpolate (bilinear resizing)",
+    "grid_sample (SRM warping)",
+    "unfold and the mask-weighted offset sum (SRM)",
+    "softmax",
+    "batch normalisation",
+    "activations and other element-wise ops",
+    "pooling",
+)
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    variant: str
+    input: tuple[int, int]
+    params: int
+    gmacs: float
+    gflops: float
+    modules: dict[str, float]  # GMACs per module
+    uncounted: tuple[str, ...]
+    config: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_module_flops(model: nn.Module, inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """Total FLOPs (2 per multiply-accumulate) of one forward, and FLOPs per fully-qualified module name."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(inputs)
+    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return counter.get_total_flops(), per_module
+
+
+def _breakdown(per_module: dict[str, int], root: str) -> dict[str, float]:
+    """GMACs per top-level module, with the per-level SRM/decoder dicts expanded (e.g. `srm.c2`)."""
+    out: dict[str, float] = {}
+    for name, flops in per_module.items():
+        parts = name.split(".")
+        if parts[0] != root or len(parts) < 2:
+            continue
+        expanded = parts[1] in ("srm", "lateral", "smooth")
+        if len(parts) == (3 if expanded else 2):
+            out[".".join(parts[1:])] = flops / 2e9
+    return out
+
+
+def count_flops(config: ModelConfig, size: tuple[int, int] = (1024, 2048)) -> FlopReport:
+    """Count the eval-mode network (auxiliary heads excluded) at batch 1 and the given H×W."""
+    config = replace(config, aux=False)
+    with torch.device("meta"):
+        model = build_model(config).eval()
+        inputs = torch.empty(1, 3, *size)
+    total, per_module = count_module_flops(model, inputs)
+    params = sum(p.numel() for p in model.parameters())
+    return FlopReport(
+        variant=config.variant,
+        input=tuple(size),
+        params=params,
+        gmacs=total / 2e9,
+        gflops=total / 1e9,
+        modules=_breakdown(per_module, type(model).__name__),
+        uncounted=UNCOUNTED,
+        config=config.to_dict(),
+    )

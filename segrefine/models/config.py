@@ -1,0 +1,57 @@
+"""Model configuration: everything needed to rebuild a network, and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from segrefine.errors import SegrefineError
+
+SRM_MODES = ("bilinear", "flow", "full")
+SRM_MASKS = ("softmax", "sigmoid")
+SRM_KERNELS = (1, 3, 5)
+CRM_MODES = ("off", "gate", "attention")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every switch of the network (DESIGN §2–3); `config.json` stores exactly these fields under "model"."""
+
+    variant: str = "lite"
+    num_classes: int = 19
+    srm: str = "full"
+    srm_kernel: int = 3
+    srm_mask: str = "softmax"
+    crm: str = "attention"
+    memory: bool = False
+    memory_dim: int = 0  # 0: the decoder width of the variant
+    aux: bool = True  # training-only auxiliary FCN head on C4
+
+    def __post_init__(self) -> None:
+        from segrefine.models.registry import VARIANTS
+
+        _check("variant", self.variant, tuple(VARIANTS))
+        _check("srm", self.srm, SRM_MODES)
+        _check("srm_mask", self.srm_mask, SRM_MASKS)
+        _check("srm_kernel", self.srm_kernel, SRM_KERNELS)
+        _check("crm", self.crm, CRM_MODES)
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise SegrefineError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if self.memory_dim < 0:
+            raise SegrefineError(f"memory_dim must be >= 0, got {self.memory_dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SegrefineError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _check(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise SegrefineError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")

@@ -1,0 +1,99 @@
+"""Contextual Refinement Module: attention over all four backbone stages at 1/32 (DESIGN §2.4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segrefine.models.layers import conv_bn_relu
+
+
+class ChannelAttention(nn.Module):
+    """C×C affinity between channels (DANet-style), added residually with a scale that starts at 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def affinity(self, x: Tensor) -> Tensor:
+        flat = x.flatten(2)
+        return (flat @ flat.transpose(1, 2) / math.sqrt(flat.shape[-1])).softmax(dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        attended = (self.affinity(x) @ x.flatten(2)).view_as(x)
+        return x + self.gamma * attended
+
+
+class SpatialAttention(nn.Module):
+    """N×N affinity between positions with query/key at C/8, added residually with a scale that starts at 0."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inner = max(channels // 8, 1)
+        self.query = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(channels, inner, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def affinity(self, x: Tensor) -> Tensor:
+        q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
+        k = self.key(x).flatten(2)  # B×C'×N
+        return (q @ k / math.sqrt(k.shape[1])).softmax(dim=-1)  # B×N×N, rows are queries
+
+    def forward(self, x: Tensor) -> Tensor:
+        attended = (self.value(x).flatten(2) @ self.affinity(x).transpose(1, 2)).view_as(x)
+        return x + self.gamma * attended
+
+
+class GateAttention(nn.Module):
+    """CBAM-style pooled channel gate then spatial gate: the cheap alternative to full attention."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
+        x = x * pooled.sigmoid()
+        stats = torch.cat((x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)), dim=1)
+        return x * self.spatial(stats).sigmoid()
+
+
+class ContextualRefinement(nn.Module):
+    """Four stages → one d-channel map at 1/32 (`mode`: off | gate | attention)."""
+
+    def __init__(self, in_channels: tuple[int, int, int, int], width: int, out_channels: int, mode: str = "attention") -> None:
+        super().__init__()
+        self.mode = mode
+        if mode == "off":
+            self.project = conv_bn_relu(in_channels[-1], out_channels, 1)
+            return
+        self.squeeze = nn.ModuleList(conv_bn_relu(c, width, 1) for c in in_channels)
+        aggregated = 4 * width
+        if mode == "attention":
+            self.channel_attention = ChannelAttention()
+            self.spatial_attention = SpatialAttention(aggregated)
+        else:
+            self.gate = GateAttention(aggregated)
+        self.project = conv_bn_relu(aggregated, out_channels, 1)
+
+    def aggregate(self, features: tuple[Tensor, ...]) -> Tensor:
+        """Bring every stage to the C5 grid (adaptive average pooling) and concatenate."""
+        size = features[-1].shape[-2:]
+        squeezed = [squeeze(f) for squeeze, f in zip(self.squeeze, features)]
+        return torch.cat([F.adaptive_avg_pool2d(s, size) for s in squeezed[:-1]] + [squeezed[-1]], dim=1)
+
+    def forward(self, features: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+        if self.mode == "off":
+            return self.project(features[-1])
+        z = self.aggregate(features)
+        if self.mode == "attention":
+            z = self.spatial_attention(self.channel_attention(z))
+        else:
+            z = self.gate(z)
+        return self.project(z)

@@ -1,0 +1,69 @@
+"""The segmentation network: backbone → CRM → SRM decoder → fusion → (memory) → classifier (DESIGN §2.2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segrefine.models.backbone import ResNetBackbone
+from segrefine.models.config import ModelConfig
+from segrefine.models.crm import ContextualRefinement
+from segrefine.models.layers import conv_bn_relu
+from segrefine.models.memory import ClassMemory
+from segrefine.models.registry import VARIANTS
+from segrefine.models.srm import SemanticRefinement
+
+LEVELS = ("c4", "c3", "c2")  # decoder levels, coarse to fine
+
+
+def _resize(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SegRefineNet(nn.Module):
+    """In eval mode: B×3×H×W → B×K×H×W logits. In train mode: a dict with "out", "aux", "memory_logits", "features"."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        spec = VARIANTS[config.variant]
+        d, k = spec.width, config.num_classes
+        self.backbone = ResNetBackbone(spec.backbone)
+        c2, c3, c4, c5 = self.backbone.channels
+        self.crm = ContextualRefinement(self.backbone.channels, d, d, config.crm)
+        self.lateral = nn.ModuleDict({name: conv_bn_relu(c, d, 1) for name, c in zip(LEVELS, (c4, c3, c2))})
+        self.srm = nn.ModuleDict(
+            {name: SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask) for name in LEVELS}
+        )
+        self.smooth = nn.ModuleDict({name: conv_bn_relu(d, d, 3) for name in LEVELS})
+        self.fusion = conv_bn_relu(4 * d, d, spec.fusion_kernel)
+        self.memory = ClassMemory(d, k, config.memory_dim or d) if config.memory else None
+        self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(d, k, 1))
+        self.aux_head = (
+            nn.Sequential(conv_bn_relu(c4, d, 3), nn.Dropout2d(0.1), nn.Conv2d(d, k, 1)) if config.aux else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        size = x.shape[-2:]
+        c2, c3, c4, c5 = self.backbone(x)
+        p = self.crm((c2, c3, c4, c5))
+        pyramid = [p]
+        for name, c in zip(LEVELS, (c4, c3, c2)):
+            lateral = self.lateral[name](c)
+            p = self.smooth[name](self.srm[name](lateral, p) + lateral)
+            pyramid.append(p)
+        fine = pyramid[-1]
+        fused = self.fusion(torch.cat([_resize(q, fine.shape[-2:]) for q in pyramid[:-1]] + [fine], dim=1))
+        if self.memory is not None:
+            fused, class_logits, features = self.memory(fused)
+        logits = _resize(self.classifier(fused), size)
+        if not self.training:
+            return logits
+        outputs = {"out": logits}
+        if self.aux_head is not None:
+            outputs["aux"] = _resize(self.aux_head(c4), size)
+        if self.memory is not None:
+            outputs["memory_logits"] = _resize(class_logits, size)
+            outputs["features"] = features
+        return outputs

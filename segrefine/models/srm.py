@@ -1,0 +1,77 @@
+"""Semantic Refinement Module: upsampling with learned, neighbour-aware per-pixel offsets (DESIGN §2.3).
+
+Offset convention: the output at fine pixel p samples the coarse map at p + Δ(p), with Δ in fine-pixel units and
+(x, y) order. Both `F.interpolate` and `F.grid_sample` use align_corners=False, so Δ = 0 is exactly bilinear
+upsampling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def base_grid(height: int, width: int, like: Tensor) -> Tensor:
+    """Normalised (x, y) coordinates of the pixel centres of a height×width grid, shape 1×H×W×2."""
+    ys = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) * (2.0 / height) - 1.0
+    xs = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) * (2.0 / width) - 1.0
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y), dim=-1).unsqueeze(0)
+
+
+def warp(source: Tensor, offset: Tensor) -> Tensor:
+    """Sample `source` (B×C×h×w) at each pixel of the offset's H×W grid shifted by offset (B×2×H×W, pixels)."""
+    height, width = offset.shape[-2:]
+    scale = offset.new_tensor([2.0 / width, 2.0 / height]).view(1, 1, 1, 2)
+    grid = base_grid(height, width, offset) + offset.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def aggregate_offsets(offset: Tensor, mask: Tensor, kernel: int) -> Tensor:
+    """Ultimate offset: each pixel's k×k neighbourhood of initial offsets, weighted by its mask (B×k²×H×W)."""
+    if kernel == 1:
+        return offset * mask
+    b, _, h, w = offset.shape
+    padded = F.pad(offset, [kernel // 2] * 4, mode="replicate")
+    neighbours = F.unfold(padded, kernel).view(b, 2, kernel * kernel, h, w)
+    return (neighbours * mask.unsqueeze(1)).sum(dim=2)
+
+
+class SemanticRefinement(nn.Module):
+    """Align and upsample a coarse map to a fine map's grid (`mode`: bilinear | flow | full)."""
+
+    def __init__(self, channels: int, mode: str = "full", kernel: int = 3, mask: str = "softmax") -> None:
+        super().__init__()
+        self.mode, self.kernel, self.mask_activation = mode, kernel, mask
+        if mode == "bilinear":
+            return
+        half = channels // 2
+        self.reduce_coarse = nn.Conv2d(channels, half, 1, bias=False)
+        self.reduce_fine = nn.Conv2d(channels, half, 1, bias=False)
+        self.offset = nn.Conv2d(2 * half, 2, 3, padding=1)
+        # Zero offsets at start: an untrained module is exactly bilinear upsampling.
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        if mode == "full":
+            self.mask = nn.Conv2d(2 * half, kernel * kernel, 3, padding=1)
+
+    def offsets(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        """The ultimate offset field (B×2×H×W, fine pixels) for aligning `coarse` onto `fine`'s grid."""
+        upsampled = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        x = torch.cat((self.reduce_coarse(upsampled), self.reduce_fine(fine)), dim=1)
+        offset = self.offset(x)
+        if self.mode == "flow":
+            return offset
+        logits = self.mask(x)
+        if self.mask_activation == "softmax":
+            weights = logits.softmax(dim=1)
+        else:
+            weights = logits.sigmoid()
+            weights = weights / weights.sum(dim=1, keepdim=True)
+        return aggregate_offsets(offset, weights, self.kernel)
+
+    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        if self.mode == "bilinear":
+            return F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return warp(coarse, self.offsets(fine, coarse))
