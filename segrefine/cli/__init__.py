@@ -37,9 +37,14 @@ def _root(
 
 
 def _register() -> None:
-    from segrefine.cli import flops
+    from segrefine.cli import datasets, flops, train, weights
+    from segrefine.cli import eval as eval_cli
 
+    app.command("train", epilog=train.EPILOG)(train.train)
+    app.command("eval")(eval_cli.evaluate)
     app.command("flops")(flops.flops)
+    app.command("datasets")(datasets.datasets)
+    app.add_typer(weights.app, name="weights")
 
 
 _register()

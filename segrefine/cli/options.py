@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from segrefine.engine.inference import check_scales
 from segrefine.errors import SegrefineError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -20,13 +21,36 @@ def parse_size(text: str, option: str) -> tuple[int, int]:
 def parse_scales(text: str, option: str = "--scales") -> tuple[float, ...]:
     """Parse a comma-separated list of positive numbers (e.g. 0.5,1.0,1.5)."""
     try:
-        scales = tuple(float(s) for s in text.split(",") if s.strip())
+        scales = tuple(float(s) for s in text.split(","))
     except ValueError:
-        scales = ()
-    if not scales or any(not (s > 0 and s < float("inf")) for s in scales):
-        raise SegrefineError(f"{option} must be a comma-separated list of positive numbers (e.g. 0.5,1.0,1.5), got {text!r}")
+        raise SegrefineError(f"{option} must be comma-separated positive numbers (e.g. 0.5,1.0,1.5), got {text!r}") from None
+    check_scales(scales, option)
     return scales
 
+
+
+def parse_key_values(items: list[str] | None, option: str) -> dict[str, object]:
+    """Parse repeated KEY=VALUE options; values become ints, floats, HxW tuples, booleans or stay strings."""
+    parsed: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SegrefineError(f"{option} must be KEY=VALUE (e.g. {option} length=8), got {item!r}")
+        parsed[key.strip().replace("-", "_")] = _value(value.strip())
+    return parsed
+
+
+def _value(text: str) -> object:
+    if _SIZE.match(text):
+        return parse_size(text, "")
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 # Choice types for typer options, built from the registries so the CLI never drifts from the model.

@@ -5,24 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 import torchvision
 from torch import Tensor, nn
 
-from segrefine.errors import SegrefineError
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     build: Callable[..., torchvision.models.ResNet]
     channels: tuple[int, int, int, int]
-    imagenet_repo: str  # timm repo on the Hub whose state-dict keys match torchvision's ResNet
 
 
+# ImageNet weights for these live on the Hub; their sources are in the model-zoo registry (segrefine/hub/zoo.json).
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": BackboneSpec(torchvision.models.resnet18, (64, 128, 256, 512), "timm/resnet18.a1_in1k"),
-    "resnet50": BackboneSpec(torchvision.models.resnet50, (256, 512, 1024, 2048), "timm/resnet50.a1_in1k"),
-    "resnet101": BackboneSpec(torchvision.models.resnet101, (256, 512, 1024, 2048), "timm/resnet101.a1h_in1k"),
+    "resnet18": BackboneSpec(torchvision.models.resnet18, (64, 128, 256, 512)),
+    "resnet50": BackboneSpec(torchvision.models.resnet50, (256, 512, 1024, 2048)),
+    "resnet101": BackboneSpec(torchvision.models.resnet101, (256, 512, 1024, 2048)),
 }
 
 
@@ -48,21 +46,8 @@ class ResNetBackbone(nn.Module):
 
 
 def load_imagenet_weights(backbone: ResNetBackbone, state: dict[str, Tensor], source: str) -> None:
-    """Load an ImageNet classifier state dict into the backbone; the classifier (`fc.*`) is dropped.
+    """Load an ImageNet classifier's state dict (torchvision/timm key names) into the backbone, strictly; the
+    classifier (`fc.*`) is dropped."""
+    from segrefine.hub import load_state_dict_strict
 
-    Strict: any missing or unexpected key, or any shape mismatch, is an error naming them.
-    """
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if items:
-            shown = ", ".join(items[:5]) + (f" … ({len(items)} in all)" if len(items) > 5 else "")
-            problems.append(f"{label}: {shown}")
-    if problems:
-        raise SegrefineError(f"{source} does not fit backbone {backbone.name}: " + "; ".join(problems))
-    with torch.no_grad():
-        backbone.load_state_dict(state, strict=True)
+    load_state_dict_strict(backbone, {k: v for k, v in state.items() if not k.startswith("fc.")}, source)

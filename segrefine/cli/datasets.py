@@ -1,0 +1,23 @@
+"""`segrefine datasets`: the dataset adapters, their classes and the layout each expects."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from segrefine.data import DATASETS, dataset_layouts
+from segrefine.engine.recipes import RECIPES
+
+
+def datasets() -> None:
+    """List the dataset adapters, the files each expects under --data-root, and their training recipe."""
+    table = Table(show_lines=True)
+    table.add_column("name", style="bold")
+    table.add_column("layout under --data-root")
+    table.add_column("recipe")
+    for name, layout in dataset_layouts().items():
+        r = RECIPES[name]
+        recipe = f"crop {r.crop[0]}×{r.crop[1]}, batch {r.batch_size}, {r.iters} iters, {r.loss}, lr {r.lr}"
+        splits = ", ".join(DATASETS[name].splits)
+        table.add_row(name, f"{layout}\nsplits: {splits}", recipe)
+    Console().print(table)

@@ -1,0 +1,179 @@
+"""`segrefine eval`: scores of a model, or of saved prediction PNGs, on a dataset split.
+
+Every score is a fraction in [0, 1], in the table and in --json alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import torch
+import torch.distributed as dist
+import typer
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import Dataset, Subset
+
+from segrefine.cli.options import parse_key_values, parse_scales, parse_size
+from segrefine.data import DATASETS
+from segrefine.errors import SegrefineError
+
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_INFERENCE_ONLY = "--mode, --crop, --stride, --scales, --flip, --batch-size and --save-predictions"
+
+
+def _device(text: str) -> torch.device:
+    """auto (CUDA when available), cpu, cuda or cuda:N; under torchrun, CUDA means this process's local GPU."""
+    if not _DEVICE.match(text):
+        raise SegrefineError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SegrefineError(f"--device {text}: CUDA is not available on this machine (use --device cpu)")
+        if text == "cuda" and "LOCAL_RANK" in os.environ:
+            text = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return torch.device(text)
+
+
+def _start_distributed(device: torch.device) -> bool:
+    """Join the process group when launched by torchrun with several processes; True if this call created it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _limited(dataset: Dataset, limit: int | None) -> Dataset:
+    return Subset(dataset, range(min(limit, len(dataset)))) if limit is not None else dataset
+
+
+def _fraction(x: float | None) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _describe_mode(report: dict[str, Any]) -> str:
+    """e.g. "slide 512x1024 stride 341x682, scales 0.5,1,1.5, flip"."""
+    words = [report["mode"]]
+    if report.get("crop") is not None:
+        words.append("x".join(map(str, report["crop"])))
+        if report.get("stride") is not None:
+            words.append("stride " + "x".join(map(str, report["stride"])))
+    text = " ".join(words)
+    if report.get("scales", [1.0]) != [1.0]:
+        text += ", scales " + ",".join(f"{s:g}" for s in report["scales"])
+    return text + (", flip" if report.get("flip") else "")
+
+
+def _print_tables(report: dict[str, Any], title: str) -> None:
+    console = Console()
+    classes = Table(title=f"{title}: per class", caption="fractions in [0, 1]; — = absent from labels and predictions")
+    for column in ("class", "IoU", "Acc", "boundary IoU"):
+        classes.add_column(column, justify="left" if column == "class" else "right")
+    for name, scores in report["per_class"].items():
+        classes.add_row(name, _fraction(scores["iou"]), _fraction(scores["acc"]), _fraction(scores["boundary_iou"]))
+    console.print(classes)
+    summary = Table(title="summary (fractions in [0, 1])", show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    for key in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU"):
+        summary.add_row(key, _fraction(report[key]))
+    summary.add_row("images", str(report["num_images"]))
+    summary.add_row("mode", _describe_mode(report))
+    console.print(summary)
+
+
+def evaluate(
+    dataset: Annotated[str, typer.Option("--dataset", help=f"Dataset: {', '.join(DATASETS)}.")],
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Dataset root folder.")] = None,
+    weights: Annotated[
+        Optional[str], typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id.")
+    ] = None,
+    predictions: Annotated[
+        Optional[Path], typer.Option("--predictions", help="Evaluate saved <image stem>.png train-id maps instead.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "val",
+    mode: Annotated[Literal["whole", "slide"], typer.Option("--mode", help="Whole image or sliding window.")] = "whole",
+    crop: Annotated[Optional[str], typer.Option("--crop", help="Sliding-window size HxW (--mode slide).")] = None,
+    stride: Annotated[
+        Optional[str], typer.Option("--stride", help="Sliding-window stride HxW (default: 2/3 of the crop).")
+    ] = None,
+    scales: Annotated[
+        Optional[str], typer.Option("--scales", help="Comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75.")
+    ] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (same-size runs).")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = DEFAULT_WORKERS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
+    save_predictions: Annotated[
+        Optional[Path],
+        typer.Option("--save-predictions", help="Write <image stem>.png train ids here (Cityscapes: also labelIds/)."),
+    ] = None,
+    dataset_option: Annotated[
+        Optional[list[str]], typer.Option("--dataset-option", help="Dataset option KEY=VALUE (repeatable).")
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
+) -> None:
+    """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
+    from segrefine.data import build_dataset, dataset_meta
+    from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
+
+    if (weights is None) == (predictions is None):
+        raise SegrefineError("give either --weights REF (evaluate a model) or --predictions DIR (evaluate saved PNGs)")
+    if predictions is not None and (
+        mode != "whole" or crop or stride or scales or flip or batch_size != 1 or save_predictions
+    ):
+        raise SegrefineError(f"{_INFERENCE_ONLY} apply only with --weights, not with --predictions")
+    if mode == "slide" and crop is None:
+        raise SegrefineError("--mode slide needs --crop HxW")
+    if mode != "slide" and (crop or stride):
+        raise SegrefineError("--crop and --stride apply only with --mode slide")
+    crop_size = parse_size(crop, "--crop") if crop else None
+    stride_size = parse_size(stride, "--stride") if stride else None
+    scale_list = parse_scales(scales) if scales else (1.0,)
+    options = parse_key_values(dataset_option, "--dataset-option")
+    run_device = _device(device)
+
+    meta = dataset_meta(dataset, data_root)
+    data = _limited(build_dataset(dataset, data_root, split, **options), limit)
+    started = _start_distributed(run_device)
+    try:
+        if weights is not None:
+            from segrefine.hub import load_model
+
+            model, config = load_model(weights, run_device)
+            trained_for = config["model"].get("num_classes")
+            if trained_for != meta.num_classes:
+                raise SegrefineError(
+                    f"weights {weights} were trained for {trained_for} classes but dataset {dataset} has "
+                    f"{meta.num_classes} classes"
+                )
+            report = evaluate_model(
+                model, data, meta, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
+                batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,
+                progress=True,
+            )  # fmt: skip
+            source = {"weights": weights}
+        else:
+            report = evaluate_predictions(predictions, data, meta, device=run_device, workers=workers, progress=True)
+            source = {"predictions": str(predictions)}
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone reports
+        return
+    report = {**report, "dataset": dataset, "split": split, **source}
+    if as_json:
+        typer.echo(json.dumps(report, allow_nan=False))
+    else:
+        _print_tables(report, f"{dataset} {split}")

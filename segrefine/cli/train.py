@@ -1,0 +1,78 @@
+"""`segrefine train`: fit a model on a dataset (1 CPU, 1 GPU, or many GPUs via torchrun)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from segrefine.cli.options import CrmMode, SrmKernel, SrmMask, SrmMode, Variant, parse_key_values, parse_size
+from segrefine.engine.config import read_config_file, resolve_config
+from segrefine.engine.train import resumed_config, train as run_training
+from segrefine.errors import SegrefineError
+
+EPILOG = (
+    "Every setting defaults to the dataset's recipe (DESIGN §8), a --config file (TOML or JSON; a run's config.json "
+    "works) overrides the recipe, and flags override both. Multi-GPU: torchrun --nproc-per-node N -m segrefine train … "
+    "Run `segrefine datasets` for the dataset layouts."
+)
+
+
+def train(
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")] = None,
+    dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable), e.g. length=64 for toy.")] = None,
+    variant: Annotated[Optional[Variant], typer.Option("--variant", help="Network variant.")] = None,
+    memory: Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="Add the MCIBI class memory.")] = None,
+    srm: Annotated[Optional[SrmMode], typer.Option("--srm", help="SRM mode.")] = None,
+    srm_kernel: Annotated[Optional[SrmKernel], typer.Option("--srm-kernel", help="SRM neighbourhood size.")] = None,
+    srm_mask: Annotated[Optional[SrmMask], typer.Option("--srm-mask", help="SRM mask activation.")] = None,
+    crm: Annotated[Optional[CrmMode], typer.Option("--crm", help="CRM mode.")] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", help="Training iterations.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Total batch size over all processes.")] = None,
+    crop: Annotated[Optional[str], typer.Option("--crop", help="Training crop HxW.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate (poly decay, power 0.9).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="SGD weight decay.")] = None,
+    loss: Annotated[Optional[Literal["ce", "ohem"]], typer.Option("--loss", help="Cross-entropy or OHEM cross-entropy.")] = None,
+    pretrained_backbone: Annotated[Optional[str], typer.Option("--pretrained-backbone", help="imagenet, a Hub repo id, a .safetensors file, or none.")] = None,
+    eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Validate every N iterations (0: at the end only).")] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write the `last` checkpoint every N iterations (0: at each validation).")] = None,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", help="Log every N iterations.")] = None,
+    device: Annotated[Optional[Literal["auto", "cpu", "cuda"]], typer.Option("--device", help="Where to train.")] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision (default: on for CUDA, off on CPU).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Data-loading worker processes.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/train/expN).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML or JSON settings file.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (default: the latest run) from its last checkpoint.")] = False,
+) -> None:
+    """Train a model; writes config.json, log.jsonl, checkpoints/{last,best} and eval.json into the run folder."""
+    flags = {
+        "dataset": dataset, "data_root": str(data_root) if data_root else None,
+        "dataset_options": parse_key_values(dataset_option, "--dataset-option") if dataset_option else None,
+        "variant": variant, "memory": memory, "srm": srm, "srm_kernel": int(srm_kernel) if srm_kernel else None,
+        "srm_mask": srm_mask, "crm": crm, "iters": iters, "batch_size": batch_size,
+        "crop": parse_size(crop, "--crop") if crop else None, "lr": lr, "weight_decay": weight_decay, "loss": loss,
+        "pretrained_backbone": pretrained_backbone, "eval_every": eval_every, "save_every": save_every,
+        "log_every": log_every, "device": device, "amp": amp, "seed": seed, "workers": workers,
+        "out": str(out) if out else None,
+    }
+    if resume:
+        if config is not None:
+            raise SegrefineError("--resume takes its settings from the run folder; drop --config")
+        from segrefine.engine.train import latest_run_dir
+
+        run_dir = out or latest_run_dir()
+        if run_dir is None or not (Path(run_dir) / "config.json").is_file():
+            raise SegrefineError(f"--resume: no training run found in {out or 'runs/train'} (start one without --resume)")
+        settings = resumed_config(Path(run_dir), flags)
+    else:
+        settings = resolve_config(read_config_file(config) if config else {}, flags)
+    run_dir = run_training(settings, resume=resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
+        typer.echo(f"run folder: {run_dir}")
+
+
+

@@ -1,0 +1,239 @@
+"""What every file-based dataset shares: finding and pairing files, decoding them, mapping label ids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from segrefine.data.meta import IGNORE_INDEX, DatasetMeta
+from segrefine.errors import SegrefineError
+
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+# Decoding and drawing run inside DataLoader workers, which already use every core; opencv's own thread pool
+# would only oversubscribe them (and can hang workers forked after it started).
+cv2.setNumThreads(0)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+INVALID = -1  # marks stored label values that are neither a class nor ignore in a lookup table
+
+
+# --- label lookup tables: stored 8-bit value -> train id, 255 (ignore) or INVALID -------------------------
+
+
+def identity_lut(num_classes: int) -> np.ndarray:
+    """Labels stored as train ids: 0..K-1 and 255 are kept, anything else is invalid."""
+    lut = np.full(256, INVALID, np.int16)
+    lut[:num_classes] = np.arange(num_classes)
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    return lut
+
+
+def reduce_zero_lut(num_classes: int) -> np.ndarray:
+    """Labels stored as 1..K with 0 = unlabelled: 0 becomes ignore, v becomes v-1."""
+    lut = np.full(256, INVALID, np.int16)
+    lut[1 : num_classes + 1] = np.arange(num_classes)
+    lut[0] = lut[IGNORE_INDEX] = IGNORE_INDEX
+    return lut
+
+
+def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarray:
+    """Labels stored as ids that a table maps to train ids; ids outside the table become `default`."""
+    lut = np.full(256, default, np.int16)
+    for stored, train in table.items():
+        if 0 <= stored < 256:
+            lut[stored] = train
+    return lut
+
+
+# --- decoding ------------------------------------------------------------------------------------------------
+
+
+def read_image(path: Path) -> np.ndarray:
+    """H×W×3 uint8 RGB."""
+    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SegrefineError(f"cannot read image file {path} (missing, empty or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: Path) -> np.ndarray:
+    """H×W label map as stored (uint8 or uint16)."""
+    label = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise SegrefineError(f"cannot read label file {path} (missing, empty or not an image)")
+    if label.ndim == 3:
+        # A grey map saved as RGB is fine; a colour-coded or palette map is not a map of class ids.
+        if not all(np.array_equal(label[..., 0], label[..., c]) for c in range(1, label.shape[2])):
+            raise SegrefineError(
+                f"label file {path} has {label.shape[2]} different channels; labels must be single-channel "
+                "PNGs of class ids (colour or palette PNGs are not supported)"
+            )
+        label = label[..., 0]
+    if label.dtype not in (np.uint8, np.uint16):
+        raise SegrefineError(f"label file {path} has {label.dtype} pixels; labels must be 8- or 16-bit PNGs")
+    return label
+
+
+def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta) -> np.ndarray:
+    """Apply a lookup table to a stored label map; stored values that are no class and not ignore are an error."""
+    wide = label > 255 if label.dtype != np.uint8 else None
+    mapped = lut[np.minimum(label, 255)] if wide is not None else lut[label]
+    invalid = mapped == INVALID
+    if wide is not None:
+        invalid |= wide
+    if invalid.any():
+        values = np.unique(label[invalid])
+        shown = ", ".join(str(v) for v in values[:10]) + (f", ... ({len(values)} values)" if len(values) > 10 else "")
+        raise SegrefineError(
+            f"label file {path} has values {shown} that are neither a class of {meta.name} "
+            f"({meta.num_classes} classes) nor {IGNORE_INDEX} (ignore)"
+        )
+    return mapped
+
+
+# --- one sample ----------------------------------------------------------------------------------------------
+
+
+def make_sample(
+    image: np.ndarray, label: np.ndarray, name: str, path: str, transform: Transform | None
+) -> dict[str, Any]:
+    """{"image": uint8 3×H×W (or what the transform makes), "label": int64 H×W, "name", "path"} as plain tensors."""
+    sample: dict[str, Any] = {
+        "image": tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+        "label": tv_tensors.Mask(torch.from_numpy(label.astype(np.int64, copy=False))),
+        "name": name,
+        "path": path,
+    }
+    if transform is not None:
+        sample = transform(sample)
+    sample["image"] = sample["image"].as_subclass(torch.Tensor).contiguous()
+    sample["label"] = sample["label"].as_subclass(torch.Tensor).long()
+    return sample
+
+
+class PairedFiles(Dataset):
+    """Image/label file pairs; the label's stored values are mapped to train ids by a lookup table."""
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        meta: DatasetMeta,
+        lut: np.ndarray,
+        transform: Transform | None = None,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.meta = meta
+        self.lut = lut
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded RGB image (H×W×3 uint8) and its train-id label map (H×W int16)."""
+        image_path, label_path = self.pairs[index]
+        image = read_image(image_path)
+        label = read_label(label_path)
+        if image.shape[:2] != label.shape:
+            raise SegrefineError(
+                f"image {image_path} is {image.shape[1]}×{image.shape[0]} but its label {label_path} is "
+                f"{label.shape[1]}×{label.shape[0]}"
+            )
+        return image, map_label(label, self.lut, label_path, self.meta)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.load(index)
+        image_path = self.pairs[index][0]
+        return make_sample(image, label, image_path.stem, os.fspath(image_path), self.transform)
+
+
+# --- discovery -----------------------------------------------------------------------------------------------
+
+
+def find_root(root: str | os.PathLike | None, dataset: str, layout: str, inner: str | None = None) -> Path:
+    """The dataset root as a Path; descends into `inner` when the user gave the folder above it."""
+    if root is None:
+        raise SegrefineError(f"dataset {dataset} needs a data root; expected layout: {layout}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise SegrefineError(f"{dataset} data root {path} does not exist or is not a folder; expected layout: {layout}")
+    if inner is not None and (path / inner).is_dir():
+        path = path / inner
+    return path
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """Files `depth` levels below `folder` whose names end with one of `suffixes` (any case), minus `exclude`."""
+
+    folder: Path
+    suffixes: tuple[str, ...]
+    depth: int = 1
+    exclude: tuple[str, ...] = ()
+
+    def pattern(self) -> str:
+        ends = self.suffixes[0] if len(self.suffixes) == 1 else "{" + ",".join(self.suffixes) + "}"
+        return (self.folder / "/".join(["*"] * self.depth)).as_posix() + ends.lstrip("*")
+
+    def index(self) -> dict[str, Path]:
+        """The files keyed by their path relative to `folder` without the suffix (the pairing key)."""
+        suffixes = tuple(s.lower() for s in self.suffixes)
+        exclude = tuple(s.lower() for s in self.exclude)
+        found: dict[str, Path] = {}
+        for path in sorted(self.folder.glob("/".join(["*"] * self.depth))):
+            lower = path.name.lower()
+            suffix = next((s for s in suffixes if lower.endswith(s)), None)
+            if suffix is None or lower.endswith(exclude) or not path.is_file():
+                continue
+            key = path.relative_to(self.folder).as_posix()[: -len(suffix)]
+            if key in found:
+                raise SegrefineError(f"{found[key]} and {path} have the same name; keep only one of them")
+            found[key] = path
+        return found
+
+
+def first_complete(images: FileSet, *variants: tuple[FileSet, np.ndarray]) -> tuple[FileSet, np.ndarray]:
+    """The first (labels, lookup table) variant with a label for every image, else the last one."""
+    keys = images.index().keys()
+    for labels, lut in variants[:-1]:
+        if keys and labels.index().keys() >= keys:
+            return labels, lut
+    return variants[-1]
+
+
+def _listing(keys: list[str], files: Mapping[str, Path], shown: int = 3) -> str:
+    names = ", ".join(files[k].name for k in keys[:shown])
+    return f"{names}{', ...' if len(keys) > shown else ''} ({len(keys)} in all)"
+
+
+def pair_files(images: FileSet, labels: FileSet, *, dataset: str, split: str, layout: str) -> list[tuple[Path, Path]]:
+    """(image, label) pairs with equal keys; a missing or empty split or a file without its partner is an error."""
+    for files in (images, labels):
+        if not files.folder.is_dir():
+            raise SegrefineError(
+                f"{dataset} split {split}: folder {files.folder} does not exist; expected layout: {layout}"
+            )
+    image_files, label_files = images.index(), labels.index()
+    if not image_files:
+        raise SegrefineError(f"{dataset} split {split}: no images matching {images.pattern()}")
+    lonely = sorted(image_files.keys() - label_files.keys())
+    if lonely:
+        raise SegrefineError(
+            f"{dataset} split {split}: images without a label {labels.pattern()}: {_listing(lonely, image_files)}"
+        )
+    lonely = sorted(label_files.keys() - image_files.keys())
+    if lonely:
+        raise SegrefineError(
+            f"{dataset} split {split}: labels without an image {images.pattern()}: {_listing(lonely, label_files)}"
+        )
+    return [(image_files[k], label_files[k]) for k in sorted(image_files)]

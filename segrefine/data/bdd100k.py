@@ -1,0 +1,26 @@
+"""BDD100K semantic segmentation (10k images): labels are stored as Cityscapes train ids."""
+
+from __future__ import annotations
+
+import os
+
+from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
+from segrefine.data.meta import BDD100K, DatasetMeta
+
+SPLITS = ("train", "val")
+LAYOUT = (
+    "<root>/images/10k/{train,val}/<name>.jpg with labels <root>/labels/sem_seg/masks/<split>/<name>.png "
+    "(Cityscapes train ids 0-18, 255 ignore); <root> may also be the folder holding bdd100k/"
+)
+
+
+def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+    return BDD100K
+
+
+def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+    base = find_root(root, "bdd100k", LAYOUT, inner="bdd100k")
+    images = FileSet(base / "images" / "10k" / split, (".jpg",))
+    labels = FileSet(base / "labels" / "sem_seg" / "masks" / split, (".png",))
+    pairs = pair_files(images, labels, dataset="bdd100k", split=split, layout=LAYOUT)
+    return PairedFiles(pairs, BDD100K, identity_lut(BDD100K.num_classes), transform)

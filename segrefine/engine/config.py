@@ -1,0 +1,107 @@
+"""Training settings: one dataclass, resolved as recipe defaults ← config file ← command-line flags."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from segrefine.engine.recipes import RECIPES
+from segrefine.errors import SegrefineError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str
+    data_root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    variant: str = "lite"
+    memory: bool = False
+    srm: str = "full"
+    srm_kernel: int = 3
+    srm_mask: str = "softmax"
+    crm: str = "attention"
+    iters: int = 0
+    batch_size: int = 0  # total over all processes
+    crop: tuple[int, int] = (0, 0)
+    scale: tuple[float, float] = (0.5, 2.0)
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    loss: str = "ce"
+    pretrained_backbone: str = "none"
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 0  # 0: at each evaluation
+    log_every: int = 10
+    device: str = "auto"
+    amp: bool | None = None  # None: on for CUDA, off for CPU
+    seed: int = 0
+    workers: int = 2
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("iters", "batch_size", "log_every"):
+            if getattr(self, name) <= 0:
+                raise SegrefineError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        for name in ("eval_every", "save_every", "workers"):
+            if getattr(self, name) < 0:
+                raise SegrefineError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if min(self.crop) <= 0:
+            raise SegrefineError(f"--crop must be HxW with two positive integers, got {self.crop}")
+        if self.lr <= 0:
+            raise SegrefineError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise SegrefineError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.loss not in ("ce", "ohem"):
+            raise SegrefineError(f"loss must be ce or ohem, got {self.loss!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise SegrefineError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TUPLES = ("crop", "scale")
+
+
+def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
+    """Recipe defaults of the chosen dataset, then the config file's settings, then the flags given."""
+    settings = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
+    dataset = settings.get("dataset")
+    if not dataset:
+        raise SegrefineError("--dataset is required (or a `dataset` entry in --config)")
+    from segrefine.data import DATASETS, dataset_meta  # noqa: F401  (validates the name with a suggestion)
+
+    if dataset not in DATASETS:
+        dataset_meta(dataset)
+    recipe = asdict(RECIPES[dataset])
+    for key in _TUPLES:
+        if key in settings:
+            settings[key] = tuple(settings[key])
+    return TrainConfig(**{**recipe, **settings})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML or JSON file; a run's own config.json (settings under "train") works as it is."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SegrefineError(f"--config {path}: cannot read it ({e.strerror})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise SegrefineError(f"--config {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("train"), dict):
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise SegrefineError(f"--config {path} must hold a table/object of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SegrefineError(f"--config {path} has unknown settings: {', '.join(unknown)}")
+    return data

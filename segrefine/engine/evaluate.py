@@ -1,0 +1,387 @@
+"""Evaluation over a dataset split: a model (with any inference mode) or saved prediction PNGs.
+
+Both paths feed one loop over (prediction, label) pairs into a single `SegmentationMetrics`, so scores are
+FRACTIONS in [0, 1] and follow its conventions (ignore pixels dropped, NaN classes left out of the means).
+Memory stays flat in the number of images: each image's logits are reduced to a label map at once, and only the
+K×(K+1) confusion counts survive it.
+
+Batching: images of different sizes cannot be stacked, so a DataLoader batch is split into runs of consecutive
+images of the same size and each run is one forward pass (Cityscapes-like splits batch fully, mixed-size splits
+such as ADE20K fall back to smaller batches). Dataset images may be uint8 (normalised here, on the device) or
+already normalised floats.
+
+Under torchrun (torch.distributed initialised) every process takes every world-size-th image, so no image is
+counted twice, and the counts are summed across processes before the scores are computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, DatasetMeta
+from segrefine.data.transforms import normalize
+from segrefine.engine.inference import predict_logits
+from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
+from segrefine.errors import SegrefineError
+
+__all__ = [
+    "LABEL_IDS_DIR",
+    "UNIT",
+    "PredictionWriter",
+    "cityscapes_label_ids",
+    "evaluate_model",
+    "evaluate_predictions",
+]
+
+UNIT = "fraction"  # every score in every output is a fraction in [0, 1]
+LABEL_IDS_DIR = "labelIds"  # Cityscapes: subfolder of --save-predictions with the official label-id encoding
+
+Size = tuple[int, int]
+
+
+# --- Cityscapes label-id encoding ------------------------------------------------------------------------------
+
+def _train_to_label_lut() -> np.ndarray:
+    lut = np.zeros(256, np.uint8)  # anything that is no train id becomes 0, "unlabeled" (not evaluated)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        if train_id != IGNORE_INDEX:
+            lut[train_id] = label_id
+    return lut
+
+
+_CITYSCAPES_LABEL_LUT = _train_to_label_lut()
+
+
+def cityscapes_label_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes train ids (uint8 H×W) -> the official label ids that cityscapesscripts and the server evaluate."""
+    return _CITYSCAPES_LABEL_LUT[train_ids]
+
+
+# --- writing predictions ---------------------------------------------------------------------------------------
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Write a PNG atomically: a temporary file in the same folder, then os.replace."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        if not cv2.imwrite(os.fspath(tmp), image):
+            raise SegrefineError(f"cannot write prediction file {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class PredictionWriter:
+    """Writes `<folder>/<image file stem>.png` holding train ids; for Cityscapes also `<folder>/labelIds/<stem>.png`.
+
+    Point cityscapesscripts (CITYSCAPES_RESULTS) or a benchmark-server upload at the labelIds folder: the
+    official tools match prediction files by the `city_sequence_frame` prefix of the name, which the stem keeps.
+    """
+
+    def __init__(self, folder: str | Path, meta: DatasetMeta) -> None:
+        self.folder = Path(folder)
+        self.label_ids = self.folder / LABEL_IDS_DIR if meta.name == "cityscapes" else None
+        for path in (self.folder, self.label_ids):
+            if path is None:
+                continue
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SegrefineError(f"cannot create prediction folder {path}: {e.strerror}") from None
+
+    def write(self, name: str, pred: Tensor) -> None:
+        """Save one H×W map of train ids."""
+        train_ids = pred.to(device="cpu", dtype=torch.uint8).numpy()
+        _write_png(self.folder / f"{name}.png", train_ids)
+        if self.label_ids is not None:
+            _write_png(self.label_ids / f"{name}.png", cityscapes_label_ids(train_ids))
+
+
+# --- reading predictions ---------------------------------------------------------------------------------------
+
+def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray | None:
+    """A saved H×W map of train ids (255 allowed: no class), checked against its label; None if the file is missing."""
+    if not path.is_file():
+        return None
+    pred = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if pred is None:
+        raise SegrefineError(f"prediction file {path} cannot be read as an image")
+    if pred.ndim != 2 or pred.dtype not in (np.uint8, np.uint16):
+        raise SegrefineError(
+            f"prediction file {path} must be a single-channel 8- or 16-bit PNG of train ids, "
+            f"got {pred.shape[2] if pred.ndim == 3 else 1} channel(s) of {pred.dtype}"
+        )
+    height, width = label.shape[-2:]
+    if pred.shape != (height, width):
+        raise SegrefineError(
+            f"prediction file {path} is {pred.shape[1]}×{pred.shape[0]} but its label is {width}×{height}"
+        )
+    bad = (pred >= num_classes) & (pred != IGNORE_INDEX)
+    if bad.any():
+        values = ", ".join(str(v) for v in np.unique(pred[bad])[:5])
+        raise SegrefineError(
+            f"prediction file {path} has values {values} outside the train ids 0..{num_classes - 1} (and 255)"
+        )
+    return pred
+
+
+# --- data loading ----------------------------------------------------------------------------------------------
+
+class _Samples(Dataset):
+    """The items of `dataset`, each passed through `load`; a SegrefineError is returned, not raised.
+
+    A DataLoader worker would wrap a raised error into a multi-line message carrying its traceback; returning it
+    lets the main process raise the user's one line.
+    """
+
+    def __init__(self, dataset: Dataset, load: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        self.dataset = dataset
+        self.load = load
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | SegrefineError:
+        try:
+            sample = self.dataset[index]
+            return self.load(sample) if self.load is not None else sample
+        except SegrefineError as e:
+            return e
+
+
+class _WithPrediction:
+    """Replaces a sample's image by its saved prediction (picklable, for DataLoader workers)."""
+
+    def __init__(self, folder: Path, num_classes: int) -> None:
+        self.folder = folder
+        self.num_classes = num_classes
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        del sample["image"]
+        sample["prediction"] = _read_prediction(self.folder / f"{sample['name']}.png", sample["label"], self.num_classes)
+        return sample
+
+
+def _as_list(batch: list[Any]) -> list[Any]:
+    return batch
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _is_main_process() -> bool:
+    return not _distributed() or dist.get_rank() == 0
+
+
+def _shard(dataset: Dataset) -> Dataset:
+    """This process's share of the split: every world-size-th image, without padding duplicates."""
+    if not _distributed():
+        return dataset
+    return Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
+
+
+def _loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
+    """Batches (lists of samples) of this process's share; errors raised by the dataset surface here as one line."""
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_as_list,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    for batch in loader:
+        for sample in batch:
+            if isinstance(sample, SegrefineError):
+                raise sample
+        yield batch
+
+
+def _same_size_runs(samples: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive samples whose images and labels have the same size (each run can be stacked)."""
+    run: list[dict[str, Any]] = []
+    for sample in samples:
+        if run and (
+            sample["image"].shape != run[0]["image"].shape or sample["label"].shape != run[0]["label"].shape
+        ):
+            yield run
+            run = []
+        run.append(sample)
+    if run:
+        yield run
+
+
+# --- the shared loop -------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr (stdout stays clean for --json) when it is a terminal; yields `advance()`."""
+    console = Console(stderr=True)
+    if not (enabled and console.is_terminal):
+        yield lambda: None
+        return
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
+def _score(
+    pairs: Iterable[tuple[Tensor, Tensor]],
+    meta: DatasetMeta,
+    *,
+    total: int,
+    device: torch.device,
+    boundary_ratio: float | None,
+    progress: bool,
+    description: str,
+) -> dict[str, Any]:
+    """Accumulate (prediction, label) pairs into one confusion matrix on `device`; the summary of all processes."""
+    metrics = SegmentationMetrics(meta.num_classes, boundary_ratio=boundary_ratio)
+    with _progress_bar(total, description, progress and _is_main_process()) as advance:
+        for pred, label in pairs:
+            metrics.update(pred.to(device), label.to(device, non_blocking=True))
+            advance()
+    result = metrics.reduce().compute()
+    return summary(result, meta.classes)
+
+
+def _check_classes(model: nn.Module, meta: DatasetMeta) -> None:
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if num_classes is not None and num_classes != meta.num_classes:
+        raise SegrefineError(
+            f"the model predicts {num_classes} classes but dataset {meta.name} has {meta.num_classes} classes"
+        )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    meta: DatasetMeta,
+    *,
+    mode: str = "whole",
+    crop: Size | None = None,
+    stride: Size | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    workers: int = 0,
+    save_predictions: str | Path | None = None,
+    boundary_ratio: float | None = BOUNDARY_RATIO,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scores (fractions in [0, 1]) of `model` on every image of `dataset`, plus num_images, mode and options.
+
+    Inference options are those of `predict_logits`; horizontal flip swaps `meta.flip_pairs`. Logits are resized
+    to the label size before the argmax. `device` defaults to the model's; the model is moved there, run in eval
+    mode and put back into the mode it was in. `save_predictions` writes one train-id PNG per image (see
+    `PredictionWriter`). Under torch.distributed every process must call this; all get the same result.
+    """
+    _check_classes(model, meta)
+    if batch_size < 1:
+        raise SegrefineError(f"batch size must be at least 1, got {batch_size}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    scales = tuple(float(s) for s in scales)
+    writer = PredictionWriter(save_predictions, meta) if save_predictions is not None else None
+    shard = _shard(dataset)
+
+    def pairs() -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in _loader(_Samples(shard), batch_size, workers, device):
+            for run in _same_size_runs(batch):
+                images = torch.stack([s["image"] for s in run]).to(device, non_blocking=True)
+                if images.dtype == torch.uint8:
+                    images = normalize(images)
+                logits = predict_logits(
+                    model, images, num_classes=meta.num_classes, mode=mode, crop=crop, stride=stride,
+                    scales=scales, flip=flip, flip_pairs=meta.flip_pairs, out_size=run[0]["label"].shape[-2:],
+                )  # fmt: skip
+                preds = logits.argmax(1)
+                del logits, images
+                for sample, pred in zip(run, preds):
+                    if writer is not None:
+                        writer.write(sample["name"], pred)
+                    yield pred, sample["label"]
+
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        scores = _score(
+            pairs(), meta, total=len(shard), device=device, boundary_ratio=boundary_ratio, progress=progress,
+            description=f"eval {meta.name} ({mode})",
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+    return {
+        **scores,
+        "num_images": len(dataset),
+        "mode": mode,
+        "scales": list(scales),
+        "flip": flip,
+        "crop": list(crop) if mode == "slide" and crop is not None else None,
+        "stride": list(stride) if mode == "slide" and stride is not None else None,
+        "unit": UNIT,
+    }
+
+
+def evaluate_predictions(
+    pred_dir: str | Path,
+    dataset: Dataset,
+    meta: DatasetMeta,
+    *,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    boundary_ratio: float | None = BOUNDARY_RATIO,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scores (fractions in [0, 1]) of saved predictions `<pred_dir>/<image file stem>.png` (train ids).
+
+    A prediction of the wrong size or with values outside 0..K-1 (255 counts as no class) is an error naming the
+    file; images without a prediction are an error listing their stems.
+    """
+    folder = Path(pred_dir)
+    if not folder.is_dir():
+        raise SegrefineError(f"prediction folder {folder} does not exist or is not a folder")
+    device = torch.device(device)
+    shard = _shard(dataset)
+    missing: list[str] = []
+
+    def pairs() -> Iterator[tuple[Tensor, Tensor]]:
+        samples = _Samples(shard, _WithPrediction(folder, meta.num_classes))
+        for batch in _loader(samples, 1, workers, device):
+            for sample in batch:
+                if sample["prediction"] is None:
+                    missing.append(sample["name"])
+                    continue
+                yield torch.from_numpy(sample["prediction"]), sample["label"]
+        if missing:
+            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise SegrefineError(
+                f"{len(missing)} of {len(shard)} images have no prediction <stem>.png in {folder}: {shown}"
+            )
+
+    scores = _score(
+        pairs(), meta, total=len(shard), device=device, boundary_ratio=boundary_ratio, progress=progress,
+        description=f"eval {meta.name} (saved predictions)",
+    )  # fmt: skip
+    return {**scores, "num_images": len(dataset), "mode": "predictions", "unit": UNIT}

@@ -1,0 +1,50 @@
+"""Training progress: a rich bar with ETA, loss, lr and images/s on a terminal; plain log lines otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class TrainProgress:
+    def __init__(self, total: int, start: int = 0, enabled: bool = True) -> None:
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.live = enabled and self.console.is_terminal
+        self.total = total
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task("train", total=total, completed=start, stats="")
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, step: int, record: dict[str, Any] | None) -> None:
+        if not self.enabled:
+            return
+        if record is None:
+            self.progress.update(self.task, completed=step)
+            return
+        stats = f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['images_per_s']:.1f} img/s"
+        self.progress.update(self.task, completed=step, stats=stats)
+        if not self.live:
+            self.console.print(f"iter {step}/{self.total}  {stats}", highlight=False)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, highlight=False)

@@ -1,0 +1,47 @@
+"""Weights: safetensors checkpoints, weights references, the model zoo registry and the Hugging Face Hub."""
+
+from segrefine.hub.card import model_card
+from segrefine.hub.checkpoint import (
+    CONFIG_NAME,
+    RUN_BEST_DIR,
+    RUN_CHECKPOINTS,
+    RUN_LAST_DIR,
+    WEIGHTS_NAME,
+    check_safetensors,
+    load_model,
+    load_state,
+    load_state_dict_strict,
+    read_config,
+    rebuild,
+    save_pretrained,
+)
+from segrefine.hub.reference import ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
+from segrefine.hub.registry import BackboneEntry, ModelEntry, Registry, default_weights, load_registry
+from segrefine.hub.upload import push_to_hub
+
+__all__ = [
+    "CONFIG_NAME",
+    "RUN_BEST_DIR",
+    "RUN_CHECKPOINTS",
+    "RUN_LAST_DIR",
+    "WEIGHTS_NAME",
+    "BackboneEntry",
+    "ModelEntry",
+    "Registry",
+    "ResolvedWeights",
+    "check_safetensors",
+    "default_weights",
+    "fetch_backbone",
+    "load_model",
+    "load_registry",
+    "load_state",
+    "load_state_dict_strict",
+    "model_card",
+    "pull",
+    "push_to_hub",
+    "read_config",
+    "rebuild",
+    "resolve",
+    "resolve_local",
+    "save_pretrained",
+]

@@ -1,0 +1,226 @@
+"""Weights references → local files: a file, a checkpoint folder, a training run, a registry name or a Hub repo.
+
+Hub downloads go through `huggingface_hub` only, so its cache, `HF_HUB_OFFLINE`, `HF_ENDPOINT` and tokens apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from torch import Tensor
+
+from segrefine.errors import SegrefineError
+from segrefine.hub.checkpoint import (
+    CONFIG_NAME,
+    RUN_BEST_DIR,
+    RUN_LAST_DIR,
+    WEIGHTS_NAME,
+    check_safetensors,
+    load_state,
+    read_config,
+)
+from segrefine.hub.registry import BackboneEntry, load_registry
+
+HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?")
+ACCEPTED = (
+    "a .safetensors file with config.json beside it, a checkpoint folder (config.json + model.safetensors), "
+    "a training run folder (checkpoints/best or checkpoints/last), a registry name (see `segrefine weights list`) "
+    "or a Hub repo id owner/name[@revision]"
+)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where a reference's files are on this machine."""
+
+    ref: str
+    config_path: Path
+    weights_path: Path
+
+
+def resolve(ref: str | Path, *, token: str | None = None, cache_dir: str | Path | None = None) -> ResolvedWeights:
+    """Resolve a weights reference to local `config.json` + weights files, downloading from the Hub if needed."""
+    text = str(ref)
+    if Path(text).expanduser().exists():
+        return resolve_local(text)
+    entry = load_registry().model(text)
+    if entry is not None:
+        return _resolve_hub(text, entry.repo, entry.revision, entry.file, entry.sha256, token=token, cache_dir=cache_dir)
+    match = HUB_ID.fullmatch(text)
+    if match:
+        return _resolve_hub(text, match["repo"], match["revision"], WEIGHTS_NAME, None, token=token, cache_dir=cache_dir)
+    if _looks_like_path(text):
+        raise SegrefineError(f"weights not found: there is no file or folder {text}")
+    raise SegrefineError(
+        f"unknown weights reference {text!r}: expected {ACCEPTED}; fetch Hub weights with `segrefine weights pull REF`"
+    )
+
+
+def resolve_local(ref: str | Path) -> ResolvedWeights:
+    """Resolve a local reference only: a .safetensors file, a checkpoint folder or a training run folder."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        check_safetensors(path)
+        return _checked(str(ref), path.with_name(CONFIG_NAME), path)
+    if not path.is_dir():
+        raise SegrefineError(f"weights not found: there is no file or folder {ref}")
+    if _is_checkpoint(path):
+        return _checked(str(ref), path / CONFIG_NAME, path / WEIGHTS_NAME)
+    for sub in (RUN_BEST_DIR, RUN_LAST_DIR):
+        if _is_checkpoint(path / sub):
+            return _checked(str(ref), path / sub / CONFIG_NAME, path / sub / WEIGHTS_NAME)
+    raise SegrefineError(
+        f"{path} is neither a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a training run folder "
+        f"({RUN_BEST_DIR}/ or {RUN_LAST_DIR}/ holding them)"
+    )
+
+
+def pull(ref: str, *, token: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Fill the cache for `ref` (checkpoint or registered ImageNet backbone repo); returns the local folder or file."""
+    match = HUB_ID.fullmatch(ref)
+    backbone = load_registry().backbone(match["repo"]) if match and not Path(ref).exists() else None
+    if backbone is not None:
+        return _download_backbone(backbone, match["revision"], token=token, cache_dir=cache_dir)
+    return resolve(ref, token=token, cache_dir=cache_dir).weights_path.parent
+
+
+def fetch_backbone(
+    repo_id: str, revision: str | None = None, *, token: str | None = None, cache_dir: str | Path | None = None
+) -> dict[str, Tensor]:
+    """The state dict of an ImageNet classifier on the Hub (e.g. `timm/resnet18.a1_in1k`), from `model.safetensors`.
+
+    `repo_id` may also be a registered arch name (`resnet18`). Registered backbones use the registry's revision and
+    file, and its sha256 where one is recorded.
+    """
+    entry = load_registry().backbone(repo_id) or BackboneEntry(
+        arch=repo_id, variants=(), repo=repo_id, revision=constants.DEFAULT_REVISION, file=WEIGHTS_NAME, sha256=None
+    )
+    return load_state(_download_backbone(entry, revision, token=token, cache_dir=cache_dir))
+
+
+def _download_backbone(
+    entry: BackboneEntry, revision: str | None, *, token: str | None, cache_dir: str | Path | None
+) -> Path:
+    revision = revision or entry.revision
+    path = _download(entry.repo, entry.file, revision, ref=f"{entry.repo}@{revision}", token=token, cache_dir=cache_dir)
+    if entry.sha256 is not None and revision == entry.revision:
+        _verify_sha256(path, entry.sha256, f"backbone {entry.repo}@{revision}")
+    return path
+
+
+def _resolve_hub(
+    ref: str,
+    repo_id: str,
+    revision: str | None,
+    filename: str,
+    sha256: str | None,
+    *,
+    token: str | None,
+    cache_dir: str | Path | None,
+) -> ResolvedWeights:
+    revision = revision or constants.DEFAULT_REVISION
+    folder = filename.rpartition("/")[0]
+    config = _download(repo_id, f"{folder}/{CONFIG_NAME}" if folder else CONFIG_NAME, revision, ref=ref, token=token, cache_dir=cache_dir)
+    # The config's snapshot folder is named by its commit: pin the weights to that same commit.
+    commit = config.parents[folder.count("/") + 1 if folder else 0].name
+    weights = _download(repo_id, filename, commit, ref=ref, token=token, cache_dir=cache_dir)
+    if sha256 is not None:
+        _verify_sha256(weights, sha256, f"registry entry {ref} ({repo_id}@{revision})")
+    return _checked(ref, config, weights)
+
+
+def _download(
+    repo_id: str, filename: str, revision: str, *, ref: str, token: str | None, cache_dir: str | Path | None
+) -> Path:
+    from segrefine import __version__
+
+    what = f"{filename} of {repo_id}@{revision}"
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                library_name="segrefine",
+                library_version=__version__,
+            )
+        )
+    except LocalEntryNotFoundError:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        if constants.HF_HUB_OFFLINE:
+            raise SegrefineError(
+                f"{what} is not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading it: "
+                f"unset HF_HUB_OFFLINE, or run `segrefine weights pull {ref}` while online"
+            ) from None
+        raise SegrefineError(
+            f"cannot reach the Hub at {constants.ENDPOINT} to fetch {what}, and it is not in the cache ({cache}): "
+            f"check the connection and HF_ENDPOINT, or run `segrefine weights pull {ref}` when online"
+        ) from None
+    except EntryNotFoundError:
+        raise SegrefineError(f"Hub repo {repo_id}@{revision} has no {filename}: it is not a segrefine checkpoint") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError, OfflineModeIsEnabled) as e:
+        raise hub_error(e, repo_id, revision) from None
+
+
+def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> SegrefineError:
+    """One line for a failed Hub call on `repo_id`."""
+    if isinstance(error, RevisionNotFoundError):
+        return SegrefineError(f"revision {revision!r} not found in Hub repo {repo_id}")
+    if isinstance(error, GatedRepoError):
+        return SegrefineError(f"Hub repo {repo_id} is gated: accept its terms on the Hub and pass a token (--token or HF_TOKEN)")
+    if isinstance(error, RepositoryNotFoundError):
+        return SegrefineError(
+            f"Hub repo {repo_id} not found at {constants.ENDPOINT} (a private repo needs a token: --token or HF_TOKEN)"
+        )
+    if isinstance(error, OfflineModeIsEnabled):
+        return SegrefineError(f"cannot reach the Hub for {repo_id}: HF_HUB_OFFLINE=1 is set; unset it to go online")
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in (401, 403):
+        return SegrefineError(
+            f"the Hub refused access to {repo_id} (HTTP {status}): pass a valid token with --token or set HF_TOKEN"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return SegrefineError(f"Hub request for {repo_id} failed: {first}")
+
+
+def _verify_sha256(path: Path, expected: str, what: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise SegrefineError(
+            f"sha256 of {path} ({digest.hexdigest()}) does not match {what} ({expected}): the download is corrupt or "
+            "the repo changed; remove it from the Hugging Face cache and pull again"
+        )
+
+
+def _checked(ref: str, config: Path, weights: Path) -> ResolvedWeights:
+    if not config.is_file():
+        raise SegrefineError(f"{weights} has no {CONFIG_NAME} beside it (expected {config})")
+    read_config(config)
+    check_safetensors(weights)
+    return ResolvedWeights(ref, config, weights)
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1 or Path(text).suffix != ""

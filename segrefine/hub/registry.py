@@ -1,0 +1,232 @@
+"""The model zoo registry (`zoo.json`, shipped inside the package): published checkpoints and ImageNet backbones.
+
+Only real, published entries go there. A backbone's `sha256` may be null when it is not known: its download is then
+not hash-checked. A checkpoint's `sha256` is always required and always checked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from segrefine.errors import SegrefineError
+
+SCHEMA_VERSION = 1
+ZOO_FILE = "zoo.json"
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A published, trained segrefine checkpoint."""
+
+    name: str
+    variant: str
+    dataset: str
+    num_classes: int
+    classes: tuple[str, ...]
+    repo: str
+    revision: str
+    file: str
+    sha256: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    default_for: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """An ImageNet classifier on the Hub whose state-dict keys match torchvision's ResNet."""
+
+    arch: str
+    variants: tuple[str, ...]
+    repo: str
+    revision: str
+    file: str
+    sha256: str | None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Registry:
+    models: tuple[ModelEntry, ...]
+    backbones: tuple[BackboneEntry, ...]
+
+    def model(self, name: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def backbone(self, arch_or_repo: str) -> BackboneEntry | None:
+        return next((b for b in self.backbones if arch_or_repo in (b.arch, b.repo)), None)
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """The registry in `path`, or the one shipped with segrefine."""
+    if path is None:
+        return _packaged()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SegrefineError(f"cannot read the model registry {path}: {e.strerror}") from None
+    return parse_registry(text, str(path))
+
+
+@lru_cache(maxsize=1)
+def _packaged() -> Registry:
+    return parse_registry(files("segrefine.hub").joinpath(ZOO_FILE).read_text(), f"segrefine/hub/{ZOO_FILE}")
+
+
+def parse_registry(text: str, source: str) -> Registry:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SegrefineError(f"{source} is not valid JSON: {e}") from None
+    return validate_registry(data, source)
+
+
+def validate_registry(data: Any, source: str) -> Registry:
+    """Check the registry schema; every problem is a SegrefineError naming the entry and field."""
+    _expect(isinstance(data, dict), source, "must be a JSON object")
+    _keys(data, source, required={"schema_version", "models", "backbones"}, optional={"about"})
+    _expect(data["schema_version"] == SCHEMA_VERSION, f"{source}: schema_version", f"must be {SCHEMA_VERSION}")
+    for key in ("models", "backbones"):
+        _expect(isinstance(data[key], list), f"{source}: {key}", "must be a list")
+    models = tuple(_model(m, f"{source}: models[{i}]") for i, m in enumerate(data["models"]))
+    backbones = tuple(_backbone(b, f"{source}: backbones[{i}]") for i, b in enumerate(data["backbones"]))
+    _unique([m.name for m in models], f"{source}: models", "name")
+    _unique([d for m in models for d in m.default_for], f"{source}: models", "default_for value")
+    _unique([b.arch for b in backbones], f"{source}: backbones", "arch")
+    _unique([b.repo for b in backbones], f"{source}: backbones", "repo")
+    return Registry(models, backbones)
+
+
+def default_weights(dataset_or_task: str, registry: Registry | None = None) -> ModelEntry:
+    """The published checkpoint registered as the default for a dataset or task."""
+    registry = registry or load_registry()
+    entry = next((m for m in registry.models if dataset_or_task in m.default_for), None)
+    if entry is not None:
+        return entry
+    if not registry.models:
+        raise SegrefineError(
+            "the model registry holds no trained segrefine checkpoint yet: train one with `segrefine train` "
+            "and pass it with --weights"
+        )
+    names = ", ".join(m.name for m in registry.models)
+    raise SegrefineError(
+        f"the model registry has no default checkpoint for {dataset_or_task!r} (published: {names}); "
+        "pass one with --weights"
+    )
+
+
+def _model(entry: Any, where: str) -> ModelEntry:
+    from segrefine.models.registry import VARIANTS
+
+    _expect(isinstance(entry, dict), where, "must be a JSON object")
+    _keys(
+        entry,
+        where,
+        required={"name", "variant", "dataset", "num_classes", "classes", "repo", "revision", "file", "sha256", "metrics"},
+        optional={"default_for"},
+    )
+    _field(entry, where, "name", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "lower-case letters, digits, . _ -")
+    where = f"{where} ({entry['name']})"
+    _field(entry, where, "variant", lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}")
+    _field(entry, where, "dataset", _text, "a non-empty string")
+    _field(entry, where, "num_classes", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
+    _field(
+        entry,
+        where,
+        "classes",
+        lambda v: isinstance(v, list) and len(v) == entry["num_classes"] and all(map(_text, v)),
+        "a list of num_classes non-empty names",
+    )
+    _field(entry, where, "repo", lambda v: isinstance(v, str) and _REPO.fullmatch(v), "a Hub repo id owner/name")
+    _field(entry, where, "revision", _text, "a branch, tag or commit")
+    _field(entry, where, "file", _repo_file, "a relative path ending in .safetensors")
+    _field(entry, where, "sha256", lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "64 lower-case hex digits")
+    _field(
+        entry,
+        where,
+        "metrics",
+        lambda v: isinstance(v, dict) and all(isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in v.values()),
+        "an object of numbers or strings",
+    )
+    _field(entry, where, "default_for", lambda v: isinstance(v, list) and all(map(_text, v)), "a list of dataset or task names")
+    return ModelEntry(
+        name=entry["name"],
+        variant=entry["variant"],
+        dataset=entry["dataset"],
+        num_classes=entry["num_classes"],
+        classes=tuple(entry["classes"]),
+        repo=entry["repo"],
+        revision=entry["revision"],
+        file=entry["file"],
+        sha256=entry["sha256"],
+        metrics=dict(entry["metrics"]),
+        default_for=tuple(entry.get("default_for", ())),
+    )
+
+
+def _backbone(entry: Any, where: str) -> BackboneEntry:
+    _expect(isinstance(entry, dict), where, "must be a JSON object")
+    _keys(entry, where, required={"arch", "variants", "repo", "revision", "file", "sha256"}, optional={"description"})
+    _field(entry, where, "arch", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "lower-case letters, digits, . _ -")
+    where = f"{where} ({entry['arch']})"
+    _field(entry, where, "variants", lambda v: isinstance(v, list) and all(map(_text, v)), "a list of variant names")
+    _field(entry, where, "repo", lambda v: isinstance(v, str) and _REPO.fullmatch(v), "a Hub repo id owner/name")
+    _field(entry, where, "revision", _text, "a branch, tag or commit")
+    _field(entry, where, "file", _repo_file, "a relative path ending in .safetensors")
+    _field(entry, where, "sha256", lambda v: v is None or (isinstance(v, str) and _SHA256.fullmatch(v)), "null or 64 lower-case hex digits")
+    _field(entry, where, "description", lambda v: isinstance(v, str), "a string")
+    return BackboneEntry(
+        arch=entry["arch"],
+        variants=tuple(entry["variants"]),
+        repo=entry["repo"],
+        revision=entry["revision"],
+        file=entry["file"],
+        sha256=entry["sha256"],
+        description=entry.get("description", ""),
+    )
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _repo_file(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value.endswith(".safetensors")
+        and not value.startswith("/")
+        and ".." not in value.split("/")
+    )
+
+
+def _field(entry: dict, where: str, key: str, ok: Callable[[Any], Any], expected: str) -> None:
+    if key in entry and not ok(entry[key]):
+        raise SegrefineError(f"{where}: {key} must be {expected}, got {entry[key]!r}")
+
+
+def _keys(entry: dict, where: str, *, required: set[str], optional: set[str]) -> None:
+    missing = sorted(required - set(entry))
+    unknown = sorted(set(entry) - required - optional)
+    _expect(not missing, where, f"lacks {', '.join(missing)}")
+    _expect(not unknown, where, f"has unknown keys {', '.join(unknown)}")
+
+
+def _unique(values: list[str], where: str, what: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    _expect(not repeated, where, f"repeat the {what} {', '.join(repeated)}")
+
+
+def _expect(condition: Any, where: str, message: str) -> None:
+    if not condition:
+        raise SegrefineError(f"{where} {message}")

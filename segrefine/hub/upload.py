@@ -1,0 +1,67 @@
+"""Publish a local checkpoint on the Hub: config.json, model.safetensors and a generated model card, in one commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+from segrefine.errors import SegrefineError
+from segrefine.hub.card import model_card
+from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, load_state_dict_strict, read_config, rebuild
+from segrefine.hub.reference import HUB_ID, hub_error, resolve_local
+
+
+def push_to_hub(
+    source: str | Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    flops_size: tuple[int, int] = (1024, 2048),
+    commit_message: str | None = None,
+) -> str:
+    """Upload a checkpoint folder, .safetensors file or run folder to `repo_id`; returns the commit URL.
+
+    The checkpoint is loaded strictly first, so weights that do not fit their config are never published.
+    """
+    if not HUB_ID.fullmatch(repo_id) or "@" in repo_id:
+        raise SegrefineError(f"Hub repo id must be owner/name (use --revision for a branch), got {repo_id!r}")
+    if constants.HF_HUB_OFFLINE:
+        raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")
+    weights = resolve_local(source)
+    config = read_config(weights.config_path)
+    load_state_dict_strict(rebuild(config), load_state(weights.weights_path), str(source))
+    report = _complexity(config, flops_size)
+    card = model_card(config, repo_id=repo_id, params=report.params, gmacs=report.gmacs, input_size=flops_size)
+
+    from segrefine import __version__
+
+    api = HfApi(token=token, library_name="segrefine", library_version=__version__)
+    operations = [
+        CommitOperationAdd(CONFIG_NAME, weights.config_path),
+        CommitOperationAdd(WEIGHTS_NAME, weights.weights_path),
+        CommitOperationAdd("README.md", card.encode()),
+    ]
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or f"Upload segrefine {config['model'].get('variant', '')} checkpoint",
+            revision=revision,
+        )
+    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
+        raise hub_error(e, repo_id, revision) from None
+    return info.commit_url
+
+
+def _complexity(config: dict, size: tuple[int, int]):
+    from segrefine.engine.flops import count_flops
+    from segrefine.models import ModelConfig
+
+    return count_flops(ModelConfig.from_dict(dict(config["model"])), size)

@@ -1,0 +1,133 @@
+"""`segrefine eval` through the real entry point: --json output, saved predictions, one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from segrefine.cli import main
+from segrefine.data import dataset_meta
+from segrefine.hub import save_pretrained
+
+TOY = dataset_meta("toy")
+TOY_OPTIONS = ["--dataset", "toy", "--dataset-option", "length=2", "--dataset-option", "size=64x96", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from segrefine.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=TOY.num_classes)
+    return save_pretrained(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+
+
+def _segrefine(*args):
+    return subprocess.run([sys.executable, "-m", "segrefine", *args], capture_output=True, text=True, timeout=300)
+
+
+def _json(result):
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1  # exactly one JSON object, nothing else on stdout
+    return json.loads(result.stdout)
+
+
+def test_json_and_saved_predictions_round_trip(checkpoint, tmp_path):
+    preds = tmp_path / "preds"
+    report = _json(_segrefine("eval", *TOY_OPTIONS, "--weights", str(checkpoint), "--json", "--save-predictions", str(preds)))
+    for key in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU"):
+        assert isinstance(report[key], float) and 0 <= report[key] <= 1
+    assert list(report["per_class"]) == list(TOY.classes)
+    for scores in report["per_class"].values():
+        assert set(scores) >= {"iou", "acc"}
+        assert all(v is None or 0 <= v <= 1 for v in scores.values())
+    assert report["num_images"] == 2 and report["mode"] == "whole" and report["unit"] == "fraction"
+    assert sorted(p.name for p in preds.iterdir()) == ["toy_val_000000.png", "toy_val_000001.png"]
+
+    again = _json(_segrefine("eval", *TOY_OPTIONS, "--predictions", str(preds), "--json"))
+    assert again["mode"] == "predictions" and again["num_images"] == 2
+    for key in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU", "per_class"):
+        assert again[key] == report[key]
+
+
+def test_bad_scales_is_one_line_and_exit_2():
+    result = _segrefine("eval", *TOY_OPTIONS, "--weights", "unused", "--scales", "0.5,-1")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "--scales" in result.stderr and "Traceback" not in result.stderr
+
+
+def _fails(argv, capsys) -> str:
+    """Run the entry point in this process; it must exit 2 with one stderr line, which is returned."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert info.value.code == 2, captured.err
+    assert captured.out == "" and captured.err.count("\n") == 1
+    return captured.err
+
+
+def test_class_count_mismatch_names_both_numbers(checkpoint, tmp_path, capsys):
+    root = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    cv2.imwrite(str(root / "images/a.png"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(root / "masks/a.png"), np.zeros((32, 32), np.uint8))
+    (root / "classes.txt").write_text("bg\nfg\nother\n")
+    err = _fails(["eval", "--dataset", "folder", "--data-root", str(root), "--weights", str(checkpoint),
+                  "--workers", "0"], capsys)  # fmt: skip
+    assert "trained for 9 classes" in err and "folder has 3 classes" in err
+
+
+def test_a_checkpoint_that_does_not_load_names_the_keys(checkpoint, tmp_path, capsys):
+    state = load_file(str(checkpoint / "model.safetensors"))
+    dropped = sorted(state)[0]
+    del state[dropped]
+    save_file(state, str(tmp_path / "model.safetensors"))
+    shutil.copy(checkpoint / "config.json", tmp_path / "config.json")
+    err = _fails(["eval", *TOY_OPTIONS, "--weights", str(tmp_path)], capsys)
+    assert "missing keys" in err and dropped in err
+
+
+def test_missing_predictions_list_the_stems(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "toy_val_000001.png"), np.zeros((64, 96), np.uint8))
+    err = _fails(["eval", *TOY_OPTIONS, "--predictions", str(tmp_path)], capsys)
+    assert "1 of 2 images have no prediction" in err and "toy_val_000000" in err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--weights", "w", "--predictions", "p"], "either --weights"),
+        ([], "either --weights"),
+        (["--weights", "w", "--mode", "slide"], "--mode slide needs --crop"),
+        (["--weights", "w", "--crop", "32x32"], "only with --mode slide"),
+        (["--weights", "w", "--mode", "slide", "--crop", "0x32"], "--crop must be HxW"),
+        (["--predictions", "p", "--flip"], "apply only with --weights"),
+        (["--weights", "w", "--device", "tpu"], "--device must be"),
+        (["--weights", "w", "--dataset-option", "colour=red"], "has no option colour"),
+        (["--weights", "w", "--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_bad_options_are_one_line(args, match, capsys):
+    assert match in _fails(["eval", *TOY_OPTIONS, *args], capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_one_line(capsys):
+    assert "CUDA is not available" in _fails(["eval", *TOY_OPTIONS, "--weights", "w", "--device", "cuda"], capsys)
+
+
+def test_slide_with_a_crop_larger_than_the_image_works(checkpoint, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["eval", *TOY_OPTIONS, "--weights", str(checkpoint), "--mode", "slide", "--crop", "512x1024", "--json",
+              "--limit", "1"])  # fmt: skip
+    assert info.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "slide" and report["crop"] == [512, 1024] and report["num_images"] == 1

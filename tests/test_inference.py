@@ -1,0 +1,137 @@
+import pytest
+import torch
+from torch import nn
+
+from segrefine.engine.inference import predict_logits
+from segrefine.errors import SegrefineError
+
+K = 4
+
+
+def _pointwise_model() -> nn.Module:
+    """A 1×1 convolution: every pixel's logits depend on that pixel only, so windows cannot change them."""
+    model = nn.Conv2d(3, K, 1)
+    return model.eval()
+
+
+class _MirrorPairModel(nn.Module):
+    """Channel 1 is channel 0's 3×3 filter mirrored, channels 2-3 use mirror-symmetric filters.
+
+    Hence model(flip(x)) = swap01(flip(model(x))): flip test-time augmentation with the pair (0, 1) is exact.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(3)
+        left = torch.randn(3, 3, 3, generator=gen)
+        sym = torch.randn(2, 3, 3, 3, generator=gen)
+        sym = sym + sym.flip(-1)
+        self.register_buffer("weight", torch.stack([left, left.flip(-1), *sym]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.weight, padding=1)
+
+
+def _images(batch=1, height=19, width=23):
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+
+
+def test_whole_is_log_softmax_of_the_model():
+    model, x = _pointwise_model(), _images(2)
+    out = predict_logits(model, x, num_classes=K)
+    assert out.shape == (2, K, 19, 23)
+    torch.testing.assert_close(out, model(x).log_softmax(1))
+
+
+def test_slide_with_overlap_equals_whole():
+    model, x = _pointwise_model(), _images(2)
+    whole = predict_logits(model, x, num_classes=K)
+    slide = predict_logits(model, x, num_classes=K, mode="slide", crop=(8, 8), stride=(5, 6))
+    torch.testing.assert_close(slide, whole)
+
+
+def test_slide_window_sizes_and_count():
+    calls = []
+
+    class SizeModel(nn.Module):
+        def forward(self, x):
+            calls.append(tuple(x.shape[-2:]))
+            return torch.zeros(x.shape[0], K, *x.shape[-2:])
+
+    predict_logits(SizeModel(), _images(1, 10, 12), num_classes=K, mode="slide", crop=(6, 8), stride=(4, 4))
+    # Rows start at 0, 4 (flush with the end); columns at 0, 4 (flush).
+    assert calls == [(6, 8)] * 4
+
+
+def test_slide_crop_larger_than_image():
+    model, x = _pointwise_model(), _images(1, 9, 13)
+    whole = predict_logits(model, x, num_classes=K)
+    slide = predict_logits(model, x, num_classes=K, mode="slide", crop=(64, 64), stride=(32, 32))
+    torch.testing.assert_close(slide, whole)
+    slide = predict_logits(model, x, num_classes=K, mode="slide", crop=(64, 5))  # default stride
+    torch.testing.assert_close(slide, whole)
+
+
+def test_flip_with_pair_swap_is_exact_for_a_mirror_equivariant_model():
+    model, x = _MirrorPairModel(), _images(2)
+    plain = predict_logits(model, x, num_classes=K)
+    flipped = predict_logits(model, x, num_classes=K, flip=True, flip_pairs=[(0, 1)])
+    torch.testing.assert_close(flipped, plain, atol=1e-5, rtol=1e-5)
+    unswapped = predict_logits(model, x, num_classes=K, flip=True)
+    assert not torch.allclose(unswapped, plain, atol=1e-3)
+
+
+def test_single_scale_one_equals_whole_and_multi_scale_keeps_size():
+    model, x = _pointwise_model(), _images(2)
+    whole = predict_logits(model, x, num_classes=K)
+    torch.testing.assert_close(predict_logits(model, x, num_classes=K, scales=[1.0]), whole)
+    multi = predict_logits(model, x, num_classes=K, scales=(0.5, 1.0, 1.75), flip=True)
+    assert multi.shape == whole.shape
+    torch.testing.assert_close(multi.exp().sum(1), torch.ones(2, 19, 23))
+
+
+def test_multi_scale_averages_probabilities():
+    model = _pointwise_model()
+    x = torch.randn(1, 3, 1, 1).expand(1, 3, 16, 20)  # a constant image looks the same at every scale
+    whole = predict_logits(model, x, num_classes=K)
+    multi = predict_logits(model, x, num_classes=K, scales=(0.5, 0.75, 1.5))
+    torch.testing.assert_close(multi, whole)
+
+
+def test_out_size():
+    out = predict_logits(_pointwise_model(), _images(1, 10, 12), num_classes=K, out_size=(20, 24))
+    assert out.shape == (1, K, 20, 24)
+
+
+def test_batch_equals_single_images():
+    model, x = _pointwise_model(), _images(3)
+    batch = predict_logits(model, x, num_classes=K, mode="slide", crop=(8, 8), scales=(0.75, 1.0), flip=True)
+    single = torch.cat([predict_logits(model, xi[None], num_classes=K, mode="slide", crop=(8, 8),
+                                       scales=(0.75, 1.0), flip=True) for xi in x])
+    torch.testing.assert_close(batch, single)
+
+
+@pytest.mark.parametrize("scales", [(), (0.0,), (1.0, -0.5), (float("nan"),)])
+def test_bad_scales(scales):
+    with pytest.raises(SegrefineError, match="--scales"):
+        predict_logits(_pointwise_model(), _images(), num_classes=K, scales=scales)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"mode": "tiles"}, "--mode"),
+        ({"mode": "slide"}, "--crop"),
+        ({"mode": "slide", "crop": (8, 8), "stride": (9, 4)}, "--stride"),
+        ({"mode": "slide", "crop": (0, 8)}, "--crop"),
+        ({"flip": True, "flip_pairs": [(0, K)]}, "flip pair"),
+    ],
+)
+def test_bad_options(options, match):
+    with pytest.raises(SegrefineError, match=match):
+        predict_logits(_pointwise_model(), _images(), num_classes=K, **options)
+
+
+def test_wrong_number_of_classes():
+    with pytest.raises(SegrefineError, match="5 classes"):
+        predict_logits(_pointwise_model(), _images(), num_classes=5)
