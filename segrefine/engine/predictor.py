@@ -1,0 +1,316 @@
+"""Prediction API: load a weights reference once, then segment arrays, image files, batches and videos.
+
+    import segrefine
+
+    predictor = segrefine.load("runs/train/exp")  # run or checkpoint folder, .safetensors file, registry name, Hub id
+    label = predictor.predict("street.png")  # H×W uint8 train ids (also takes an H×W×3 uint8 RGB array)
+    color = predictor.colorize(label)  # H×W×3 uint8 RGB in the checkpoint's palette
+    blend = predictor.overlay("street.png", label, alpha=0.5)
+
+Class names, palette and flip pairs come from the checkpoint's config.json. Inference runs under
+`torch.inference_mode()` with the modes of `segrefine eval` (whole or sliding window, multi-scale, flip); images of
+the same size are stacked into one forward pass; on CUDA the network runs channels-last.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from segrefine.data.meta import voc_palette
+from segrefine.data.transforms import normalize
+from segrefine.engine.inference import MODES, check_scales, predict_logits
+from segrefine.errors import SegrefineError
+
+__all__ = [
+    "DEFAULT_TASK",
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "Predictor",
+    "UnreadableInput",
+    "load",
+    "read_image",
+    "resolve_device",
+    "write_image",
+]
+
+DEFAULT_TASK = "segmentation"  # the registry's `default_for` value that `load()` without a reference uses
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+VIDEO_FOURCC = "mp4v"
+FALLBACK_FPS = 25.0  # for containers that do not record a frame rate
+
+Image = Union[np.ndarray, str, os.PathLike]
+Size = tuple[int, int]
+
+
+class UnreadableInput(SegrefineError):
+    """An input image or video that cannot be decoded: a per-input failure, not a reason to stop a whole run."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` is CUDA when available, else CPU; any torch device string (cpu, cuda, cuda:1, mps) otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise SegrefineError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SegrefineError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise SegrefineError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise SegrefineError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
+    return resolved
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise."""
+    try:
+        data = np.fromfile(os.fspath(path), dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
+    except OSError as e:
+        raise UnreadableInput(f"cannot read {path}: {e.strerror or e}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UnreadableInput(f"cannot read {path}: not a decodable image (corrupt, empty or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an H×W label map or an H×W×3 RGB image atomically (temporary file, then os.replace); format by suffix."""
+    path = Path(path)
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
+    if not ok:
+        raise SegrefineError(f"cannot encode {path} as {path.suffix or '.png'}")
+    _atomic(path, lambda tmp: encoded.tofile(os.fspath(tmp)))
+
+
+def _atomic(path: Path, write: Callable[[Path], Any], suffix: str = ".tmp") -> None:
+    """Run `write` on a temporary file beside `path`, then move it into place; nothing is left behind on failure."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise SegrefineError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _rgb(image: Any) -> np.ndarray:
+    """An array-like (numpy, PIL) as contiguous H×W×3 uint8 RGB: grey is repeated, alpha dropped."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise SegrefineError(f"images must be uint8 arrays (0-255), got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise SegrefineError(f"images must be H×W×3 RGB arrays, got shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[..., :3])
+
+
+def _runs(sizes: Sequence[Size], limit: int) -> Iterator[list[int]]:
+    """Indices grouped by size (in first-seen order), in chunks of at most `limit`."""
+    groups: dict[Size, list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    for indices in groups.values():
+        for start in range(0, len(indices), limit):
+            yield indices[start : start + limit]
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise SegrefineError(f"--alpha must be between 0 and 1, got {alpha}")
+
+
+@dataclass(eq=False)
+class Predictor:
+    """A loaded network plus its labels and inference settings; see `load` to build one from a weights reference."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    mode: str = "whole"
+    crop: Size | None = None
+    stride: Size | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SegrefineError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "slide" and self.crop is None:
+            raise SegrefineError("--mode slide needs --crop HxW")
+        check_scales(self.scales)
+        if self.batch_size < 1:
+            raise SegrefineError(f"--batch-size must be at least 1, got {self.batch_size}")
+        self.num_classes = int(self.config["model"]["num_classes"])
+        self.classes: tuple[str, ...] = tuple(self.config.get("classes") or map(str, range(self.num_classes)))
+        self.palette: tuple[tuple[int, int, int], ...] = tuple(
+            tuple(int(c) for c in rgb) for rgb in self.config.get("palette") or voc_palette(self.num_classes)
+        )
+        self.flip_pairs = tuple(tuple(pair) for pair in self.config.get("flip_pairs", ()))
+        if not len(self.classes) == len(self.palette) == self.num_classes:
+            raise SegrefineError(
+                f"the checkpoint's config has {len(self.classes)} class names and {len(self.palette)} palette "
+                f"colours for a {self.num_classes}-class model"
+            )
+        # Colour lookup table over every uint8 value: values that are no class (255 = ignore) stay black.
+        self._lut = np.zeros((256, 3), np.uint8)
+        self._lut[: self.num_classes] = self.palette
+        self.model.eval()
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+
+    def predict(self, image: Image) -> np.ndarray:
+        """H×W uint8 train ids for one H×W×3 uint8 RGB array (or array-like) or image file."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Iterable[Image], batch_size: int | None = None) -> list[np.ndarray]:
+        """Label maps for many images, in order; images of the same size share forward passes of `batch_size`."""
+        arrays = [read_image(i) if isinstance(i, (str, os.PathLike)) else _rgb(i) for i in images]
+        labels: list[np.ndarray | None] = [None] * len(arrays)
+        for run in _runs([a.shape[:2] for a in arrays], batch_size or self.batch_size):
+            for i, label in zip(run, self._forward([arrays[i] for i in run])):
+                labels[i] = label
+        return labels  # type: ignore[return-value]
+
+    def colorize(self, label: np.ndarray) -> np.ndarray:
+        """H×W×3 uint8 RGB of a label map in the checkpoint's palette; values that are no class are black."""
+        return self._lut[np.asarray(label, dtype=np.uint8)]
+
+    def overlay(self, image: Image, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The image blended with the colourised label (`alpha` = weight of the colours); no-class pixels untouched."""
+        _check_alpha(alpha)
+        rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _rgb(image)
+        label = np.asarray(label)
+        if label.shape != rgb.shape[:2]:
+            raise SegrefineError(f"label map {label.shape} and image {rgb.shape[:2]} differ in size")
+        blend = cv2.addWeighted(rgb, 1.0 - alpha, self.colorize(label), alpha, 0.0)
+        unlabelled = label >= self.num_classes
+        blend[unlabelled] = rgb[unlabelled]
+        return blend
+
+    def predict_video(
+        self,
+        source: str | os.PathLike,
+        target: str | os.PathLike,
+        *,
+        alpha: float = 0.5,
+        batch_size: int | None = None,
+        on_frames: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the overlays of every frame of `source` as an mp4 video at its frame rate and size; returns frames.
+
+        `target` appears only once complete. `on_frames(n)` is called after each batch of n frames.
+        """
+        _check_alpha(alpha)
+        capture = cv2.VideoCapture(os.fspath(source))
+        if not capture.isOpened():
+            raise UnreadableInput(f"cannot read {source}: not a video that OpenCV can open")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps > 0 else FALLBACK_FPS  # NaN compares False too
+        target = Path(target)
+        frames = 0
+        try:
+
+            def encode(tmp: Path) -> None:
+                nonlocal frames
+                writer = None
+                try:
+                    for batch in _frame_batches(capture, batch_size or self.batch_size):
+                        if writer is None:
+                            height, width = batch[0].shape[:2]
+                            writer = cv2.VideoWriter(
+                                os.fspath(tmp), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, (width, height)
+                            )
+                            if not writer.isOpened():
+                                raise SegrefineError(f"cannot write {target}: OpenCV has no {VIDEO_FOURCC} encoder")
+                        for frame, label in zip(batch, self._forward(batch)):
+                            writer.write(cv2.cvtColor(self.overlay(frame, label, alpha), cv2.COLOR_RGB2BGR))
+                        frames += len(batch)
+                        if on_frames is not None:
+                            on_frames(len(batch))
+                finally:
+                    if writer is not None:
+                        writer.release()
+                if writer is None:
+                    raise UnreadableInput(f"cannot read {source}: no frame could be decoded")
+
+            _atomic(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
+        finally:
+            capture.release()
+        return frames
+
+    def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Label maps of same-size H×W×3 uint8 RGB images, in one forward pass per inference pass."""
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        # N×H×W×C permuted to N×C×H×W is already channels-last in memory; CPU convolutions prefer it contiguous.
+        batch = normalize(batch.permute(0, 3, 1, 2))
+        if self.device.type != "cuda":
+            batch = batch.contiguous()
+        logits = predict_logits(
+            self.model, batch, num_classes=self.num_classes, mode=self.mode, crop=self.crop, stride=self.stride,
+            scales=self.scales, flip=self.flip, flip_pairs=self.flip_pairs,
+        )  # fmt: skip
+        return list(logits.argmax(1).to(torch.uint8).cpu().numpy())
+
+
+def _frame_batches(capture: cv2.VideoCapture, size: int) -> Iterator[list[np.ndarray]]:
+    """RGB frames of an open capture, `size` at a time."""
+    batch: list[np.ndarray] = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        batch.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def load(
+    ref: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    *,
+    mode: str = "whole",
+    crop: Size | None = None,
+    stride: Size | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 4,
+    token: str | None = None,
+) -> Predictor:
+    """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name or
+    a Hub repo id `owner/name[@revision]`; without `ref`, the registry's default checkpoint for segmentation.
+    """
+    from segrefine.hub import default_weights, load_model
+
+    if ref is None:
+        ref = default_weights(DEFAULT_TASK).name
+    run_device = resolve_device(device)
+    model, config = load_model(ref, run_device, token=token)
+    return Predictor(
+        model, config, run_device, mode=mode, crop=tuple(crop) if crop else None,
+        stride=tuple(stride) if stride else None, scales=tuple(scales), flip=flip, batch_size=batch_size,
+    )  # fmt: skip
