@@ -7,7 +7,9 @@ whatever the number of images.
 Pipeline (--pipeline): writes a Cityscapes-layout tree (leftImg8bit images, gtFine labelIds) and one train-id
 prediction PNG per image into a temporary folder (in a child process, so that generating does not count), then runs
 the real `segrefine.engine.evaluate.evaluate_predictions` over it (dataset, DataLoader, PNG decoding and checks,
-metrics). Compare the peak RSS of --images 10 and --images 100: it should not grow with N.
+metrics). Compare the peak RSS of --images 10 and --images 100: it should not grow with N. With glibc, it creeps
+by a few tens of MiB anyway because the allocator's dynamic mmap threshold lets the large per-image buffers
+fragment the heap; MALLOC_MMAP_THRESHOLD_=1048576 pins the threshold, and then the peak is flat.
 
     python benchmarks/eval_memory.py --images 10
     python benchmarks/eval_memory.py --images 100 --classes 171

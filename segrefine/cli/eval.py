@@ -8,48 +8,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-import torch
-import torch.distributed as dist
 import typer
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, Subset
 
 from segrefine.cli.options import parse_key_values, parse_scales, parse_size
-from segrefine.data import DATASETS
+from segrefine.data import DATASETS, build_dataset, dataset_meta
+from segrefine.engine import distributed
+from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
+from segrefine.engine.predictor import resolve_device
 from segrefine.errors import SegrefineError
+from segrefine.hub import load_model
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _INFERENCE_ONLY = "--mode, --crop, --stride, --scales, --flip, --batch-size and --save-predictions"
-
-
-def _device(text: str) -> torch.device:
-    """auto (CUDA when available), cpu, cuda or cuda:N; under torchrun, CUDA means this process's local GPU."""
-    if not _DEVICE.match(text):
-        raise SegrefineError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    if text.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SegrefineError(f"--device {text}: CUDA is not available on this machine (use --device cpu)")
-        if text == "cuda" and "LOCAL_RANK" in os.environ:
-            text = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return torch.device(text)
-
-
-def _start_distributed(device: torch.device) -> bool:
-    """Join the process group when launched by torchrun with several processes; True if this call created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return True
 
 
 def _limited(dataset: Dataset, limit: int | None) -> Dataset:
@@ -75,7 +51,7 @@ def _describe_mode(report: dict[str, Any]) -> str:
 
 def _print_tables(report: dict[str, Any], title: str) -> None:
     console = Console()
-    classes = Table(title=f"{title}: per class", caption="fractions in [0, 1]; — = absent from labels and predictions")
+    classes = Table(title=f"{title}: per class", caption="fractions in [0, 1]; — = undefined (class absent)")
     for column in ("class", "IoU", "Acc", "boundary IoU"):
         classes.add_column(column, justify="left" if column == "class" else "right")
     for name, scores in report["per_class"].items():
@@ -111,7 +87,7 @@ def evaluate(
     ] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (same-size runs).")] = 1,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = DEFAULT_WORKERS,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     save_predictions: Annotated[
@@ -124,9 +100,6 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
 ) -> None:
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
-    from segrefine.data import build_dataset, dataset_meta
-    from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
-
     if (weights is None) == (predictions is None):
         raise SegrefineError("give either --weights REF (evaluate a model) or --predictions DIR (evaluate saved PNGs)")
     if predictions is not None and (
@@ -141,15 +114,13 @@ def evaluate(
     stride_size = parse_size(stride, "--stride") if stride else None
     scale_list = parse_scales(scales) if scales else (1.0,)
     options = parse_key_values(dataset_option, "--dataset-option")
-    run_device = _device(device)
+    run_device = resolve_device(device)
 
     meta = dataset_meta(dataset, data_root)
     data = _limited(build_dataset(dataset, data_root, split, **options), limit)
-    started = _start_distributed(run_device)
+    ctx = distributed.setup(run_device.type)
     try:
         if weights is not None:
-            from segrefine.hub import load_model
-
             model, config = load_model(weights, run_device)
             trained_for = config["model"].get("num_classes")
             if trained_for != meta.num_classes:
@@ -167,10 +138,9 @@ def evaluate(
             report = evaluate_predictions(predictions, data, meta, device=run_device, workers=workers, progress=True)
             source = {"predictions": str(predictions)}
     finally:
-        if started:
-            dist.destroy_process_group()
+        distributed.teardown()
 
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone reports
+    if not ctx.is_main:  # under torchrun every process evaluates its share; rank 0 alone reports
         return
     report = {**report, "dataset": dataset, "split": split, **source}
     if as_json:

@@ -17,8 +17,6 @@ counted twice, and the counts are summed across processes before the scores are 
 from __future__ import annotations
 
 import contextlib
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, Dataset
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import predict_logits
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
+from segrefine.engine.predictor import write_image
 from segrefine.errors import SegrefineError
 
 __all__ = [
@@ -73,17 +72,6 @@ def cityscapes_label_ids(train_ids: np.ndarray) -> np.ndarray:
 
 # --- writing predictions ---------------------------------------------------------------------------------------
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Write a PNG atomically: a temporary file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
-        if not cv2.imwrite(os.fspath(tmp), image):
-            raise SegrefineError(f"cannot write prediction file {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class PredictionWriter:
     """Writes `<folder>/<image file stem>.png` holding train ids; for Cityscapes also `<folder>/labelIds/<stem>.png`.
 
@@ -103,11 +91,11 @@ class PredictionWriter:
                 raise SegrefineError(f"cannot create prediction folder {path}: {e.strerror}") from None
 
     def write(self, name: str, pred: Tensor) -> None:
-        """Save one H×W map of train ids."""
+        """Save one H×W map of train ids (atomically)."""
         train_ids = pred.to(device="cpu", dtype=torch.uint8).numpy()
-        _write_png(self.folder / f"{name}.png", train_ids)
+        write_image(self.folder / f"{name}.png", train_ids)
         if self.label_ids is not None:
-            _write_png(self.label_ids / f"{name}.png", cityscapes_label_ids(train_ids))
+            write_image(self.label_ids / f"{name}.png", cityscapes_label_ids(train_ids))
 
 
 # --- reading predictions ---------------------------------------------------------------------------------------
@@ -116,7 +104,8 @@ def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray 
     """A saved H×W map of train ids (255 allowed: no class), checked against its label; None if the file is missing."""
     if not path.is_file():
         return None
-    pred = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
+    pred = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if pred is None:
         raise SegrefineError(f"prediction file {path} cannot be read as an image")
     if pred.ndim != 2 or pred.dtype not in (np.uint8, np.uint16):
@@ -194,8 +183,8 @@ def _shard(dataset: Dataset) -> Dataset:
     return Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
 
 
-def _loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> Iterator[dict[str, Any]]:
-    """Batches (lists of samples) of this process's share; errors raised by the dataset surface here as one line."""
+def _loader(dataset: _Samples, batch_size: int, workers: int, device: torch.device) -> Iterator[list[dict[str, Any]]]:
+    """Batches as lists of samples, in order; a SegrefineError a sample carries is raised here."""
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_as_list,
         pin_memory=device.type == "cuda",

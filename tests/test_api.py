@@ -1,0 +1,126 @@
+"""The Python prediction API: `segrefine.load(...)` -> Predictor on arrays, files and batches."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import segrefine
+from segrefine.data import build_dataset, dataset_meta
+from segrefine.engine.predictor import Predictor, load, read_image, write_image
+from segrefine.errors import SegrefineError
+from segrefine.hub import save_pretrained
+from segrefine.models import build_model
+
+META = dataset_meta("toy")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    model = build_model(variant="lite", num_classes=META.num_classes)
+    return save_pretrained(model, folder, dataset="toy", classes=META.classes, palette=META.palette)
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return load(checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Three toy scenes, two of one size and one of another (H×W×3 uint8 RGB)."""
+    small = build_dataset("toy", None, "val", size=(64, 96), length=2)
+    other = build_dataset("toy", None, "val", size=(48, 64), length=1)
+    return [s["image"].permute(1, 2, 0).numpy().copy() for s in (small[0], other[0], small[1])]
+
+
+def test_top_level_load_is_the_api():
+    assert segrefine.load is load
+    assert segrefine.Predictor is Predictor
+
+
+def test_labels_and_palette_come_from_the_checkpoint(predictor):
+    assert predictor.classes == META.classes
+    assert predictor.palette == META.palette
+    assert predictor.num_classes == META.num_classes
+    assert predictor.config["dataset"] == "toy"
+    assert not predictor.model.training
+
+
+def test_predict_array_gives_a_label_map(predictor, scenes):
+    label = predictor.predict(scenes[0])
+    assert label.shape == (64, 96) and label.dtype == np.uint8
+    assert label.max() < META.num_classes
+
+
+def test_predict_file_equals_array(predictor, scenes, tmp_path):
+    path = tmp_path / "scene.png"
+    write_image(path, scenes[0])
+    assert np.array_equal(read_image(path), scenes[0])
+    assert np.array_equal(predictor.predict(path), predictor.predict(scenes[0]))
+    assert np.array_equal(predictor.predict(str(path)), predictor.predict(scenes[0]))
+
+
+def test_batch_equals_singles(predictor, scenes):
+    singles = [predictor.predict(image) for image in scenes]
+    batched = predictor.predict_batch(scenes, batch_size=2)
+    assert [b.shape for b in batched] == [(64, 96), (48, 64), (64, 96)]
+    for one, many in zip(singles, batched):
+        assert np.array_equal(one, many)
+
+
+def test_grey_and_rgba_inputs(predictor, scenes):
+    grey = cv2.cvtColor(scenes[0], cv2.COLOR_RGB2GRAY)
+    assert predictor.predict(grey).shape == (64, 96)
+    rgba = np.dstack([scenes[0], np.full((64, 96), 255, np.uint8)])
+    assert np.array_equal(predictor.predict(rgba), predictor.predict(scenes[0]))
+    with pytest.raises(SegrefineError, match="uint8"):
+        predictor.predict(scenes[0].astype(np.float32))
+    with pytest.raises(SegrefineError, match="cannot read"):
+        predictor.predict("no/such/image.png")
+
+
+def test_colorize_uses_the_palette(predictor):
+    label = np.array([[0, 1, 2], [6, 8, 255]], np.uint8)
+    color = predictor.colorize(label)
+    assert color.shape == (2, 3, 3) and color.dtype == np.uint8
+    for value, rgb in ((0, META.palette[0]), (1, META.palette[1]), (2, META.palette[2]), (6, META.palette[6]), (8, META.palette[8])):
+        assert tuple(color[label == value][0]) == rgb
+    assert tuple(color[1, 2]) == (0, 0, 0)  # 255 (ignore) is no class
+
+
+def test_overlay_blends_with_alpha(predictor, scenes):
+    image = scenes[0]
+    label = np.zeros(image.shape[:2], np.uint8)
+    label[:8] = 255
+    assert np.array_equal(predictor.overlay(image, label, alpha=0.0), image)
+    full = predictor.overlay(image, label, alpha=1.0)
+    assert np.array_equal(full[8:], np.broadcast_to(np.array(META.palette[0], np.uint8), full[8:].shape))
+    assert np.array_equal(full[:8], image[:8])  # ignore pixels keep the image
+    half = predictor.overlay(image, label, alpha=0.5).astype(int)
+    expected = (image[8:].astype(int) + np.array(META.palette[0])) / 2
+    assert np.abs(half[8:] - expected).max() <= 1
+    with pytest.raises(SegrefineError, match="--alpha"):
+        predictor.overlay(image, label, alpha=1.5)
+
+
+def test_inference_modes(checkpoint, scenes):
+    tta = load(checkpoint, "cpu", mode="slide", crop=(32, 48), scales=(0.75, 1.0), flip=True)
+    label = tta.predict(scenes[0])
+    assert label.shape == (64, 96) and label.max() < META.num_classes
+    with pytest.raises(SegrefineError, match="--crop"):
+        load(checkpoint, "cpu", mode="slide")
+    with pytest.raises(SegrefineError, match="--scales"):
+        load(checkpoint, "cpu", scales=(0.0,))
+
+
+def test_load_without_reference_never_uses_random_weights():
+    with pytest.raises(SegrefineError, match="holds no trained segrefine checkpoint.*segrefine train.*--weights"):
+        load()
+
+
+def test_bad_device():
+    with pytest.raises(SegrefineError, match="--device"):
+        load("whatever", "tpu9")
