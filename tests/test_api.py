@@ -7,7 +7,7 @@ import torch
 
 import segrefine
 from segrefine.data import build_dataset, dataset_meta
-from segrefine.engine.predictor import Predictor, load, read_image, write_image
+from segrefine.engine.predictor import Predictor, UnreadableInput, load, read_image, write_image
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_pretrained
 from segrefine.models import build_model
@@ -107,13 +107,31 @@ def test_overlay_blends_with_alpha(predictor, scenes):
 
 
 def test_inference_modes(checkpoint, scenes):
-    tta = load(checkpoint, "cpu", mode="slide", crop=(32, 48), scales=(0.75, 1.0), flip=True)
+    tta = load(checkpoint, "cpu", mode="slide", crop=(64, 64), flip=True)
     label = tta.predict(scenes[0])
     assert label.shape == (64, 96) and label.max() < META.num_classes
     with pytest.raises(SegrefineError, match="--crop"):
         load(checkpoint, "cpu", mode="slide")
     with pytest.raises(SegrefineError, match="--scales"):
         load(checkpoint, "cpu", scales=(0.0,))
+
+
+def test_predict_video(predictor, scenes, tmp_path):
+    source, target = tmp_path / "in.avi", tmp_path / "out" / "in_overlay.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (96, 64))
+    for image in (scenes[0], scenes[2], scenes[0]):
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    batches = []
+    assert predictor.predict_video(source, target, batch_size=2, on_frames=batches.append) == 3
+    assert batches == [2, 1]
+    video = cv2.VideoCapture(str(target))
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(4.0) and video.get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    assert sorted(p.name for p in target.parent.iterdir()) == ["in_overlay.mp4"]  # no temporary file left
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(UnreadableInput, match="empty.mp4"):
+        predictor.predict_video(tmp_path / "empty.mp4", tmp_path / "out" / "empty_overlay.mp4")
+    assert not (tmp_path / "out" / "empty_overlay.mp4").exists()
 
 
 def test_load_without_reference_never_uses_random_weights():

@@ -20,7 +20,7 @@ from segrefine.engine.metrics import SegmentationMetrics, summary
 from segrefine.errors import SegrefineError
 
 TOY = dataset_meta("toy")
-SCORES = ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU", "per_class")
+SCORES = ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU", "per_class", "confusion")
 
 
 def _pointwise(num_classes: int, seed: int = 0) -> nn.Module:
@@ -61,7 +61,7 @@ def _scores(report):
 
 def _numbers(report):
     """Every score as a flat {name: float} (NaN for None), for approximate comparison."""
-    flat = {key: report[key] for key in SCORES[:-1]}
+    flat = {key: report[key] for key in SCORES[:5]}
     for name, scores in report["per_class"].items():
         flat.update({f"{name}/{key}": value for key, value in scores.items()})
     return {key: math.nan if value is None else value for key, value in flat.items()}

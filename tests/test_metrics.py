@@ -157,7 +157,8 @@ def test_summary_is_json_with_nulls():
     _, r = _scores([[0, 1], [0, 0]], [[0, 0], [0, 0]], 3)
     out = summary(r, ["road", "car", "sky"])
     text = json.dumps(out, allow_nan=False)
-    assert set(out) == {"mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU", "per_class"}
+    assert set(out) == {"mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU", "per_class", "confusion"}
+    assert out["confusion"] == [[3, 1, 0], [0, 0, 0], [0, 0, 0]]  # rows = ground truth
     assert out["per_class"]["sky"] == {"iou": None, "acc": None, "boundary_iou": None}
     assert out["per_class"]["car"]["iou"] == 0.0 and out["per_class"]["car"]["acc"] is None
     assert json.loads(text)["mIoU"] == pytest.approx(3 / 8)

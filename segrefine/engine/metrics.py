@@ -250,4 +250,5 @@ def summary(result: MetricResult, class_names: Sequence[str] | None = None) -> d
             }
             for i, name in enumerate(names)
         },
+        "confusion": result.confusion.tolist(),  # K×K counts, rows = ground truth, columns = prediction
     }

@@ -23,6 +23,7 @@ from segrefine.engine import distributed
 from segrefine.engine.checkpoint import recover, replace_folder, restore_trainer_state, trainer_state, write_trainer_state
 from segrefine.engine.config import TrainConfig
 from segrefine.engine.losses import segmentation_loss
+from segrefine.engine.predictor import resolve_device
 from segrefine.engine.progress import TrainProgress
 from segrefine.engine.sampling import SeededSamples, StreamBatchSampler
 from segrefine.errors import SegrefineError
@@ -34,15 +35,6 @@ RUNS_ROOT = Path("runs/train")
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 EVAL_FILE = "eval.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when available; asking for CUDA without it is a user error."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise SegrefineError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def next_run_dir(root: Path = RUNS_ROOT) -> Path:

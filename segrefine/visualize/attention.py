@@ -106,7 +106,7 @@ def spatial_picture(
     factor = shown.shape[0] / height
     h, w = grid
     maps = spatial_maps(affinity.float().cpu(), grid, points, (height, width))
-    px = font_px(shown.shape[1])
+    px = font_px(shown.shape[1], lo=14)
     panels = []
     for (y, x), attention in zip(points, maps):
         low, peak = float(attention.min()), float(attention.max())

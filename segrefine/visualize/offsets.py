@@ -66,7 +66,7 @@ def arrows_picture(image: Tensor | np.ndarray, offset: Tensor, spacing: int | No
     """
     rgb = to_rgb(image)
     height, width = rgb.shape[:2]
-    spacing = spacing or max(8, round(max(height, width) / 24))
+    spacing = spacing or max(12, round(max(height, width) / 20))
     picture = (0.6 * rgb).astype(np.uint8)  # dimmed, so the arrows stand out
     ys = torch.arange(spacing // 2, height, spacing)
     xs = torch.arange(spacing // 2, width, spacing)
@@ -101,7 +101,7 @@ def offsets_picture(
     height, width = rgb.shape[:2]
     factor = max(1, -(-MIN_SIDE // min(height, width)))  # small images are enlarged for legibility
     shown = upscale(rgb, MIN_SIDE, cv2.INTER_LINEAR)
-    px = font_px(shown.shape[1])
+    px = font_px(2 * shown.shape[1], lo=14, hi=26)  # two panels side by side
     first = [titled(shown, "image", px)]
     if prediction is not None:
         first.append(titled(upscale(overlay(rgb, prediction, palette), MIN_SIDE), "prediction", px))
@@ -116,8 +116,8 @@ def offsets_picture(
         rows.append(hstack([titled(flow_picture(field), flow_title, px), titled(arrows, arrow_title, px)]))
     lines = [
         title or "SRM offset fields",
-        "flow colour: direction as hue (key), length as saturation relative to the level's longest offset;",
-        "arrows: from a pixel to where it samples the coarser map, lengths multiplied by the factor shown",
+        "colour: direction as hue (key), length as saturation",
+        "arrows: where each pixel samples the coarser map (x scale)",
     ]
     key = _wheel(round(px * 5))
     text = text_block(lines, max(r.shape[1] for r in rows) - key.shape[1] - round(px), px)

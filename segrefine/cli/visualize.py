@@ -1,0 +1,211 @@
+"""`segrefine visualize`: PNG pictures of data, predictions, SRM offsets, CRM attention, the memory and eval reports.
+
+A thin layer over `segrefine.visualize`: each subcommand loads what it needs, draws, writes PNG files atomically
+into --out and prints the path of every file written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import typer
+
+from segrefine.cli.options import parse_key_values
+from segrefine.errors import SegrefineError
+
+app = typer.Typer(
+    name="visualize",
+    help="Look inside: dataset samples, errors, SRM offset fields, CRM attention, the class memory, eval reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_OUT = Path("runs/visualize")
+
+Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")]
+Weights = Annotated[str, typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id.")]
+Device = Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where to run the model.")]
+DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")]
+Split = Annotated[str, typer.Option("--split", help="Dataset split.")]
+Num = Annotated[int, typer.Option("--num", min=1, help="Number of samples, spread evenly over the split.")]
+DatasetOptions = Annotated[
+    Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable).")
+]
+Images = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SegrefineError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
+
+
+def _load(weights: str, device: str) -> tuple[Any, dict[str, Any]]:
+    from segrefine.hub import load_model
+
+    return load_model(weights, _device(device))
+
+
+def _checked(weights: str, check: Any, model: Any) -> None:
+    """Run a model check, naming the weights in its error."""
+    try:
+        check(model)
+    except SegrefineError as e:
+        raise SegrefineError(f"--weights {weights}: {e}") from None
+
+
+def _check_files(images: list[Path]) -> None:
+    """Fail on a missing image before the model is loaded."""
+    for path in images:
+        if not path.is_file():
+            raise SegrefineError(f"image not found: {path}")
+
+
+def _save(out: Path, name: str, picture: Any) -> None:
+    from segrefine.visualize import write_png
+
+    typer.echo(str(write_png(out / f"{name}.png", picture)))
+
+
+def _samples(dataset: str, data_root: Path | None, split: str, num: int, options: list[str] | None):
+    """(metadata, the chosen items): `num` indices spread evenly over the split."""
+    from segrefine.data import build_dataset, dataset_meta
+
+    meta = dataset_meta(dataset, data_root)
+    data = build_dataset(dataset, data_root, split, **parse_key_values(options, "--dataset-option"))
+    if len(data) == 0:
+        raise SegrefineError(f"dataset {dataset} split {split} has no images")
+    count = min(num, len(data))
+    indices = sorted({round(i * (len(data) - 1) / max(count - 1, 1)) for i in range(count)})
+    return meta, (data[i] for i in indices)
+
+
+@app.command("dataset")
+def dataset(
+    dataset: DatasetName,
+    data_root: DataRoot = None,
+    split: Split = "val",
+    num: Num = 4,
+    dataset_option: DatasetOptions = None,
+    out: Out = DEFAULT_OUT,
+) -> None:
+    """Image | ground truth | overlay for samples of any dataset adapter."""
+    from segrefine.visualize import sample_picture
+
+    meta, items = _samples(dataset, data_root, split, num, dataset_option)
+    for item in items:
+        picture = sample_picture(item["image"], item["label"], meta.classes, meta.palette, f"{dataset} {split} | {item['name']}")
+        _save(out, f"dataset-{item['name']}", picture)
+
+
+@app.command("errors")
+def errors(
+    weights: Weights,
+    dataset: DatasetName,
+    data_root: DataRoot = None,
+    split: Split = "val",
+    num: Num = 4,
+    dataset_option: DatasetOptions = None,
+    device: Device = "auto",
+    out: Out = DEFAULT_OUT,
+) -> None:
+    """Image | ground truth | prediction | error map (correct, wrong, ignore) for samples of a dataset split."""
+    from segrefine.visualize import predict_labels, prediction_picture
+
+    meta, items = _samples(dataset, data_root, split, num, dataset_option)
+    model, config = _load(weights, device)
+    trained_for = config["model"].get("num_classes")
+    if trained_for != meta.num_classes:
+        raise SegrefineError(
+            f"weights {weights} were trained for {trained_for} classes but dataset {dataset} has {meta.num_classes}"
+        )
+    for item in items:
+        label = item["label"]
+        prediction = predict_labels(model, item["image"], meta.num_classes, tuple(label.shape[-2:]))
+        picture = prediction_picture(
+            item["image"], label, prediction, meta.classes, meta.palette, f"{dataset} {split} | {item['name']}",
+            meta.ignore_index,
+        )  # fmt: skip
+        _save(out, f"errors-{item['name']}", picture)
+
+
+@app.command("offsets")
+def offsets(images: Images, weights: Weights, device: Device = "auto", out: Out = DEFAULT_OUT) -> None:
+    """SRM offset field of each decoder level (c4, c3, c2): flow colour image and sparse arrows over the image."""
+    from segrefine.visualize import capture, offsets_picture, read_image, require_offsets
+
+    _check_files(images)
+    model, config = _load(weights, device)
+    _checked(weights, require_offsets, model)
+    for path in images:
+        image = read_image(path)
+        seen = capture(model, image, offsets=True)
+        picture = offsets_picture(
+            image, seen.offsets, prediction=seen.logits.argmax(0), palette=config["palette"],
+            title=f"SRM offset fields | {path.name} | {weights}",
+        )  # fmt: skip
+        _save(out, f"{path.stem}-offsets", picture)
+
+
+@app.command("attention")
+def attention(
+    images: Images,
+    weights: Weights,
+    points: Annotated[
+        Optional[str], typer.Option("--points", help="Query points y,x;y,x in image pixels (default: four spread out).")
+    ] = None,
+    device: Device = "auto",
+    out: Out = DEFAULT_OUT,
+) -> None:
+    """CRM attention: channel-attention heat map and spatial attention of query points over the image."""
+    from segrefine.visualize import (
+        capture, channel_picture, check_points, default_points, parse_points, read_image, require_attention,
+        spatial_picture,
+    )  # fmt: skip
+
+    queries = parse_points(points) if points else None
+    pictures = {path: read_image(path) for path in images}  # checked before the model is loaded
+    for image in pictures.values():
+        check_points(queries or [], *image.shape[-2:])
+    model, _ = _load(weights, device)
+    _checked(weights, require_attention, model)
+    for path, image in pictures.items():
+        chosen = queries or default_points(*image.shape[-2:])
+        seen = capture(model, image, attention=True)
+        _save(out, f"{path.stem}-channel-attention", channel_picture(seen.channel, f"CRM channel attention | {path.name}"))
+        spatial = spatial_picture(image, seen.spatial, seen.grid, chosen, f"CRM spatial attention | {path.name}")
+        _save(out, f"{path.stem}-spatial-attention", spatial)
+
+
+@app.command("memory")
+def memory(weights: Weights, out: Out = DEFAULT_OUT) -> None:
+    """MCIBI class memory: cosine similarity between the class slots."""
+    from segrefine.visualize import memory_picture, require_memory
+
+    model, config = _load(weights, "cpu")
+    _checked(weights, require_memory, model)
+    _save(out, "memory-similarity", memory_picture(model, config["classes"], f"MCIBI class memory | {weights}"))
+
+
+@app.command("report")
+def report(
+    eval_json: Annotated[Path, typer.Argument(help="`segrefine eval --json` output or a run's eval.json.", show_default=False)],
+    out: Out = DEFAULT_OUT,
+) -> None:
+    """Per-class IoU bar chart and (when the report has one) the row-normalised confusion matrix."""
+    from segrefine.visualize import confusion_picture, iou_chart, read_report
+
+    scores = read_report(eval_json)
+    source = " ".join(str(scores[k]) for k in ("dataset", "split") if isinstance(scores.get(k), str))
+    _save(out, f"{eval_json.stem}-iou", iou_chart(scores, f"per-class IoU {source}".strip()))
+    if scores.get("confusion") is None:
+        print(f"note: {eval_json} has no \"confusion\" matrix; drew the IoU chart only", file=sys.stderr)
+        return
+    classes = list(scores["per_class"])
+    _save(out, f"{eval_json.stem}-confusion", confusion_picture(scores["confusion"], classes, f"confusion matrix {source}".strip()))

@@ -1,0 +1,173 @@
+"""`segrefine predict` through the real entry point: files, folders, globs, videos, skipping, failures, messages."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segrefine.cli.predict import parse_save
+from segrefine.data import build_dataset, dataset_meta
+from segrefine.engine.predictor import check_alpha
+from segrefine.errors import SegrefineError
+from segrefine.hub import save_pretrained
+from segrefine.models import build_model
+
+META = dataset_meta("toy")
+REPO = Path(__file__).resolve().parents[1]
+STREET = Path("images", "street-cityscapes-512x1024.png")
+
+
+def segrefine(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "segrefine", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=META.num_classes)
+    folder = tmp_path_factory.mktemp("ckpt")
+    return save_pretrained(model, folder, dataset="toy", classes=META.classes, palette=META.palette)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Five small toy scenes as BGR arrays (what cv2 writes)."""
+    scenes = build_dataset("toy", None, "val", size=(64, 96), length=5)
+    return [cv2.cvtColor(s["image"].permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR) for s in scenes]
+
+
+def write_video(path, frames, fps=6.0):
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def check_outputs(out, name, size=(64, 96)):
+    label = cv2.imread(str(out / f"{name}_label.png"), cv2.IMREAD_UNCHANGED)
+    assert label.shape == size and label.dtype == np.uint8 and label.max() < META.num_classes
+    color = cv2.cvtColor(cv2.imread(str(out / f"{name}_color.png")), cv2.COLOR_BGR2RGB)
+    palette = np.array(META.palette, np.uint8)
+    assert np.array_equal(color, palette[label])
+    overlay = cv2.imread(str(out / f"{name}_overlay.png"))
+    assert overlay.shape == (*size, 3)
+
+
+def test_files_folders_globs_and_video(checkpoint, frames, tmp_path):
+    cv2.imwrite(str(tmp_path / "single.png"), frames[0])
+    tree = tmp_path / "tree"
+    for sub, frame in (("a", frames[1]), ("b", frames[2]), ("b/deep", frames[3])):
+        (tree / sub).mkdir(parents=True)
+        cv2.imwrite(str(tree / sub / "same.png"), frame)  # equal stems in different folders must not collide
+    shots = tmp_path / "shots" / "day"
+    shots.mkdir(parents=True)
+    cv2.imwrite(str(shots / "g1.jpg"), frames[4])
+    cv2.imwrite(str(shots / "g2.png"), frames[0])
+    cv2.imwrite(str(shots / "ignored.bmp"), frames[0])
+    write_video(tmp_path / "clip.mp4", frames)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "single_color.png").write_bytes(b"stale")  # replaced: --overwrite
+
+    result = segrefine(
+        "predict", "single.png", "tree", "shots/**/g*.*", "clip.mp4", "--weights", checkpoint, "--out", out,
+        "--batch-size", "2", "--overwrite", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for name in ("single", "a/same", "b/same", "b/deep/same", "day/g1", "day/g2"):
+        check_outputs(out, name)
+    assert not list(out.rglob("ignored*"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["single_label.png", "single_color.png", "single_overlay.png", "a", "b", "day", "clip_overlay.mp4"]
+    )
+    video = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(6.0)
+    assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (96, 64)
+    count = 0
+    while video.read()[0]:
+        count += 1
+    assert count == 5
+    assert "6 images and 1 video (5 frames)" in result.stdout
+    assert "wrote 19 files" in result.stdout and "0 failed" in result.stdout
+    assert not list(out.rglob(".*"))  # no temporary files left
+
+
+def test_existing_outputs_are_kept_without_overwrite(checkpoint, frames, tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), frames[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x_color.png").write_bytes(b"mine")
+    result = segrefine("predict", tmp_path / "x.png", "--weights", checkpoint, "--out", out, "--save", "label,color")
+    assert result.returncode == 0, result.stderr
+    assert (out / "x_color.png").read_bytes() == b"mine"
+    assert (out / "x_label.png").is_file() and not (out / "x_overlay.png").exists()
+    assert "x_color.png" in result.stderr and "--overwrite" in result.stderr
+    assert "wrote 1 file" in result.stdout and "kept 1 existing" in result.stdout
+
+
+def test_bad_inputs_are_reported_and_skipped(checkpoint, frames, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good1.png"), frames[0])
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    cv2.imwrite(str(folder / "good2.png"), frames[1])
+    cv2.imwrite(str(folder / "good2.jpg"), frames[1])  # same outputs as good2.png: the second one is refused
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")  # outputs broken_overlay.mp4: no clash with broken.png
+    out = tmp_path / "out"
+
+    result = segrefine(
+        "predict", "in", "broken.mp4", "missing.png", "nothing/*.png", "--weights", checkpoint, "--out", out,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    check_outputs(out, "good1")
+    check_outputs(out, "good2")
+    lines = result.stderr.strip().splitlines()
+    for name in ("broken.png", "broken.mp4", "missing.png", "nothing/*.png", "good2.png"):
+        assert sum(name in line for line in lines) == 1, result.stderr
+    assert len(lines) == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "2 images" in result.stdout and "5 failed" in result.stdout
+
+
+def test_without_weights_says_so_in_one_line(tmp_path):
+    result = segrefine("predict", "whatever.png", cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert "no trained segrefine checkpoint" in line and "segrefine train" in line and "--weights" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_save_and_alpha_options():
+    assert parse_save("overlay,label") == ("label", "overlay")
+    assert parse_save(" color ") == ("color",)
+    for bad in ("label,mask", "", ","):
+        with pytest.raises(SegrefineError, match="--save"):
+            parse_save(bad)
+    check_alpha(0.0)
+    check_alpha(1.0)
+    with pytest.raises(SegrefineError, match="--alpha must be between 0 and 1, got 1.5"):
+        check_alpha(1.5)
+
+
+def test_street_image_with_a_short_toy_run(shared_data, tmp_path):
+    run = tmp_path / "run"
+    trained = segrefine(
+        "train", "--dataset", "toy", "--dataset-option", "length=6", "--dataset-option", "size=64x96",
+        "--crop", "64x64", "--batch-size", "2", "--iters", "2", "--workers", "0", "--eval-every", "0", "--out", run,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "out"
+    result = segrefine("predict", shared_data / STREET, "--weights", run, "--out", out)
+    assert result.returncode == 0, result.stderr
+    check_outputs(out, STREET.stem, size=(512, 1024))

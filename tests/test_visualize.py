@@ -1,0 +1,276 @@
+"""`segrefine visualize`: every picture kind; `report` and `offsets` (on a real photo) through the real entry point."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segrefine.cli import main
+from segrefine.cli import visualize as cli
+from segrefine.data import build_dataset, dataset_meta
+from segrefine.errors import SegrefineError
+from segrefine.hub import save_pretrained
+from segrefine.models import build_model
+from segrefine.visualize import (
+    arrows_picture,
+    capture,
+    channel_picture,
+    confusion_picture,
+    error_map,
+    flow_picture,
+    iou_chart,
+    memory_picture,
+    offsets_picture,
+    parse_points,
+    sample_picture,
+    slot_similarity,
+    spatial_picture,
+    to_image_pixels,
+)
+from segrefine.visualize.attention import spatial_maps
+from segrefine.visualize.samples import CORRECT, IGNORED, WRONG
+
+TOY = dataset_meta("toy")
+TOY_DATA = ["--dataset", "toy", "--dataset-option", "length=3", "--dataset-option", "size=64x96"]
+
+
+def _segrefine(*args):
+    return subprocess.run([sys.executable, "-m", "segrefine", *args], capture_output=True, text=True, timeout=300)
+
+
+def _png(path):
+    picture = cv2.imread(str(path))
+    assert picture is not None, f"{path} is not a readable PNG"
+    return picture
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A run folder from a two-iteration `segrefine train` on the toy dataset (a weights reference)."""
+    run = tmp_path_factory.mktemp("toy") / "run"
+    args = ["train", "--dataset", "toy", "--dataset-option", "length=6", "--dataset-option", "size=64x96",
+            "--crop", "64x64", "--batch-size", "2", "--iters", "2", "--workers", "0", "--eval-every", "0",
+            "--out", str(run)]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def plain_checkpoint(tmp_path_factory):
+    """A checkpoint without attention (crm=off) and without memory."""
+    model = build_model(variant="lite", num_classes=TOY.num_classes, crm="off", memory=False)
+    return save_pretrained(model, tmp_path_factory.mktemp("plain"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    torch.manual_seed(0)
+    return build_model(variant="lite", num_classes=3).eval()
+
+
+@pytest.fixture
+def image():
+    return torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+
+
+# --- SRM offsets -------------------------------------------------------------------------------------------------
+
+def test_untrained_offsets_are_zero_and_their_flow_picture_is_white(untrained, image):
+    seen = capture(untrained, image, offsets=True)
+    assert list(seen.offsets) == ["c4", "c3", "c2"]
+    assert seen.offsets["c2"].shape == (2, 16, 24) and seen.offsets["c4"].shape == (2, 4, 6)
+    assert seen.logits.shape == (3, 64, 96)
+    for offset in seen.offsets.values():
+        assert torch.count_nonzero(offset) == 0
+        flow = flow_picture(to_image_pixels(offset, (64, 96)))
+        assert flow.shape == (64, 96, 3) and (flow == 255).all()  # zero flow is white
+        picture, k = arrows_picture(image, to_image_pixels(offset, (64, 96)))
+        assert k == 0.0 and picture.shape == (64, 96, 3)
+
+
+def test_a_known_offset_field_is_drawn_in_colour_with_arrows(image):
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 24), indexing="ij")
+    field = torch.stack((xs, ys))  # radial: every direction appears
+    flow = flow_picture(to_image_pixels(field, (64, 96)))
+    assert len(np.unique(flow.reshape(-1, 3), axis=0)) > 50
+    # rightwards offsets are drawn in a different colour from leftwards ones
+    assert not np.array_equal(flow[32, 2], flow[32, -3])
+    picture, k = arrows_picture(image, to_image_pixels(field, (64, 96)))
+    assert k > 0
+    dimmed, _ = arrows_picture(image, torch.zeros(2, 64, 96))
+    assert (picture != dimmed).any()  # arrows were drawn
+
+    full = offsets_picture(image, {"c2": field}, prediction=torch.zeros(64, 96, dtype=torch.long), palette=TOY.palette)
+    assert full.dtype == np.uint8 and full.shape[1] >= 2 * 256 and full.shape[0] >= 2 * 256
+
+
+def test_offsets_need_an_srm_with_offsets():
+    model = build_model(variant="lite", num_classes=3, srm="bilinear").eval()
+    with pytest.raises(SegrefineError, match="srm=bilinear"):
+        capture(model, torch.zeros(3, 64, 64, dtype=torch.uint8), offsets=True)
+
+
+# --- CRM attention -----------------------------------------------------------------------------------------------
+
+def test_attention_pictures(untrained, image):
+    seen = capture(untrained, image, attention=True)
+    channels = 4 * 128  # four lite stages squeezed to 128 channels
+    assert seen.channel.shape == (channels, channels) and seen.grid == (2, 3)
+    assert seen.spatial.shape == (6, 6)
+    assert torch.allclose(seen.channel.sum(1), torch.ones(channels), atol=1e-4)
+    picture = channel_picture(seen.channel)
+    assert picture.shape[0] >= 640 and picture.shape[1] >= 640
+
+    points = parse_points("0,0;63,95")
+    maps = spatial_maps(seen.spatial, seen.grid, points, (64, 96))
+    assert torch.equal(maps[0].flatten(), seen.spatial[0]) and torch.equal(maps[1].flatten(), seen.spatial[5])
+    spatial = spatial_picture(image, seen.spatial, seen.grid, points)
+    assert spatial.shape[1] >= 2 * 256
+    with pytest.raises(SegrefineError, match="outside"):
+        spatial_picture(image, seen.spatial, seen.grid, [(64, 0)])
+    with pytest.raises(SegrefineError, match="--points"):
+        parse_points("1,2;3")
+
+
+def test_attention_on_a_model_without_attention_is_one_clear_error(plain_checkpoint, tmp_path, image):
+    model = build_model(variant="lite", num_classes=3, crm="off").eval()
+    with pytest.raises(SegrefineError, match="crm=attention"):
+        capture(model, image, attention=True)
+    path = tmp_path / "image.png"
+    cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(SegrefineError, match=r"--weights .*crm=off"):
+        cli.attention(images=[path], weights=str(plain_checkpoint), device="cpu", out=tmp_path)
+    assert not list(tmp_path.glob("*attention*.png"))
+
+
+# --- MCIBI memory ------------------------------------------------------------------------------------------------
+
+def test_memory_similarity_of_known_slots():
+    model = build_model(variant="lite", num_classes=4, memory=True, memory_dim=8)
+    slots = torch.zeros(4, 8)
+    slots[0, 0] = 1.0
+    slots[1, 0] = 3.0  # same direction as slot 0
+    slots[2, 1] = -2.0  # orthogonal
+    model.memory.memory.copy_(slots)
+    model.memory.initialized.copy_(torch.tensor([True, True, True, False]))  # slot 3 never filled
+    similarity, filled = slot_similarity(model)
+    assert filled.tolist() == [True, True, True, False]
+    assert similarity[0, 1] == pytest.approx(1.0) and similarity[0, 2] == pytest.approx(0.0)
+    assert np.isnan(similarity[3]).all() and np.isnan(similarity[:, 3]).all()
+    picture = memory_picture(model, ["a", "b", "c", "d"])
+    assert picture.shape[0] >= 300 and picture.shape[1] >= 300
+
+
+def test_memory_on_a_model_without_memory_is_one_clear_error(plain_checkpoint, tmp_path):
+    with pytest.raises(SegrefineError, match="no class memory"):
+        slot_similarity(build_model(variant="lite", num_classes=3))
+    with pytest.raises(SegrefineError, match=r"--weights .*memory=off"):
+        cli.memory(weights=str(plain_checkpoint), out=tmp_path)
+
+
+# --- eval reports ------------------------------------------------------------------------------------------------
+
+def _report(confusion=True):
+    names = ["road", "car", "sky"]
+    report = {
+        "mIoU": 0.5, "mAcc": 0.6, "aAcc": 0.7, "fwIoU": 0.6, "boundary_mIoU": 0.3, "num_images": 2, "mode": "whole",
+        "per_class": {n: {"iou": v, "acc": v, "boundary_iou": v} for n, v in zip(names, (0.9, 0.2, None))},
+    }  # fmt: skip
+    if confusion:
+        report["confusion"] = [[90, 10, 0], [5, 20, 0], [0, 0, 0]]
+    return report
+
+
+def test_report_pictures(tmp_path, capsys):
+    chart = iou_chart(_report())
+    assert chart.shape[1] >= 640 and chart.shape[0] >= 3 * 25
+    matrix = confusion_picture(_report()["confusion"], ["road", "car", "sky"])
+    assert matrix.shape[0] >= 300
+
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(_report()))
+    result = _segrefine("visualize", "report", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert [p.rsplit("/", 1)[-1] for p in result.stdout.split()] == ["eval-iou.png", "eval-confusion.png"]
+    assert _png(tmp_path / "out" / "eval-confusion.png").shape[0] >= 300
+
+    path.write_text(json.dumps(_report(confusion=False)))
+    cli.report(eval_json=path, out=tmp_path / "only")
+    assert [p.name for p in (tmp_path / "only").iterdir()] == ["eval-iou.png"]
+    assert "no \"confusion\"" in capsys.readouterr().err
+
+    path.write_text(json.dumps({"mIoU": 0.5}))
+    with pytest.raises(SegrefineError, match="per_class"):
+        cli.report(eval_json=path, out=tmp_path)
+    path.write_text(json.dumps({**_report(), "confusion": [[1, 2], [3, 4]]}))
+    with pytest.raises(SegrefineError, match="3×3"):
+        cli.report(eval_json=path, out=tmp_path)
+
+
+# --- dataset samples and errors ----------------------------------------------------------------------------------
+
+def test_dataset_mode_writes_one_picture_per_sample(tmp_path, capsys):
+    cli.dataset(dataset="toy", split="val", num=2, dataset_option=TOY_DATA[3::2], out=tmp_path)
+    written = capsys.readouterr().out.split()
+    assert [p.rsplit("/", 1)[-1] for p in written] == ["dataset-toy_val_000000.png", "dataset-toy_val_000002.png"]
+    picture = _png(written[0])
+    assert picture.shape[0] >= 256 and picture.shape[1] >= 3 * 384  # small images are enlarged side by side
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_sample_picture_shows_image_and_label():
+    item = build_dataset("toy", None, "val", length=1, size=(64, 96))[0]
+    picture = sample_picture(item["image"], item["label"], TOY.classes, TOY.palette, "toy")
+    assert picture.ndim == 3 and picture.dtype == np.uint8 and picture.shape[1] > 3 * 384
+
+
+def test_error_map_colours():
+    image = np.full((2, 2, 3), 128, np.uint8)
+    label = np.array([[0, 1], [255, 1]])
+    pred = np.array([[0, 0], [1, 1]])
+    colours = error_map(image, label, pred, alpha=1.0)
+    assert tuple(colours[0, 0]) == CORRECT and tuple(colours[0, 1]) == WRONG
+    assert tuple(colours[1, 0]) == IGNORED and tuple(colours[1, 1]) == CORRECT
+
+
+def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
+    cli.errors(weights=str(toy_run), dataset="toy", num=1, dataset_option=TOY_DATA[3::2], device="cpu", out=tmp_path)
+    (path,) = capsys.readouterr().out.split()
+    assert _png(path).shape[1] >= 2 * 384
+    root = tmp_path / "two-classes"  # a `folder` dataset whose classes do not match the checkpoint
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("ground\nthing\n")
+    cv2.imwrite(str(root / "images" / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(root / "masks" / "a.png"), np.zeros((32, 32), np.uint8))
+    with pytest.raises(SegrefineError, match="9 classes but dataset folder has 2"):
+        cli.errors(weights=str(toy_run), dataset="folder", data_root=root, device="cpu", out=tmp_path)
+
+
+# --- a real photograph, and the real entry point -----------------------------------------------------------------
+
+
+def test_predict_and_visualize_a_real_street_photo(shared_data, toy_run, tmp_path, capsys):
+    street = shared_data / "images" / "street-cityscapes-512x1024.png"
+    if not street.is_file():
+        pytest.skip(f"{street} is not present")
+    out = tmp_path / "pictures"
+    result = _segrefine("visualize", "offsets", str(street), "--weights", str(toy_run), "--device", "cpu", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    (written,) = result.stdout.split()
+    offsets = _png(written)
+    assert offsets.shape[1] >= 2 * 1024 and offsets.shape[0] >= 4 * 512  # image row + three levels
+
+    cli.attention(images=[street], weights=str(toy_run), points="100,200;400,900", device="cpu", out=out)
+    channel, spatial = capsys.readouterr().out.split()
+    assert channel.endswith("street-cityscapes-512x1024-channel-attention.png")
+    assert _png(channel).shape[0] >= 640
+    assert _png(spatial).shape[1] >= 2 * 1024
+    with pytest.raises(SegrefineError, match="outside the 512"):
+        cli.attention(images=[street], weights="never-loaded", points="600,10", device="cpu", out=out)
