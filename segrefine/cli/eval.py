@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, Subset
 
-from segrefine.cli.options import parse_key_values, parse_scales, parse_size
+from segrefine.cli.options import parse_inference, parse_key_values
 from segrefine.data import DATASETS, build_dataset, dataset_meta
 from segrefine.engine import distributed
 from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
-from segrefine.engine.predictor import resolve_device
+from segrefine.engine.device import resolve_device
 from segrefine.errors import SegrefineError
 from segrefine.hub import load_model
 
@@ -106,13 +106,8 @@ def evaluate(
         mode != "whole" or crop or stride or scales or flip or batch_size != 1 or save_predictions
     ):
         raise SegrefineError(f"{_INFERENCE_ONLY} apply only with --weights, not with --predictions")
-    if mode == "slide" and crop is None:
-        raise SegrefineError("--mode slide needs --crop HxW")
-    if mode != "slide" and (crop or stride):
-        raise SegrefineError("--crop and --stride apply only with --mode slide")
-    crop_size = parse_size(crop, "--crop") if crop else None
-    stride_size = parse_size(stride, "--stride") if stride else None
-    scale_list = parse_scales(scales) if scales else (1.0,)
+    inference = parse_inference(mode, crop, stride, scales)
+    crop_size, stride_size, scale_list = inference["crop"], inference["stride"], inference["scales"]
     options = parse_key_values(dataset_option, "--dataset-option")
     run_device = resolve_device(device)
 

@@ -53,6 +53,20 @@ def _value(text: str) -> object:
     return text
 
 
+def parse_inference(mode: str, crop: str | None, stride: str | None, scales: str | None) -> dict[str, object]:
+    """The inference-mode options shared by eval and predict, checked together: {mode, crop, stride, scales}."""
+    if mode == "slide" and crop is None:
+        raise SegrefineError("--mode slide needs --crop HxW")
+    if mode != "slide" and (crop or stride):
+        raise SegrefineError("--crop and --stride apply only with --mode slide")
+    return {
+        "mode": mode,
+        "crop": parse_size(crop, "--crop") if crop else None,
+        "stride": parse_size(stride, "--stride") if stride else None,
+        "scales": parse_scales(scales) if scales else (1.0,),
+    }
+
+
 # Choice types for typer options, built from the registries so the CLI never drifts from the model.
 from typing import Literal  # noqa: E402
 

@@ -21,19 +21,17 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from segrefine.cli.options import parse_scales, parse_size
+from segrefine.cli.options import parse_inference
 from segrefine.engine.predictor import (
     DEFAULT_TASK,
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     Predictor,
-    UnreadableInput,
     check_alpha,
     load,
-    read_image,
-    write_image,
 )
 from segrefine.errors import SegrefineError
+from segrefine.imageio import UnreadableInput, read_image, write_image
 
 OUTPUTS = ("label", "color", "overlay")
 DEFAULT_OUT = Path("runs", "predict")
@@ -287,13 +285,8 @@ def predict(
     """
     kinds = parse_save(save)
     check_alpha(alpha)
-    if mode == "slide" and crop is None:
-        raise SegrefineError("--mode slide needs --crop HxW")
-    if mode != "slide" and (crop or stride):
-        raise SegrefineError("--crop and --stride apply only with --mode slide")
-    crop_size = parse_size(crop, "--crop") if crop else None
-    stride_size = parse_size(stride, "--stride") if stride else None
-    scale_list = parse_scales(scales) if scales else (1.0,)
+    inference = parse_inference(mode, crop, stride, scales)
+    crop_size, stride_size, scale_list = inference["crop"], inference["stride"], inference["scales"]
     if weights is None:
         from segrefine.hub import default_weights
 

@@ -16,6 +16,7 @@ from torchvision import tv_tensors
 
 from segrefine.data.meta import IGNORE_INDEX, DatasetMeta
 from segrefine.errors import SegrefineError
+from segrefine.imageio import read_image
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -56,14 +57,6 @@ def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarr
 
 
 # --- decoding ------------------------------------------------------------------------------------------------
-
-
-def read_image(path: Path) -> np.ndarray:
-    """H×W×3 uint8 RGB."""
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SegrefineError(f"cannot read image file {path} (missing, empty or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: Path) -> np.ndarray:

@@ -34,7 +34,7 @@ from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, Dataset
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import predict_logits
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
-from segrefine.engine.predictor import write_image
+from segrefine.imageio import write_image
 from segrefine.errors import SegrefineError
 
 __all__ = [

@@ -15,9 +15,7 @@ both: about 1.5× for `lite` at 512×1024 on CPU).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,10 @@ from torch import nn
 from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import MODES, check_scales, predict_logits
+from segrefine.engine.device import resolve_device
 from segrefine.errors import SegrefineError
+from segrefine import imageio
+from segrefine.imageio import UnreadableInput, atomic_write, opencv_silent, read_image, write_image
 
 __all__ = [
     "DEFAULT_TASK",
@@ -57,76 +58,6 @@ DEFAULT_BATCH_SIZE = {"cuda": 4}
 
 Image = Union[np.ndarray, str, os.PathLike]
 Size = tuple[int, int]
-
-
-class UnreadableInput(SegrefineError):
-    """An input image or video that cannot be decoded: a per-input failure, not a reason to stop a whole run."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` is CUDA when available, else CPU; any torch device string (cpu, cuda, cuda:1, mps) otherwise."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise SegrefineError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SegrefineError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise SegrefineError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise SegrefineError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
-    return resolved
-
-
-@contextlib.contextmanager
-def _opencv_silent() -> Iterator[None]:
-    """Mute OpenCV's own log lines while decoding: a broken input gets the one line of UnreadableInput instead."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise."""
-    try:
-        data = np.fromfile(os.fspath(path), dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
-    except OSError as e:
-        raise UnreadableInput(f"cannot read {path}: {e.strerror or e}") from None
-    with _opencv_silent():
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise UnreadableInput(f"cannot read {path}: not a decodable image (corrupt, empty or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an H×W label map or an H×W×3 RGB image atomically (temporary file, then os.replace); format by suffix."""
-    path = Path(path)
-    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, encoded = cv2.imencode(path.suffix or ".png", pixels)
-    if not ok:
-        raise SegrefineError(f"cannot encode {path} as {path.suffix or '.png'}")
-    _atomic(path, lambda tmp: encoded.tofile(os.fspath(tmp)))
-
-
-def _atomic(path: Path, write: Callable[[Path], Any], suffix: str = ".tmp") -> None:
-    """Run `write` on a temporary file beside `path`, then move it into place; nothing is left behind on failure."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise SegrefineError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _rgb(image: Any) -> np.ndarray:
@@ -195,8 +126,6 @@ class Predictor:
                 f"colours for a {self.num_classes}-class model"
             )
         # Colour lookup table over every uint8 value: values that are no class (255 = ignore) stay black.
-        self._lut = np.zeros((256, 3), np.uint8)
-        self._lut[: self.num_classes] = self.palette
         self.model.eval()
         if self.device.type in CHANNELS_LAST_DEVICES:
             self.model.to(memory_format=torch.channels_last)
@@ -216,19 +145,13 @@ class Predictor:
 
     def colorize(self, label: np.ndarray) -> np.ndarray:
         """H×W×3 uint8 RGB of a label map in the checkpoint's palette; values that are no class are black."""
-        return self._lut[np.asarray(label, dtype=np.uint8)]
+        return imageio.colorize(label, self.palette)
 
     def overlay(self, image: Image, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The image blended with the colourised label (`alpha` = weight of the colours); no-class pixels untouched."""
         check_alpha(alpha)
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _rgb(image)
-        label = np.asarray(label)
-        if label.shape != rgb.shape[:2]:
-            raise SegrefineError(f"label map {label.shape} and image {rgb.shape[:2]} differ in size")
-        blend = cv2.addWeighted(rgb, 1.0 - alpha, self.colorize(label), alpha, 0.0)
-        unlabelled = label >= self.num_classes
-        blend[unlabelled] = rgb[unlabelled]
-        return blend
+        return imageio.overlay(rgb, label, self.palette, alpha)
 
     def predict_video(
         self,
@@ -251,7 +174,7 @@ class Predictor:
             nonlocal frames
             frames = self._encode_overlays(source, tmp, alpha, batch_size or self.batch_size, on_frames)
 
-        _atomic(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
+        atomic_write(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
         return frames
 
     def _encode_overlays(
@@ -260,7 +183,7 @@ class Predictor:
     ) -> int:  # fmt: skip
         frames = 0
         writer = None
-        with _opencv_silent():  # a broken stream is one UnreadableInput line, not OpenCV's warnings per frame
+        with opencv_silent():  # a broken stream is one UnreadableInput line, not OpenCV's warnings per frame
             capture = cv2.VideoCapture(os.fspath(source))
             try:
                 if not capture.isOpened():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import time
@@ -23,10 +22,11 @@ from segrefine.engine import distributed
 from segrefine.engine.checkpoint import recover, replace_folder, restore_trainer_state, trainer_state, write_trainer_state
 from segrefine.engine.config import TrainConfig
 from segrefine.engine.losses import segmentation_loss
-from segrefine.engine.predictor import resolve_device
+from segrefine.engine.device import resolve_device
 from segrefine.engine.progress import TrainProgress
 from segrefine.engine.sampling import SeededSamples, StreamBatchSampler
 from segrefine.errors import SegrefineError
+from segrefine.imageio import write_text
 from segrefine.hub import RUN_BEST_DIR, RUN_LAST_DIR, fetch_backbone, save_pretrained
 from segrefine.models import ModelConfig, build_model
 from segrefine.models.backbone import load_imagenet_weights
@@ -181,7 +181,7 @@ class Trainer:
             "flip_pairs": [list(p) for p in self.meta.flip_pairs],
             "train": self.config.to_dict(),
         }
-        _atomic_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2))
+        write_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -260,17 +260,11 @@ class Trainer:
                         self.best = metrics["mIoU"]
                         self._save(RUN_BEST_DIR, step, metrics)
                     if step == cfg.iters and self.ctx.is_main:
-                        _atomic_text(self.run_dir / EVAL_FILE, json.dumps({"iter": step, **summary}, indent=2))
+                        write_text(self.run_dir / EVAL_FILE, json.dumps({"iter": step, **summary}, indent=2))
                 if step % save_every == 0 or step == cfg.iters:
                     self._save(RUN_LAST_DIR, step, metrics)
                     distributed.barrier()
         return metrics
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> Path:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from segrefine.errors import SegrefineError
+from segrefine.imageio import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -78,8 +77,8 @@ def save_pretrained(
     folder.mkdir(parents=True, exist_ok=True)
     state = _unshared_contiguous(model.state_dict())
     # Weights first: a folder whose config.json is present always has its weights.
-    _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2, allow_nan=False) + "\n"))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2, allow_nan=False) + "\n"))
     return folder
 
 
@@ -196,15 +195,6 @@ def _unshared_contiguous(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         used.add((t.device, t.untyped_storage().data_ptr()))
         out[group[0]] = t
     return out
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_safe(value: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,9 +16,8 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.utils import draw_segmentation_masks
 
-from segrefine.errors import SegrefineError
+from segrefine import imageio
 
 Image = np.ndarray  # H×W×3 uint8 RGB
 Color = tuple[int, int, int]
@@ -160,24 +158,14 @@ def _label_array(label: Tensor | np.ndarray) -> np.ndarray:
     return label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)
 
 
-def colorize(label: Tensor | np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> Image:
+def colorize(label: Tensor | np.ndarray, palette: Sequence[Sequence[int]]) -> Image:
     """Label map H×W -> RGB with the palette; ignore and unknown ids are black."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
-    lut[ignore_index] = IGNORE_COLOR
-    return lut[np.clip(_label_array(label), 0, 255).astype(np.uint8)]
+    return imageio.colorize(_label_array(label), palette, IGNORE_COLOR)
 
 
 def overlay(image: Image, label: Tensor | np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> Image:
     """Class colours blended over the image (ignore pixels stay untouched)."""
-    labels = torch.as_tensor(_label_array(label).astype(np.int64))
-    present = [int(c) for c in labels.unique() if 0 <= int(c) < len(palette)]
-    if not present:
-        return image.copy()
-    masks = labels[None] == torch.tensor(present)[:, None, None]
-    colors = [tuple(int(v) for v in palette[c]) for c in present]
-    drawn = draw_segmentation_masks(torch.from_numpy(image).permute(2, 0, 1), masks, alpha=alpha, colors=colors)
-    return to_rgb(drawn)
+    return imageio.overlay(image, _label_array(label), palette, alpha)
 
 
 def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float | None = None) -> Image:
@@ -356,27 +344,9 @@ def matrix_picture(
 
 def read_image(path: str | os.PathLike) -> Tensor:
     """An image file as a uint8 3×H×W RGB tensor."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegrefineError(f"image not found: {path}")
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SegrefineError(f"{path} cannot be read as an image")
-    return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(imageio.read_image(path)).permute(2, 0, 1).contiguous()
 
 
 def write_png(path: str | os.PathLike, image: Image) -> Path:
-    """Write an RGB picture as a PNG atomically (a temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SegrefineError(f"cannot create output folder {path.parent}: {e.strerror}") from None
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
-        if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(image[..., ::-1])):
-            raise SegrefineError(f"cannot write {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write an RGB picture as a PNG atomically."""
+    return imageio.write_image(Path(path).with_suffix(".png"), image)

@@ -108,7 +108,7 @@ def prediction_picture(
     wrong = int((valid & (gt != pred)).sum())
     total, labelled = gt.size, int(valid.sum())
     accuracy = f"pixel accuracy {_share(labelled - wrong, labelled)}" if labelled else "no labelled pixels"
-    panels = [rgb, colorize(gt, palette, ignore_index), colorize(pred, palette, ignore_index),
+    panels = [rgb, colorize(gt, palette), colorize(pred, palette),
               error_map(rgb, gt, pred, ignore_index)]  # fmt: skip
     errors = [
         (f"correct {_share(labelled - wrong, total)}", CORRECT),

@@ -1,0 +1,26 @@
+"""Choosing the device a command runs on."""
+
+from __future__ import annotations
+
+import torch
+
+from segrefine.errors import SegrefineError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` is CUDA when available, else CPU; any torch device string (cpu, cuda, cuda:1, mps) otherwise."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise SegrefineError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SegrefineError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise SegrefineError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise SegrefineError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
+    return resolved
