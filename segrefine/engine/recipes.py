@@ -25,7 +25,7 @@ RECIPES: dict[str, Recipe] = {
     "lip": Recipe(crop=(473, 473), batch_size=16, iters=80_000, loss="ce", eval_every=8_000),
     "cocostuff": Recipe(crop=(512, 512), batch_size=16, iters=80_000, loss="ce", eval_every=8_000),
     "folder": Recipe(crop=(512, 512), batch_size=8, iters=20_000, loss="ce", eval_every=2_000),
-    # Small enough to learn on a laptop CPU in minutes: see benchmarks/learnability.py.
-    "toy": Recipe(crop=(128, 128), batch_size=8, iters=1_500, loss="ce", eval_every=500, scale=(0.75, 1.5),
+    # About 9 minutes on 2 CPU cores, ~87% val mIoU for `lite`: see benchmarks/learnability.py.
+    "toy": Recipe(crop=(128, 128), batch_size=8, iters=600, loss="ce", eval_every=200, scale=(0.75, 1.5),
                   lr=0.02, pretrained_backbone="none"),
 }
