@@ -1,4 +1,4 @@
-"""Image files, colour-coded label maps and atomic writes, shared by data, predict, eval, visualize and training.
+"""Image and JSON files, colour-coded label maps and atomic writes, shared by data, predict, eval, visualize and training.
 
 Arrays are RGB (H×W×3 uint8) or label maps (H×W); only `read_image` / `write_image` convert from and to the BGR files
 opencv reads and writes. Every write goes to a temporary file beside the target and is moved into place with
@@ -8,6 +8,7 @@ os.replace, so a reader never sees a half-written file and a failure leaves noth
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], suffix: 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """A JSON file's content; a missing or invalid file is one line naming it (`what`: e.g. "eval report")."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegrefineError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SegrefineError(f"{path} is not valid JSON: {' '.join(str(e).split())}") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

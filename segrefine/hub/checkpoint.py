@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from segrefine.errors import SegrefineError
-from segrefine.imageio import atomic_write
+from segrefine.imageio import atomic_write, read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -140,13 +140,7 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], sourc
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint's config.json (a JSON object with a "model" section)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegrefineError(f"checkpoint config not found: {path}")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SegrefineError(f"{path} is not valid JSON: {_one_line(e)}") from None
+    config = read_json(path, "checkpoint config")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise SegrefineError(f"{path} is not a segrefine config.json (it has no \"model\" section)")
     return config

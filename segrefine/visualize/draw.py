@@ -120,24 +120,23 @@ def pad_to(image: Image, height: int, width: int) -> Image:
     return out
 
 
-def hstack(panels: Sequence[Image], gap: int = 8) -> Image:
-    height = max(p.shape[0] for p in panels)
+def _stack(panels: Sequence[Image], gap: int, axis: int) -> Image:
+    """Panels side by side (axis 1) or one below the other (axis 0), padded with paper and `gap` apart."""
+    across = max(p.shape[1 - axis] for p in panels)
     parts: list[Image] = []
     for i, panel in enumerate(panels):
         if i:
-            parts.append(np.full((height, gap, 3), PAPER, np.uint8))
-        parts.append(pad_to(panel, height, panel.shape[1]))
-    return np.concatenate(parts, axis=1)
+            parts.append(np.full((gap, across, 3) if axis == 0 else (across, gap, 3), PAPER, np.uint8))
+        parts.append(pad_to(panel, *((panel.shape[0], across) if axis == 0 else (across, panel.shape[1]))))
+    return np.concatenate(parts, axis=axis)
+
+
+def hstack(panels: Sequence[Image], gap: int = 8) -> Image:
+    return _stack(panels, gap, axis=1)
 
 
 def vstack(panels: Sequence[Image], gap: int = 8) -> Image:
-    width = max(p.shape[1] for p in panels)
-    parts: list[Image] = []
-    for i, panel in enumerate(panels):
-        if i:
-            parts.append(np.full((gap, width, 3), PAPER, np.uint8))
-        parts.append(pad_to(panel, panel.shape[0], width))
-    return np.concatenate(parts, axis=0)
+    return _stack(panels, gap, axis=0)
 
 
 def arrange(panels: Sequence[Image], max_width: int = 2400, gap: int = 8) -> Image:

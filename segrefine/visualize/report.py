@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from segrefine.errors import SegrefineError
+from segrefine.imageio import read_json
 from segrefine.visualize.draw import (
     INK,
     MISSING,
@@ -29,13 +29,7 @@ BAR = (70, 130, 180)
 
 def read_report(path: str | Path) -> dict[str, Any]:
     """Read and check an eval JSON: it needs "per_class" {name: {"iou": fraction or null, ...}}."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegrefineError(f"eval report not found: {path}")
-    try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SegrefineError(f"{path} is not valid JSON: {' '.join(str(e).split())}") from None
+    report = read_json(path, "eval report")
     per_class = report.get("per_class") if isinstance(report, dict) else None
     if not isinstance(per_class, dict) or not per_class or not all(
         isinstance(v, dict) and "iou" in v for v in per_class.values()
