@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segrefine.data import DATASETS, dataset_layouts
-from segrefine.engine.recipes import RECIPES
+from segrefine.engine.recipes import dataset_recipes
 
 
 def datasets() -> None:
@@ -16,8 +16,11 @@ def datasets() -> None:
     table.add_column("layout under --data-root")
     table.add_column("recipe")
     for name, layout in dataset_layouts().items():
-        r = RECIPES[name]
-        recipe = f"crop {r.crop[0]}×{r.crop[1]}, batch {r.batch_size}, {r.iters} iters, {r.loss}, lr {r.lr}"
+        recipe = "\n".join(
+            f"{key}: crop {r.crop[0]}×{r.crop[1]}, batch {r.batch_size}, {r.iters} iters, {r.loss}, lr {r.lr}"
+            + (f", {r.train_split}→{r.val_split}" if (r.train_split, r.val_split) != ("train", "val") else "")
+            for key, r in dataset_recipes(name).items()
+        )
         splits = ", ".join(DATASETS[name].splits)
         table.add_row(name, f"{layout}\nsplits: {splits}", recipe)
     Console().print(table)

@@ -13,8 +13,18 @@ from segrefine.engine.config import read_config_file, resolve_config
 from segrefine.engine.train import resumed_config, train as run_training
 from segrefine.errors import SegrefineError
 
+
+def parse_scale(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SegrefineError(f"--scale must be LOW,HIGH (two numbers, e.g. 0.5,2.0), got {text!r}") from None
+    if not 0 < low <= high < float("inf"):
+        raise SegrefineError(f"--scale {text}: need 0 < LOW <= HIGH")
+    return low, high
+
 EPILOG = (
-    "Every setting defaults to the dataset's recipe (DESIGN §8), a --config file (TOML or JSON; a run's config.json "
+    "Every setting defaults to the dataset's recipe (or --recipe), a --config file (TOML or JSON; a run's config.json "
     "works) overrides the recipe, and flags override both. Multi-GPU: torchrun --nproc-per-node N -m segrefine train … "
     "Run `segrefine datasets` for the dataset layouts."
 )
@@ -23,6 +33,9 @@ EPILOG = (
 def train(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Named recipe for the dataset (default: the dataset's own; see `segrefine datasets`).")] = None,
+    train_split: Annotated[Optional[str], typer.Option("--train-split", help="Split to train on (camvid: trainval for the papers' protocol).")] = None,
+    val_split: Annotated[Optional[str], typer.Option("--val-split", help="Split to validate on.")] = None,
     dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable), e.g. length=64 for toy.")] = None,
     variant: Annotated[Optional[Variant], typer.Option("--variant", help="Network variant.")] = None,
     memory: Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="Add the MCIBI class memory.")] = None,
@@ -33,9 +46,11 @@ def train(
     iters: Annotated[Optional[int], typer.Option("--iters", help="Training iterations.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Total batch size over all processes.")] = None,
     crop: Annotated[Optional[str], typer.Option("--crop", help="Training crop HxW.")] = None,
+    scale: Annotated[Optional[str], typer.Option("--scale", help="Random rescaling range LOW,HIGH (e.g. 0.5,2.0).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate (poly decay, power 0.9).")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="SGD weight decay.")] = None,
     loss: Annotated[Optional[Literal["ce", "ohem"]], typer.Option("--loss", help="Cross-entropy or OHEM cross-entropy.")] = None,
+    class_weight: Annotated[Optional[Literal["none", "enet", "median"]], typer.Option("--class-weight", help="Weight classes in the loss by their pixel frequency in the training split.")] = None,
     pretrained_backbone: Annotated[Optional[str], typer.Option("--pretrained-backbone", help="imagenet, a Hub repo id, a .safetensors file, or none.")] = None,
     eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Validate every N iterations (0: at the end only).")] = None,
     save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write the `last` checkpoint every N iterations (0: at each validation).")] = None,
@@ -50,7 +65,8 @@ def train(
 ) -> None:
     """Train a model; writes config.json, log.jsonl, checkpoints/{last,best} and eval.json into the run folder."""
     flags = {
-        "dataset": dataset, "data_root": str(data_root) if data_root else None,
+        "dataset": dataset, "recipe": recipe, "train_split": train_split, "val_split": val_split,
+        "scale": parse_scale(scale) if scale else None, "class_weight": class_weight, "data_root": str(data_root) if data_root else None,
         "dataset_options": parse_key_values(dataset_option, "--dataset-option") if dataset_option else None,
         "variant": variant, "memory": memory, "srm": srm, "srm_kernel": int(srm_kernel) if srm_kernel else None,
         "srm_mask": srm_mask, "crm": crm, "iters": iters, "batch_size": batch_size,

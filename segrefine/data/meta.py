@@ -173,3 +173,16 @@ TOY_CLASSES = ("road", "sidewalk", "building", "pole", "traffic sign", "vegetati
 TOY = DatasetMeta(
     "toy", TOY_CLASSES, tuple(CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(name)] for name in TOY_CLASSES)
 )
+
+# --- CamVid, the 11-class SegNet release: the release's own colours ---------------------------------------
+
+CAMVID_CLASSES = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+)  # fmt: skip
+
+CAMVID_PALETTE = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+)  # fmt: skip
+
+CAMVID = DatasetMeta("camvid", CAMVID_CLASSES, CAMVID_PALETTE)

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from segrefine.engine.recipes import RECIPES
+from segrefine.data.statistics import CLASS_WEIGHTS
 from segrefine.errors import SegrefineError
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str
+    recipe: str = ""  # empty: the dataset's default recipe
     data_root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     variant: str = "lite"
@@ -32,6 +34,9 @@ class TrainConfig:
     momentum: float = 0.9
     poly_power: float = 0.9
     loss: str = "ce"
+    class_weight: str = "none"  # "none", "enet" (1 / ln(1.02 + p)) or "median" (median frequency balancing)
+    train_split: str = "train"
+    val_split: str = "val"
     pretrained_backbone: str = "none"
     eval_every: int = 0  # 0: only at the end
     save_every: int = 0  # 0: at each evaluation
@@ -57,6 +62,8 @@ class TrainConfig:
             raise SegrefineError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.loss not in ("ce", "ohem"):
             raise SegrefineError(f"loss must be ce or ohem, got {self.loss!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise SegrefineError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise SegrefineError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -77,7 +84,13 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
 
     if dataset not in DATASETS:
         dataset_meta(dataset)
-    recipe = asdict(RECIPES[dataset])
+    recipe_name = settings.get("recipe") or dataset
+    if recipe_name not in RECIPES:
+        raise SegrefineError(f"unknown recipe {recipe_name!r}; known recipes: {', '.join(RECIPES)}")
+    recipe = asdict(RECIPES[recipe_name])
+    if recipe["dataset"] != dataset:
+        raise SegrefineError(f"--recipe {recipe_name} is for dataset {recipe['dataset']}, not {dataset}")
+    settings["recipe"] = recipe_name
     for key in _TUPLES:
         if key in settings:
             settings[key] = tuple(settings[key])

@@ -11,10 +11,12 @@ AUX_WEIGHT = 0.4  # DESIGN §2.5: auxiliary head
 MEMORY_WEIGHT = 0.4  # DESIGN §2.5: class-probability head of the memory block
 
 
-def ohem_cross_entropy(logits: Tensor, target: Tensor, thresh: float = 0.7, min_kept: int = 100_000) -> Tensor:
+def ohem_cross_entropy(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, thresh: float = 0.7, min_kept: int = 100_000
+) -> Tensor:
     """Cross-entropy over the hard pixels: those whose ground-truth probability is below `thresh`, and at least the
-    `min_kept` hardest (mmsegmentation's OHEM pixel sampler)."""
-    pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    `min_kept` hardest (mmsegmentation's OHEM pixel sampler); `weight` scales each class's pixels."""
+    pixel_loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
     valid = target != IGNORE_INDEX
     with torch.no_grad():
         prob = logits.float().softmax(dim=1).gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1))[:, 0]
@@ -29,18 +31,20 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, thresh: float = 0.7, min_
     return pixel_loss[keep].mean()
 
 
-def segmentation_loss(outputs: dict[str, Tensor], target: Tensor, kind: str = "ce") -> dict[str, Tensor]:
+def segmentation_loss(
+    outputs: dict[str, Tensor], target: Tensor, kind: str = "ce", class_weight: Tensor | None = None
+) -> dict[str, Tensor]:
     """Loss parts of one step ("main", and "aux" / "memory" when the network has those heads) and their weighted
-    "total"."""
+    "total"; `class_weight` (K) weights the classes in the main and auxiliary losses."""
     main = ohem_cross_entropy if kind == "ohem" else _cross_entropy
-    parts = {"main": main(outputs["out"], target)}
+    parts = {"main": main(outputs["out"], target, class_weight)}
     if "aux" in outputs:
-        parts["aux"] = main(outputs["aux"], target)
+        parts["aux"] = main(outputs["aux"], target, class_weight)
     if "memory_logits" in outputs:
         parts["memory"] = _cross_entropy(outputs["memory_logits"], target)
     parts["total"] = parts["main"] + AUX_WEIGHT * parts.get("aux", 0.0) + MEMORY_WEIGHT * parts.get("memory", 0.0)
     return parts
 
 
-def _cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+def _cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)

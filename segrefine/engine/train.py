@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from segrefine import __version__
 from segrefine.data import build_dataset, dataset_meta
+from segrefine.data.statistics import class_frequencies, class_weights
 from segrefine.data.transforms import eval_transform, train_transform
 from segrefine.engine import distributed
 from segrefine.engine.checkpoint import recover, replace_folder, restore_trainer_state, trainer_state, write_trainer_state
@@ -99,12 +100,16 @@ class Trainer:
         self.meta = dataset_meta(config.dataset, config.data_root)
         options = dict(config.dataset_options)
         self.train_set = build_dataset(
-            config.dataset, config.data_root, "train",
+            config.dataset, config.data_root, config.train_split,
             train_transform(config.crop, config.scale, self.meta.flip_pairs), **options,
         )
-        self.val_set = build_dataset(config.dataset, config.data_root, "val", eval_transform(), **options)
+        self.val_set = build_dataset(config.dataset, config.data_root, config.val_split, eval_transform(), **options)
         if len(self.train_set) == 0:
-            raise SegrefineError(f"dataset {config.dataset}: the train split is empty")
+            raise SegrefineError(f"dataset {config.dataset}: the {config.train_split} split is empty")
+        self.class_weight = class_weights(
+            config.class_weight,
+            class_frequencies(self.train_set, self.meta.num_classes) if config.class_weight != "none" else None,
+        )
         self.model_config = ModelConfig(
             variant=config.variant, num_classes=len(self.meta.classes), memory=config.memory, srm=config.srm,
             srm_kernel=config.srm_kernel, srm_mask=config.srm_mask, crm=config.crm,
@@ -118,7 +123,10 @@ class Trainer:
         model = build_model(self.model_config)
         if cfg.pretrained_backbone != "none":
             _init_backbone(model, cfg.pretrained_backbone)
-        model.to(self.device)
+        # channels-last runs the convolutions 1.3-1.5× faster on CPU and on CUDA tensor cores
+        model.to(self.device, memory_format=torch.channels_last)
+        if self.class_weight is not None:
+            self.class_weight = self.class_weight.to(self.device)
         if self.ctx.distributed:
             if self.device.type == "cuda":  # SyncBatchNorm runs on GPUs only; gloo keeps per-process statistics
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -222,13 +230,13 @@ class Trainer:
         with progress:
             for it in range(self.start, cfg.iters):
                 batch = next(batches)
-                images = batch["image"].to(self.device, non_blocking=True)
+                images = batch["image"].to(self.device, non_blocking=True, memory_format=torch.channels_last)
                 labels = batch["label"].to(self.device, non_blocking=True)
                 lr = self.scheduler.get_last_lr()[0]
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                     enabled=self.autocast_dtype is not None):
                     outputs = model(images)
-                    losses = segmentation_loss(outputs, labels, cfg.loss)
+                    losses = segmentation_loss(outputs, labels, cfg.loss, self.class_weight)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(losses["total"]).backward()
                 self.scaler.step(self.optimizer)

@@ -1,0 +1,67 @@
+"""CamVid road scenes, the 11-class SegNet release (360×480): labels 0-10 as stored, 11 (void) ignored."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
+from segrefine.data.meta import CAMVID, IGNORE_INDEX, DatasetMeta
+from segrefine.errors import SegrefineError
+
+SPLITS = ("train", "val", "test", "trainval")
+LAYOUT = (
+    "<root>/{train,val,test}/<name>.png with labels <root>/{train,val,test}annot/<name>.png (class ids 0-10 as "
+    "stored, 11 = void is ignored); an optional <root>/<split>.txt lists the split's frames (image path first on "
+    "each line); trainval is train and val together"
+)
+
+VOID_ID = 11
+
+
+def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+    return CAMVID
+
+
+def label_lut() -> np.ndarray:
+    lut = identity_lut(CAMVID.num_classes)
+    lut[VOID_ID] = IGNORE_INDEX
+    return lut
+
+
+def listed_names(path: Path) -> list[str] | None:
+    """Frame names (file names without folders) of a split list, or None when the split has no list."""
+    if not path.is_file():
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SegrefineError(f"cannot read camvid split list {path}: {e}") from None
+    return [line.split()[0].replace("\\", "/").rsplit("/", 1)[-1] for line in lines if line.strip()]
+
+
+def split_pairs(base: Path, split: str) -> list[tuple[Path, Path]]:
+    images = FileSet(base / split, (".png",))
+    labels = FileSet(base / f"{split}annot", (".png",))
+    pairs = pair_files(images, labels, dataset="camvid", split=split, layout=LAYOUT)
+    names = listed_names(base / f"{split}.txt")
+    if names is None:
+        return pairs
+    by_name = {image.name: (image, label) for image, label in pairs}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise SegrefineError(
+            f"camvid split {split}: {base / f'{split}.txt'} lists frames that {base / split} does not hold: "
+            f"{shown} ({len(missing)} in all)"
+        )
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+    base = find_root(root, "camvid", LAYOUT, inner="CamVid")
+    parts = ("train", "val") if split == "trainval" else (split,)
+    pairs = [pair for part in parts for pair in split_pairs(base, part)]
+    return PairedFiles(pairs, CAMVID, label_lut(), transform)
