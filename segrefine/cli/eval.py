@@ -22,7 +22,7 @@ from segrefine.engine import distributed
 from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
 from segrefine.engine.device import resolve_device
 from segrefine.errors import SegrefineError
-from segrefine.hub import load_model
+from segrefine.hub import class_mismatch, default_model, describe, load_model
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 _INFERENCE_ONLY = "--mode, --crop, --stride, --scales, --flip, --batch-size and --save-predictions"
@@ -100,7 +100,7 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
 ) -> None:
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
-    if (weights is None) == (predictions is None):
+    if weights is not None and predictions is not None:
         raise SegrefineError("give either --weights REF (evaluate a model) or --predictions DIR (evaluate saved PNGs)")
     if predictions is not None and (
         mode != "whole" or crop or stride or scales or flip or batch_size != 1 or save_predictions
@@ -115,14 +115,19 @@ def evaluate(
     data = _limited(build_dataset(dataset, data_root, split, **options), limit)
     ctx = distributed.setup(run_device.type)
     try:
-        if weights is not None:
+        if predictions is None:
+            default = weights is None
+            weights = weights or default_model(dataset).name
             model, config = load_model(weights, run_device)
-            trained_for = config["model"].get("num_classes")
-            if trained_for != meta.num_classes:
+            mismatch = class_mismatch(weights, config, dataset, meta.classes)
+            if mismatch and (default or config["model"].get("num_classes") != meta.num_classes):
                 raise SegrefineError(
-                    f"weights {weights} were trained for {trained_for} classes but dataset {dataset} has "
-                    f"{meta.num_classes} classes"
+                    f"{mismatch}: pass --weights with a model trained on {dataset}" if default else mismatch
                 )
+            if mismatch:
+                Console(stderr=True).print(f"segrefine: warning: {mismatch}; scoring it anyway", markup=False, highlight=False)
+            if ctx.is_main:
+                Console(stderr=True).print(describe(weights, config), markup=False, highlight=False)
             report = evaluate_model(
                 model, data, meta, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
                 batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,

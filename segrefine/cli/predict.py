@@ -23,7 +23,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from segrefine.cli.options import parse_inference
 from segrefine.engine.predictor import (
-    DEFAULT_TASK,
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     Predictor,
@@ -287,10 +286,6 @@ def predict(
     check_alpha(alpha)
     inference = parse_inference(mode, crop, stride, scales)
     crop_size, stride_size, scale_list = inference["crop"], inference["stride"], inference["scales"]
-    if weights is None:
-        from segrefine.hub import default_weights
-
-        weights = default_weights(DEFAULT_TASK).name
 
     # A broken video is reported in one line of ours; FFmpeg (inside OpenCV) would add its own error lines.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_QUIET))
@@ -303,6 +298,7 @@ def predict(
             weights, device, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
             batch_size=batch_size,
         )  # fmt: skip
+        console.print(predictor.source, markup=False, highlight=False)
         progress = Progress(
             TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not console.is_terminal or len(jobs) < 2,

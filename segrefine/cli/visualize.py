@@ -26,7 +26,10 @@ app = typer.Typer(
 DEFAULT_OUT = Path("runs/visualize")
 
 Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")]
-Weights = Annotated[str, typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id.")]
+Weights = Annotated[
+    Optional[str],
+    typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id (default: the shipped model)."),
+]
 Device = Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where to run the model.")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")]
@@ -46,10 +49,20 @@ def _device(name: str) -> str:
     return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
 
 
-def _load(weights: str, device: str) -> tuple[Any, dict[str, Any]]:
-    from segrefine.hub import load_model
+def _load(weights: str | None, device: str, dataset: Any = None) -> tuple[Any, dict[str, Any], str]:
+    """Load the weights (default: the shipped model for `dataset`), say which, and check the classes fit `dataset`."""
+    from segrefine.hub import class_mismatch, default_model, describe, load_model
 
-    return load_model(weights, _device(device))
+    ref = weights or default_model(dataset.name if dataset is not None else None).name
+    model, config = load_model(ref, _device(device))
+    if dataset is not None:
+        mismatch = class_mismatch(ref, config, dataset.name, dataset.classes)
+        if mismatch and (weights is None or config["model"].get("num_classes") != dataset.num_classes):
+            raise SegrefineError(f"{mismatch}: pass --weights with a model trained on {dataset.name}" if weights is None else mismatch)
+        if mismatch:
+            print(f"segrefine: warning: {mismatch}", file=sys.stderr)
+    print(describe(ref, config), file=sys.stderr)
+    return model, config, ref
 
 
 def _checked(weights: str, check: Any, model: Any) -> None:
@@ -106,8 +119,8 @@ def dataset(
 
 @app.command("errors")
 def errors(
-    weights: Weights,
     dataset: DatasetName,
+    weights: Weights = None,
     data_root: DataRoot = None,
     split: Split = "val",
     num: Num = 4,
@@ -119,12 +132,7 @@ def errors(
     from segrefine.visualize import predict_labels, prediction_picture
 
     meta, items = _samples(dataset, data_root, split, num, dataset_option)
-    model, config = _load(weights, device)
-    trained_for = config["model"].get("num_classes")
-    if trained_for != meta.num_classes:
-        raise SegrefineError(
-            f"weights {weights} were trained for {trained_for} classes but dataset {dataset} has {meta.num_classes}"
-        )
+    model, config, weights = _load(weights, device, meta)
     for item in items:
         label = item["label"]
         prediction = predict_labels(model, item["image"], meta.num_classes, tuple(label.shape[-2:]))
@@ -136,12 +144,12 @@ def errors(
 
 
 @app.command("offsets")
-def offsets(images: Images, weights: Weights, device: Device = "auto", out: Out = DEFAULT_OUT) -> None:
+def offsets(images: Images, weights: Weights = None, device: Device = "auto", out: Out = DEFAULT_OUT) -> None:
     """SRM offset field of each decoder level (c4, c3, c2): flow colour image and sparse arrows over the image."""
     from segrefine.visualize import capture, offsets_picture, read_image, require_offsets
 
     _check_files(images)
-    model, config = _load(weights, device)
+    model, config, weights = _load(weights, device)
     _checked(weights, require_offsets, model)
     for path in images:
         image = read_image(path)
@@ -156,7 +164,7 @@ def offsets(images: Images, weights: Weights, device: Device = "auto", out: Out 
 @app.command("attention")
 def attention(
     images: Images,
-    weights: Weights,
+    weights: Weights = None,
     points: Annotated[
         Optional[str], typer.Option("--points", help="Query points y,x;y,x in image pixels (default: four spread out).")
     ] = None,
@@ -173,7 +181,7 @@ def attention(
     pictures = {path: read_image(path) for path in images}  # checked before the model is loaded
     for image in pictures.values():
         check_points(queries or [], *image.shape[-2:])
-    model, _ = _load(weights, device)
+    model, _, weights = _load(weights, device)
     _checked(weights, require_attention, model)
     for path, image in pictures.items():
         chosen = queries or default_points(*image.shape[-2:])
@@ -184,11 +192,11 @@ def attention(
 
 
 @app.command("memory")
-def memory(weights: Weights, out: Out = DEFAULT_OUT) -> None:
+def memory(weights: Weights = None, out: Out = DEFAULT_OUT) -> None:
     """MCIBI class memory: cosine similarity between the class slots."""
     from segrefine.visualize import memory_picture, require_memory
 
-    model, config = _load(weights, "cpu")
+    model, config, weights = _load(weights, "cpu")
     _checked(weights, require_memory, model)
     _save(out, "memory-similarity", memory_picture(model, config["classes"], f"MCIBI class memory | {weights}"))
 

@@ -31,6 +31,7 @@ from segrefine.data.transforms import normalize
 from segrefine.engine.inference import MODES, check_scales, predict_logits
 from segrefine.engine.device import resolve_device
 from segrefine.errors import SegrefineError
+from segrefine.hub.registry import DEFAULT_TASK
 from segrefine import imageio
 from segrefine.imageio import UnreadableInput, atomic_write, opencv_silent, read_image, write_image
 
@@ -47,7 +48,6 @@ __all__ = [
     "write_image",
 ]
 
-DEFAULT_TASK = "segmentation"  # the registry's `default_for` value that `load()` without a reference uses
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 VIDEO_FOURCC = "mp4v"
@@ -103,6 +103,7 @@ class Predictor:
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     batch_size: int | None = None  # default: DEFAULT_BATCH_SIZE for the device type, else 1
+    source: str = ""  # one line naming the weights (see `segrefine.hub.describe`)
 
     def __post_init__(self) -> None:
         if self.batch_size is None:
@@ -260,13 +261,14 @@ def load(
     """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name or
     a Hub repo id `owner/name[@revision]`; without `ref`, the registry's default checkpoint for segmentation.
     """
-    from segrefine.hub import default_weights, load_model
+    from segrefine.hub import default_model, describe, load_model
 
     if ref is None:
-        ref = default_weights(DEFAULT_TASK).name
+        ref = default_model().name
     run_device = resolve_device(device)
     model, config = load_model(ref, run_device, token=token)
     return Predictor(
         model, config, run_device, mode=mode, crop=tuple(crop) if crop else None,
         stride=tuple(stride) if stride else None, scales=tuple(scales), flip=flip, batch_size=batch_size,
+        source=describe(ref, config),
     )  # fmt: skip

@@ -36,8 +36,8 @@ RECIPES: dict[str, Recipe] = {
                      lr=0.01, scale=(0.5, 2.0), train_split="trainval", val_split="test"),
     # What trained the shipped `lite-camvid` model from scratch on a 2-core CPU in under two hours (bf16
     # autocast); see weights/lite-camvid/README.md for how it was chosen.
-    "camvid-cpu": Recipe("camvid", crop=(256, 256), batch_size=8, iters=8_000, loss="ce", eval_every=2_000,
-                         lr=0.05, scale=(0.5, 1.5), pretrained_backbone="none", class_weight="none", amp=True),
+    "camvid-cpu": Recipe("camvid", crop=(256, 256), batch_size=8, iters=6_000, loss="ce", eval_every=2_000,
+                         lr=0.05, scale=(0.5, 1.5), pretrained_backbone="none", class_weight="enet", amp=True),
     "folder": Recipe("folder", crop=(512, 512), batch_size=8, iters=20_000, loss="ce", eval_every=2_000),
     # About 9 minutes on 2 CPU cores, ~87% val mIoU for `lite`: see benchmarks/learnability.py.
     "toy": Recipe("toy", crop=(128, 128), batch_size=8, iters=600, loss="ce", eval_every=200, scale=(0.75, 1.5),

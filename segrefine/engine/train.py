@@ -253,7 +253,7 @@ class Trainer:
                     seconds = time.perf_counter() - window_start
                     losses_mean = {("loss" if k == "total" else f"loss_{k}"): v / window_steps for k, v in window.items()}
                     record = {"iter": step, **losses_mean, "lr": lr, "images_per_s": window_images / max(seconds, 1e-9),
-                              "memory_mb": _memory_mb(self.device)}
+                              "memory_mb": _memory_mb(self.device), "time": round(time.time(), 3)}
                     self._log(record)
                     progress.update(step, record)
                     window, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
@@ -262,7 +262,7 @@ class Trainer:
                 if step % eval_every == 0 or step == cfg.iters:
                     summary = self.evaluate()
                     metrics = {k: summary[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU")}
-                    self._log({"iter": step, "val": metrics})
+                    self._log({"iter": step, "val": metrics, "time": round(time.time(), 3)})
                     progress.note(f"iter {step}: val mIoU {100 * metrics['mIoU']:.2f}%")
                     if metrics["mIoU"] > self.best:
                         self.best = metrics["mIoU"]

@@ -8,6 +8,8 @@ from segrefine.hub.checkpoint import (
     RUN_LAST_DIR,
     WEIGHTS_NAME,
     check_safetensors,
+    class_mismatch,
+    describe,
     load_model,
     load_state,
     load_state_dict_strict,
@@ -16,7 +18,9 @@ from segrefine.hub.checkpoint import (
     save_pretrained,
 )
 from segrefine.hub.reference import ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
-from segrefine.hub.registry import BackboneEntry, ModelEntry, Registry, default_weights, load_registry
+from segrefine.hub.registry import (
+    DEFAULT_TASK, BackboneEntry, ModelEntry, Registry, default_model, default_weights, load_registry,
+)  # fmt: skip
 from segrefine.hub.upload import push_to_hub
 
 __all__ = [
@@ -29,8 +33,12 @@ __all__ = [
     "ModelEntry",
     "Registry",
     "ResolvedWeights",
+    "DEFAULT_TASK",
     "check_safetensors",
+    "class_mismatch",
+    "default_model",
     "default_weights",
+    "describe",
     "fetch_backbone",
     "load_model",
     "load_registry",

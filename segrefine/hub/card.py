@@ -24,8 +24,13 @@ def model_card(
     params: int | None = None,
     gmacs: float | None = None,
     input_size: tuple[int, int] | None = None,
+    license: str | None = None,
+    details: str = "",
 ) -> str:
-    """README.md text for a checkpoint; metrics in config["metrics"] are fractions in [0, 1], shown in percent."""
+    """README.md text for a checkpoint; metrics in config["metrics"] are fractions in [0, 1], shown in percent.
+
+    `license` is a Hub licence id (e.g. "cc-by-nc-4.0"); `details` is Markdown placed after the results (data,
+    training command, hardware, ...)."""
     from segrefine.models.registry import VARIANTS
 
     model = config["model"]
@@ -41,6 +46,7 @@ def model_card(
     name = repo_id or f"segrefine-{variant}-{dataset}"
 
     data = ModelCardData(
+        license=license,
         library_name="segrefine",
         pipeline_tag="image-segmentation",
         tags=["segrefine", "semantic-segmentation", "image-segmentation", "safetensors", backbone, f"segrefine-{variant}"],
@@ -78,6 +84,8 @@ def model_card(
         lines += [f"## Results ({dataset} {split}, %)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {100 * value:.2f} |" for key, value in scores.items()]
         lines.append("")
+    if details:
+        lines += [details.strip(), ""]
     if params is not None or gmacs is not None:
         lines += ["## Complexity", "", "| measure | value |", "|---|---|"]
         if params is not None:

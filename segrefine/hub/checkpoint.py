@@ -138,6 +138,29 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], sourc
         module.load_state_dict(full, strict=True)
 
 
+def describe(ref: str | Path, config: Mapping[str, Any]) -> str:
+    """One line naming a loaded model for users: reference, variant, training dataset and class count."""
+    model = config["model"]
+    dataset = config.get("dataset") or "an unnamed dataset"
+    return f"model {ref}: {model.get('variant', '?')}, trained on {dataset}, {model.get('num_classes', '?')} classes"
+
+
+def class_mismatch(ref: str | Path, config: Mapping[str, Any], dataset: str, classes: Sequence[str]) -> str | None:
+    """Why a model's classes do not match a dataset's (count, or names in order), or None when they match."""
+    trained = config["model"].get("num_classes")
+    if trained != len(classes):
+        return f"weights {ref} were trained for {trained} classes but dataset {dataset} has {len(classes)} classes"
+    names = config.get("classes")
+    if names and [n.lower() for n in names] != [c.lower() for c in classes]:
+        differ = [f"{i}: {a} vs {b}" for i, (a, b) in enumerate(zip(names, classes)) if a.lower() != b.lower()]
+        shown = ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "")
+        return (
+            f"weights {ref} were trained on {config.get('dataset') or 'other data'} whose class names differ from "
+            f"dataset {dataset}'s ({shown})"
+        )
+    return None
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint's config.json (a JSON object with a "model" section)."""
     config = read_json(path, "checkpoint config")

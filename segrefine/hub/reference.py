@@ -32,7 +32,7 @@ from segrefine.hub.checkpoint import (
     load_state,
     read_config,
 )
-from segrefine.hub.registry import BackboneEntry, load_registry
+from segrefine.hub.registry import BackboneEntry, embedded_path, load_registry
 
 HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?")
 ACCEPTED = (
@@ -58,6 +58,14 @@ def resolve(ref: str | Path, *, token: str | None = None, cache_dir: str | Path 
         return resolve_local(text)
     entry = load_registry().model(text)
     if entry is not None:
+        local = embedded_path(entry)
+        if local is not None and local.is_file():  # shipped inside the package: no network
+            _verify_sha256(local, entry.sha256, f"registry entry {text}")
+            return _checked(text, local.with_name(CONFIG_NAME), local)
+        if not entry.repo:
+            raise SegrefineError(
+                f"registry entry {text} is embedded in segrefine but its file {local} is missing: reinstall segrefine"
+            )
         return _resolve_hub(text, entry.repo, entry.revision, entry.file, entry.sha256, token=token, cache_dir=cache_dir)
     match = HUB_ID.fullmatch(text)
     if match:

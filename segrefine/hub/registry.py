@@ -1,6 +1,8 @@
-"""The model zoo registry (`zoo.json`, shipped inside the package): published checkpoints and ImageNet backbones.
+"""The model zoo registry (`weights/zoo.json`, installed as `segrefine.weights`): trained checkpoints and ImageNet
+backbones.
 
-Only real, published entries go there. A backbone's `sha256` may be null when it is not known: its download is then
+Only real entries go there: checkpoints published on the Hub, and the embedded default, whose files ship inside the
+package (its `repo` is empty until it is published). A backbone's `sha256` may be null when it is not known: its download is then
 not hash-checked. A checkpoint's `sha256` is always required and always checked.
 """
 
@@ -18,6 +20,8 @@ from typing import Any
 from segrefine.errors import SegrefineError
 
 SCHEMA_VERSION = 1
+ZOO_PACKAGE = "segrefine.weights"
+DEFAULT_TASK = "segmentation"  # the `default_for` value of the checkpoint used when no weights are given
 ZOO_FILE = "zoo.json"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -40,6 +44,11 @@ class ModelEntry:
     sha256: str
     metrics: dict[str, Any] = field(default_factory=dict)
     default_for: tuple[str, ...] = ()
+    embedded: str = ""  # folder inside the installed weights package holding config.json + `file`; "" if none
+
+    def describe(self) -> str:
+        """One line naming the model for users: name, variant, dataset and classes."""
+        return f"{self.name} ({self.variant}, trained on {self.dataset}, {self.num_classes} classes)"
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,14 @@ def load_registry(path: str | Path | None = None) -> Registry:
 
 @lru_cache(maxsize=1)
 def _packaged() -> Registry:
-    return parse_registry(files("segrefine.hub").joinpath(ZOO_FILE).read_text(), f"segrefine/hub/{ZOO_FILE}")
+    return parse_registry(files(ZOO_PACKAGE).joinpath(ZOO_FILE).read_text(), f"{ZOO_PACKAGE}/{ZOO_FILE}")
+
+
+def embedded_path(entry: ModelEntry) -> Path | None:
+    """The installed weights file of an embedded entry, or None when the entry is only on the Hub."""
+    if not entry.embedded:
+        return None
+    return Path(str(files(ZOO_PACKAGE).joinpath(entry.embedded, entry.file)))
 
 
 def parse_registry(text: str, source: str) -> Registry:
@@ -106,6 +122,15 @@ def validate_registry(data: Any, source: str) -> Registry:
     _unique([b.arch for b in backbones], f"{source}: backbones", "arch")
     _unique([b.repo for b in backbones], f"{source}: backbones", "repo")
     return Registry(models, backbones)
+
+
+def default_model(dataset: str | None = None, registry: Registry | None = None) -> ModelEntry:
+    """The checkpoint used when no weights are given: the dataset's registered default if it has one, else the
+    default for segmentation in general."""
+    registry = registry or load_registry()
+    if dataset is not None and any(dataset in m.default_for for m in registry.models):
+        return default_weights(dataset, registry)
+    return default_weights(DEFAULT_TASK, registry)
 
 
 def default_weights(dataset_or_task: str, registry: Registry | None = None) -> ModelEntry:
@@ -134,7 +159,7 @@ def _model(entry: Any, where: str) -> ModelEntry:
         entry,
         where,
         required={"name", "variant", "dataset", "num_classes", "classes", "repo", "revision", "file", "sha256", "metrics"},
-        optional={"default_for"},
+        optional={"default_for", "embedded"},
     )
     _field(entry, where, "name", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "lower-case letters, digits, . _ -")
     where = f"{where} ({entry['name']})"
@@ -148,8 +173,14 @@ def _model(entry: Any, where: str) -> ModelEntry:
         lambda v: isinstance(v, list) and len(v) == entry["num_classes"] and all(map(_text, v)),
         "a list of num_classes non-empty names",
     )
-    _field(entry, where, "repo", lambda v: isinstance(v, str) and _REPO.fullmatch(v), "a Hub repo id owner/name")
-    _field(entry, where, "revision", _text, "a branch, tag or commit")
+    embedded = entry.get("embedded", "")
+    _field(entry, where, "embedded", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "a folder name in weights/")
+    unpublished = embedded and entry["repo"] == ""
+    _field(
+        entry, where, "repo", lambda v: unpublished or (isinstance(v, str) and _REPO.fullmatch(v)),
+        "a Hub repo id owner/name (empty only for an embedded checkpoint not yet published)",
+    )  # fmt: skip
+    _field(entry, where, "revision", lambda v: _text(v) or (unpublished and v == ""), "a branch, tag or commit")
     _field(entry, where, "file", _repo_file, "a relative path ending in .safetensors")
     _field(entry, where, "sha256", lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "64 lower-case hex digits")
     _field(
@@ -172,6 +203,7 @@ def _model(entry: Any, where: str) -> ModelEntry:
         sha256=entry["sha256"],
         metrics=dict(entry["metrics"]),
         default_for=tuple(entry.get("default_for", ())),
+        embedded=embedded,
     )
 
 

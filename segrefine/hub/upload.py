@@ -12,6 +12,8 @@ from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, load_state_dict_strict, read_config, rebuild
 from segrefine.hub.reference import HUB_ID, hub_error, resolve_local
 
+CARD_NAME = "README.md"
+
 
 def push_to_hub(
     source: str | Path,
@@ -25,6 +27,7 @@ def push_to_hub(
 ) -> str:
     """Upload a checkpoint folder, .safetensors file or run folder to `repo_id`; returns the commit URL.
 
+    The model card is the folder's own README.md when it has one, else one generated from config.json.
     The checkpoint is loaded strictly first, so weights that do not fit their config are never published.
     """
     if not HUB_ID.fullmatch(repo_id) or "@" in repo_id:
@@ -34,8 +37,12 @@ def push_to_hub(
     weights = resolve_local(source)
     config = read_config(weights.config_path)
     load_state_dict_strict(rebuild(config), load_state(weights.weights_path), str(source))
-    report = _complexity(config, flops_size)
-    card = model_card(config, repo_id=repo_id, params=report.params, gmacs=report.gmacs, input_size=flops_size)
+    written = weights.config_path.with_name(CARD_NAME)
+    if written.is_file():  # a checkpoint folder with its own card (the embedded default) is published unchanged
+        card = written.read_text(encoding="utf-8")
+    else:
+        report = _complexity(config, flops_size)
+        card = model_card(config, repo_id=repo_id, params=report.params, gmacs=report.gmacs, input_size=flops_size)
 
     from segrefine import __version__
 
@@ -43,7 +50,7 @@ def push_to_hub(
     operations = [
         CommitOperationAdd(CONFIG_NAME, weights.config_path),
         CommitOperationAdd(WEIGHTS_NAME, weights.weights_path),
-        CommitOperationAdd("README.md", card.encode()),
+        CommitOperationAdd(CARD_NAME, card.encode()),
     ]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
