@@ -1,10 +1,11 @@
 """Segment an image with the Python API: load weights once, predict, save the colour map and the overlay.
 
-    python examples/python_api.py --weights runs/train/exp
+    python examples/python_api.py                      # the shipped lite-camvid model on examples/camvid-street.png
     python examples/python_api.py --weights runs/train/exp --image my.jpg --out runs/api --device cpu
 
 `--weights` takes what `segrefine predict --weights` takes: a training run folder, a checkpoint folder, a
-.safetensors file (config.json beside it), a registry name or a Hub repo id owner/name[@revision].
+.safetensors file (config.json beside it), a registry name or a Hub repo id owner/name[@revision]; without it the
+default model that ships with segrefine is used.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="weights reference, e.g. a training run folder")
-    parser.add_argument("--image", type=Path, default=HERE / "toy-street.png")
+    parser.add_argument("--weights", help="weights reference, e.g. a training run folder (default: the shipped model)")
+    parser.add_argument("--image", type=Path, default=HERE / "camvid-street.png")
     parser.add_argument("--out", type=Path, default=Path("runs/api"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args()
 
     predictor = segrefine.load(args.weights, device=args.device)  # once; then predict as often as needed
+    print(predictor.source)  # which model: name, training dataset, number of classes
 
     image = read_image(args.image)  # H×W×3 uint8 RGB; any such array works (OpenCV after BGR->RGB, np.asarray(PIL))
     label = predictor.predict(image)  # H×W uint8 train ids; predict(path) works too

@@ -134,11 +134,6 @@ def test_predict_video(predictor, scenes, tmp_path):
     assert not (tmp_path / "out" / "empty_overlay.mp4").exists()
 
 
-def test_load_without_reference_never_uses_random_weights():
-    with pytest.raises(SegrefineError, match="holds no trained segrefine checkpoint.*segrefine train.*--weights"):
-        load()
-
-
 def test_bad_device():
     with pytest.raises(SegrefineError, match="--device"):
         load("whatever", "tpu9")

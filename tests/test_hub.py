@@ -392,14 +392,12 @@ def _registry(models=(), backbones=()) -> dict:
     return {"schema_version": 1, "models": list(models), "backbones": list(backbones)}
 
 
-def test_packaged_registry_has_backbones_and_no_trained_checkpoint():
+def test_packaged_registry_has_backbones_and_the_embedded_model():
     registry = load_registry()
-    assert registry.models == ()
+    assert [m.name for m in registry.models] == ["lite-camvid"]
     assert [b.repo for b in registry.backbones] == ["timm/resnet18.a1_in1k", "timm/resnet50.a1_in1k", "timm/resnet101.a1h_in1k"]
     assert all(b.file == "model.safetensors" for b in registry.backbones)
     assert registry.backbone("resnet50") is registry.backbone("timm/resnet50.a1_in1k")
-    with pytest.raises(SegrefineError, match="no trained segrefine checkpoint yet.*segrefine train.*--weights"):
-        default_weights("cityscapes")
 
 
 def test_registry_default_weights():

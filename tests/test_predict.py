@@ -139,14 +139,6 @@ def test_bad_inputs_are_reported_and_skipped(checkpoint, frames, tmp_path):
     assert "2 images" in result.stdout and "5 failed" in result.stdout
 
 
-def test_without_weights_says_so_in_one_line(tmp_path):
-    result = segrefine("predict", "whatever.png", cwd=tmp_path)
-    assert result.returncode == 2
-    line = result.stderr.strip()
-    assert "\n" not in line
-    assert "no trained segrefine checkpoint" in line and "segrefine train" in line and "--weights" in line
-    assert not (tmp_path / "runs").exists()
-
 
 def test_save_and_alpha_options():
     assert parse_save("overlay,label") == ("label", "overlay")
