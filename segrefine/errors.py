@@ -12,6 +12,12 @@ class SegrefineError(Exception):
     """A user mistake (bad option, bad file): the CLI prints it as one line on stderr and exits with code 2."""
 
 
+class Interrupted(SegrefineError):
+    """Ctrl-C, with what the interrupted command has to say (where training's last checkpoint is): exit code 130."""
+
+    exit_code = 130
+
+
 class SettingError(SegrefineError):
     """A mistake in the value of one or more settings, each written as its Python name in backquotes (`lr`).
 

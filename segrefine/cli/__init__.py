@@ -2,8 +2,8 @@
 
 Each subcommand lives in its own module and is registered here; only working subcommands are registered.
 User mistakes (click usage errors and `SegrefineError`) become one line on stderr and exit code 2; a `SettingError`
-names its settings as flags (`lr` becomes `--lr`). Ctrl-C is one line too (what the interrupted command says, else
-"interrupted") and exit code 130.
+names its settings as flags (`lr` becomes `--lr`). Ctrl-C is one line too ("interrupted", or what the command says
+through `Interrupted`) and exit code 130.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     except SettingError as e:
         _fail(str(e.worded(flag)))
     except SegrefineError as e:
-        _fail(str(e))
-    except KeyboardInterrupt as e:
-        _fail(str(e) or "interrupted", 130)
+        _fail(str(e), getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    if rv == 130:  # typer turns Ctrl-C inside a command into exit code 130, silently
+        _fail("interrupted", 130)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -11,7 +11,7 @@ import typer
 from segrefine.cli.options import CrmMode, SrmKernel, SrmMask, SrmMode, Variant, flag, parse_key_values, parse_size
 from segrefine.engine.config import read_config_file, resolve_config
 from segrefine.engine.train import TrainingInterrupted, resumed_config, train as run_training
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import Interrupted, SegrefineError, SettingError
 
 
 def parse_scale(text: str) -> tuple[float, float]:
@@ -109,7 +109,7 @@ def train(
         raise e.worded(word) from None
     except TrainingInterrupted as e:
         resume_command = f"`segrefine train --resume --out {e.run_dir}`"
-        raise KeyboardInterrupt(e.describe(resume_command)) from None
+        raise Interrupted(e.describe(resume_command)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
         typer.echo(f"run folder: {run_dir}")
 

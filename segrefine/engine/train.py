@@ -268,9 +268,9 @@ class Trainer:
         """Stop at a non-finite loss (before its backward pass) or weight (before the next forward pass): NaN and
         infinite values can crash the SRM's sampling in either pass instead of raising."""
         values = [loss.detach().float()]
-        if weights:
-            params = [p.detach() for p in self.model.parameters()]
-            values.append(torch.nn.utils.get_total_norm(params, norm_type=float("inf")).float())
+        if weights:  # parameters and buffers (BatchNorm statistics, the class memory): what a checkpoint saves
+            state = [t for t in unwrap(self.model).state_dict().values() if t.is_floating_point()]
+            values.append(torch.nn.utils.get_total_norm(state, norm_type=float("inf")).float())
         finite = torch.stack(values).isfinite().all().float()
         if self.ctx.distributed:  # every process stops together
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
