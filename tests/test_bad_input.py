@@ -253,7 +253,7 @@ def test_errors_in_dataloader_workers_are_the_adapters_one_line(capsys, tmp_path
     root = _folder_dataset(tmp_path / "data", image, label)
     code, _, lines = segrefine(capsys, "train", "--dataset", "folder", "--data-root", root, "--crop", "32x32",
                                "--batch-size", "1", "--iters", "2", "--workers", "1", "--device", "cpu",
-                               "--out", tmp_path / "run")  # fmt: skip
+                               "--pretrained-backbone", "none", "--out", tmp_path / "run")  # fmt: skip
     line = one_error(lines)
     assert code == 2 and len(lines) == 1 and re.search(message, line), line
     assert "Caught" not in line and "worker" not in line
