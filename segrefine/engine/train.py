@@ -386,7 +386,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         run_dir = Path(config.out) if config.out else latest_run_dir()
         if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
             where = config.out or RUNS_ROOT
-            raise SegrefineError(f"--resume: no training run found in {where} (start one without --resume)")
+            raise SettingError(f"`resume`: no training run found in {where} (start one without `resume`)")
     else:
         run_dir = Path(config.out) if config.out else None
         if run_dir is not None and run_dir.is_dir() and holds_run(run_dir) and not overwrite:
