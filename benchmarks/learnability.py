@@ -58,7 +58,7 @@ def main() -> None:
         "workers": args.workers, "seed": args.seed, "device": "cpu", "out": args.out, "log_every": 50,
     })
     start = time.perf_counter()
-    run = train(config)
+    run = train(config, overwrite=True)  # a new measurement replaces the last one
     minutes = (time.perf_counter() - start) / 60
     result = json.loads((Path(run) / "eval.json").read_text())
     print(f"lite on toy: {iters} iterations in {minutes:.1f} min on {torch.get_num_threads()} threads → "

@@ -25,19 +25,48 @@ class UnreadableInput(SegrefineError):
     """An input image or video that cannot be decoded: a per-input failure, not a reason to stop a whole run."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# The mode a plain open() gives new files. Some writers (safetensors) create theirs private (0600) instead.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], suffix: str = ".tmp") -> Path:
-    """Run `write(tmp)` on a temporary file beside `path`, then move it into place; nothing is left behind on failure."""
+    """Run `write(tmp)` on a temporary file beside `path`, then move it into place; nothing is left behind on failure.
+
+    The file gets the normal mode for new files (0644 under the usual umask) whatever `write` created it with.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         raise SegrefineError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the parent is a file: there is no tmp to remove
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why files could not be written into `folder` (created when missing), as a phrase that starts with its path,
+    or None; creates nothing."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{folder} is a file, not a folder" if existing == folder else f"{folder}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{folder}: no permission to write in {'it' if existing == folder else existing}"
+    return None
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
@@ -66,6 +95,16 @@ def opencv_silent() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(level)
 
 
+MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))  # opencv's decoding limit
+
+
+def decode_failure(error: cv2.error) -> str:
+    """Why opencv raised instead of returning None while decoding a file, in a few words."""
+    if "validateInputImageSize" in str(error):
+        return f"its header claims a size too large to decode (opencv's limit is {MAX_PIXELS} pixels)"
+    return "a corrupt or unsupported image (opencv cannot decode it)"
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise."""
     try:
@@ -73,7 +112,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except OSError as e:
         raise UnreadableInput(f"cannot read image {path}: {e.strerror or e}") from None
     with opencv_silent():
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        except cv2.error as e:
+            raise UnreadableInput(f"cannot read image {path}: {decode_failure(e)}") from None
     if image is None:
         raise UnreadableInput(f"cannot read image {path}: not a decodable image (corrupt, empty or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

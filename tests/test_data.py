@@ -284,7 +284,7 @@ def test_unreadable_files_and_size_mismatch(tmp_path):
     (tmp_path / "val_segmentations" / "b.png").write_bytes(b"")
     assert str(tmp_path / "val_segmentations" / "b.png") in _error("cannot read label", ds.__getitem__, 1)
     _image(tmp_path / "val_images" / "a.jpg", 7, 8)
-    message = _error("is 8×7 but its label", ds.__getitem__, 0)
+    message = _error(r"is 7×8 but its label .* is 6×8 \(H×W\)", ds.__getitem__, 0)
     assert "a.jpg" in message and "a.png" in message
     colour = np.zeros((6, 8, 3), np.uint8)
     colour[..., 0] = 1

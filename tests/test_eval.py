@@ -247,7 +247,7 @@ def test_missing_predictions_are_listed(saved):
 @pytest.mark.parametrize(
     "content, match",
     [
-        (np.zeros((64, 95), np.uint8), r"is 95×64 but its label is 96×64"),
+        (np.zeros((64, 95), np.uint8), r"is 64×95 but its label is 64×96"),
         (np.full((64, 96), TOY.num_classes, np.uint8), rf"values {TOY.num_classes} outside the train ids 0\.\.8"),
         (np.zeros((64, 96, 3), np.uint8), "single-channel"),
     ],

@@ -109,6 +109,8 @@ def _point_at(monkeypatch, url: str) -> None:
 
 @pytest.fixture
 def hub(hf, monkeypatch):
+    """A loopback Hub that takes any token; HF_TOKEN holds one, as pushing needs."""
+    monkeypatch.setenv("HF_TOKEN", "hf_any")
     with HubServer() as server:
         _point_at(monkeypatch, server.url)
         yield server
@@ -343,8 +345,11 @@ def test_tokens_and_private_repos(tmp_path, hf, tiny_models, monkeypatch):
     save_tiny(tmp_path / "ckpt")
     with HubServer(token="hf_secret") as server:
         _point_at(monkeypatch, server.url)
-        with pytest.raises(SegrefineError, match="refused access to alice/private .*--token"):
+        with pytest.raises(SegrefineError, match="pushing to the Hub needs a Hugging Face token .*pass token"):
             push_to_hub(tmp_path / "ckpt", "alice/private", private=True)
+        assert not server.requests
+        with pytest.raises(SegrefineError, match="refused access to alice/private .*--token"):
+            push_to_hub(tmp_path / "ckpt", "alice/private", private=True, token="hf_wrong")
         push_to_hub(tmp_path / "ckpt", "alice/private", private=True, token="hf_secret")
         assert server.repos["alice/private"].private
         with pytest.raises(SegrefineError, match="Hub repo alice/private not found .*token"):

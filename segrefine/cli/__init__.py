@@ -1,7 +1,9 @@
 """The `segrefine` command line: a thin layer over the Python API.
 
 Each subcommand lives in its own module and is registered here; only working subcommands are registered.
-User mistakes (click usage errors and `SegrefineError`) become one line on stderr and exit code 2.
+User mistakes (click usage errors and `SegrefineError`) become one line on stderr and exit code 2; a `SettingError`
+names its settings as flags (`lr` becomes `--lr`). Ctrl-C is one line too ("interrupted", or what the command says
+through `Interrupted`) and exit code 130.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import sys
 import typer
 
 from segrefine import __version__
-from segrefine.errors import SegrefineError
+from segrefine.cli.options import flag
+from segrefine.errors import SegrefineError, SettingError
 
 app = typer.Typer(
     name="segrefine",
@@ -71,8 +74,12 @@ def main(argv: list[str] | None = None) -> None:
             e.show()
             sys.exit(0)
         _fail(e.format_message().replace("Value error, ", ""), getattr(e, "exit_code", 2))
+    except SettingError as e:
+        _fail(str(e.worded(flag)))
     except SegrefineError as e:
-        _fail(str(e))
+        _fail(str(e), getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    if rv == 130:  # typer turns Ctrl-C inside a command into exit code 130, silently
         _fail("interrupted", 130)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -11,13 +11,15 @@ from segrefine.engine.recipes import dataset_recipes
 
 def datasets() -> None:
     """List the dataset adapters, the files each expects under --data-root, and their training recipe."""
-    table = Table(show_lines=True)
-    table.add_column("name", style="bold")
-    table.add_column("layout under --data-root")
-    table.add_column("recipe")
+    table = Table(show_lines=True, expand=True)
+    # Layouts are mostly long paths without spaces: fold them onto the next line rather than cut them with "…".
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("layout under --data-root", overflow="fold", ratio=3)
+    table.add_column("recipe", overflow="fold", ratio=2)
     for name, layout in dataset_layouts().items():
         recipe = "\n".join(
-            f"{key}: crop {r.crop[0]}×{r.crop[1]}, batch {r.batch_size}, {r.iters} iters, {r.loss}, lr {r.lr}"
+            f"{key}: crop {r.crop[0]}×{r.crop[1]} (H×W), batch {r.batch_size}, {r.iters} iters, {r.loss}, lr {r.lr}, "
+            f"backbone {r.pretrained_backbone}"
             + (f", {r.train_split}→{r.val_split}" if (r.train_split, r.val_split) != ("train", "val") else "")
             for key, r in dataset_recipes(name).items()
         )

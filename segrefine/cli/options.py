@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from segrefine.engine.inference import check_scales
 from segrefine.errors import SegrefineError
+from segrefine.imageio import folder_problem
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def flag(setting: str) -> str:
+    """The command-line flag of a setting's Python name: `batch_size` -> `--batch-size`."""
+    return "--" + setting.replace("_", "-")
+
+
+def output_folder(out: Path) -> Path:
+    """Callback of an --out folder option: refuse a file or a place without write permission before any work."""
+    problem = folder_problem(out)
+    if problem:
+        raise SegrefineError(f"--out {problem}")
+    return out
 
 
 def parse_size(text: str, option: str) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from segrefine.cli.options import parse_inference
+from segrefine.cli.options import output_folder, parse_inference
 from segrefine.engine.predictor import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -257,7 +257,7 @@ def predict(
         Optional[str],
         typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, or Hub id owner/name or owner/name@revision (default: the registry's default checkpoint)."),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=output_folder)] = DEFAULT_OUT,
     save: Annotated[
         str, typer.Option("--save", help="Outputs per image: label (train-id PNG), color, overlay; videos give overlays.")
     ] = ",".join(OUTPUTS),

@@ -8,10 +8,10 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import CrmMode, SrmKernel, SrmMask, SrmMode, Variant, parse_key_values, parse_size
+from segrefine.cli.options import CrmMode, SrmKernel, SrmMask, SrmMode, Variant, flag, parse_key_values, parse_size
 from segrefine.engine.config import read_config_file, resolve_config
-from segrefine.engine.train import resumed_config, train as run_training
-from segrefine.errors import SegrefineError
+from segrefine.engine.train import TrainingInterrupted, resumed_config, train as run_training
+from segrefine.errors import Interrupted, SegrefineError, SettingError
 
 
 def parse_scale(text: str) -> tuple[float, float]:
@@ -24,9 +24,9 @@ def parse_scale(text: str) -> tuple[float, float]:
     return low, high
 
 EPILOG = (
-    "Every setting defaults to the dataset's recipe (or --recipe), a --config file (TOML or JSON; a run's config.json "
-    "works) overrides the recipe, and flags override both. Multi-GPU: torchrun --nproc-per-node N -m segrefine train … "
-    "Run `segrefine datasets` for the dataset layouts."
+    "Every setting defaults to the dataset's recipe (or --recipe): `segrefine datasets` lists each recipe's crop, "
+    "batch size, iterations, loss, lr and backbone. A --config file (TOML or JSON; a run's config.json works) "
+    "overrides the recipe, and flags override both. Multi-GPU: torchrun --nproc-per-node N -m segrefine train …"
 )
 
 
@@ -62,8 +62,13 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/train/expN).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML or JSON settings file.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (default: the latest run) from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the run in --out over, deleting its log, checkpoints and scores.")] = False,
 ) -> None:
-    """Train a model; writes config.json, log.jsonl, checkpoints/{last,best} and eval.json into the run folder."""
+    """Train a model; writes config.json, log.jsonl, checkpoints/{last,best} and eval.json into the run folder.
+
+    Settings not given default to the dataset's recipe (see `segrefine datasets`). A --out folder that already
+    holds a run needs --resume (continue it) or --overwrite (start it over).
+    """
     flags = {
         "dataset": dataset, "recipe": recipe, "train_split": train_split, "val_split": val_split,
         "scale": parse_scale(scale) if scale else None, "class_weight": class_weight, "data_root": str(data_root) if data_root else None,
@@ -75,18 +80,36 @@ def train(
         "log_every": log_every, "device": device, "amp": amp, "seed": seed, "workers": workers,
         "out": str(out) if out else None,
     }
+    if resume and overwrite:
+        raise SegrefineError("--resume continues a run and --overwrite starts it over: give one of them")
+    file_settings, source = {}, None  # where settings not given as flags came from
     if resume:
         if config is not None:
             raise SegrefineError("--resume takes its settings from the run folder; drop --config")
-        from segrefine.engine.train import latest_run_dir
+        from segrefine.engine.train import CONFIG_FILE, latest_run_dir
 
         run_dir = out or latest_run_dir()
-        if run_dir is None or not (Path(run_dir) / "config.json").is_file():
+        if run_dir is None or not (Path(run_dir) / CONFIG_FILE).is_file():
             raise SegrefineError(f"--resume: no training run found in {out or 'runs/train'} (start one without --resume)")
-        settings = resumed_config(Path(run_dir), flags)
-    else:
-        settings = resolve_config(read_config_file(config) if config else {}, flags)
-    run_dir = run_training(settings, resume=resume)
+        source = Path(run_dir) / CONFIG_FILE
+        file_settings = read_config_file(source)
+    elif config is not None:
+        file_settings, source = read_config_file(config), f"--config {config}"
+
+    def word(setting: str) -> str:
+        """A setting in a message: its flag, or where its value came from when that was a file."""
+        if flags.get(setting) is None and setting in file_settings:
+            return f"{setting} (from {source})"
+        return flag(setting)
+
+    try:
+        settings = resumed_config(Path(run_dir), flags) if resume else resolve_config(file_settings, flags)
+        run_dir = run_training(settings, resume=resume, overwrite=overwrite)
+    except SettingError as e:
+        raise e.worded(word) from None
+    except TrainingInterrupted as e:
+        resume_command = f"`segrefine train --resume --out {e.run_dir}`"
+        raise Interrupted(e.describe(resume_command)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
         typer.echo(f"run folder: {run_dir}")
 

@@ -1,7 +1,8 @@
 """`segrefine visualize`: PNG pictures of data, predictions, SRM offsets, CRM attention, the memory and eval reports.
 
 A thin layer over `segrefine.visualize`: each subcommand loads what it needs, draws, writes PNG files atomically
-into --out and prints the path of every file written.
+into --out and prints the path of every file written. Images that cannot be read are reported and skipped, and the
+exit code is then 1 (as for predict).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import parse_key_values
+from segrefine.cli.options import output_folder, parse_key_values
 from segrefine.errors import SegrefineError
 
 app = typer.Typer(
@@ -25,7 +26,7 @@ app = typer.Typer(
 
 DEFAULT_OUT = Path("runs/visualize")
 
-Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.")]
+Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.", callback=output_folder)]
 Weights = Annotated[
     Optional[str],
     typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id (default: the shipped model)."),
@@ -73,11 +74,26 @@ def _checked(weights: str, check: Any, model: Any) -> None:
         raise SegrefineError(f"--weights {weights}: {e}") from None
 
 
-def _check_files(images: list[Path]) -> None:
-    """Fail on a missing image before the model is loaded."""
+def _read_images(images: list[Path]) -> dict[Path, Any]:
+    """The images that can be read, before the model is loaded; each other one is reported as skipped (as predict
+    does), and the command then ends with exit code 1 (`_end`)."""
+    from segrefine.imageio import UnreadableInput
+    from segrefine.visualize import read_image
+
+    pictures = {}
     for path in images:
-        if not path.is_file():
-            raise SegrefineError(f"image not found: {path}")
+        try:
+            pictures[path] = read_image(path)
+        except UnreadableInput as e:
+            print(f"segrefine: skipped: {e}", file=sys.stderr)
+    if not pictures:
+        raise typer.Exit(1)
+    return pictures
+
+
+def _end(images: list[Path], pictures: dict[Path, Any]) -> None:
+    if len(pictures) < len(images):
+        raise typer.Exit(1)
 
 
 def _save(out: Path, name: str, picture: Any) -> None:
@@ -146,19 +162,19 @@ def errors(
 @app.command("offsets")
 def offsets(images: Images, weights: Weights = None, device: Device = "auto", out: Out = DEFAULT_OUT) -> None:
     """SRM offset field of each decoder level (c4, c3, c2): flow colour image and sparse arrows over the image."""
-    from segrefine.visualize import capture, offsets_picture, read_image, require_offsets
+    from segrefine.visualize import capture, offsets_picture, require_offsets
 
-    _check_files(images)
+    pictures = _read_images(images)
     model, config, weights = _load(weights, device)
     _checked(weights, require_offsets, model)
-    for path in images:
-        image = read_image(path)
+    for path, image in pictures.items():
         seen = capture(model, image, offsets=True)
         picture = offsets_picture(
             image, seen.offsets, prediction=seen.logits.argmax(0), palette=config["palette"],
             title=f"SRM offset fields | {path.name} | {weights}",
         )  # fmt: skip
         _save(out, f"{path.stem}-offsets", picture)
+    _end(images, pictures)
 
 
 @app.command("attention")
@@ -173,12 +189,11 @@ def attention(
 ) -> None:
     """CRM attention: channel-attention heat map and spatial attention of query points over the image."""
     from segrefine.visualize import (
-        capture, channel_picture, check_points, default_points, parse_points, read_image, require_attention,
-        spatial_picture,
+        capture, channel_picture, check_points, default_points, parse_points, require_attention, spatial_picture,
     )  # fmt: skip
 
     queries = parse_points(points) if points else None
-    pictures = {path: read_image(path) for path in images}  # checked before the model is loaded
+    pictures = _read_images(images)
     for image in pictures.values():
         check_points(queries or [], *image.shape[-2:])
     model, _, weights = _load(weights, device)
@@ -189,6 +204,7 @@ def attention(
         _save(out, f"{path.stem}-channel-attention", channel_picture(seen.channel, f"CRM channel attention | {path.name}"))
         spatial = spatial_picture(image, seen.spatial, seen.grid, chosen, f"CRM spatial attention | {path.name}")
         _save(out, f"{path.stem}-spatial-attention", spatial)
+    _end(images, pictures)
 
 
 @app.command("memory")

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 
 from segrefine.data.meta import IGNORE_INDEX, DatasetMeta
 from segrefine.errors import SegrefineError
-from segrefine.imageio import read_image
+from segrefine.imageio import decode_failure, opencv_silent, read_image
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -61,7 +61,11 @@ def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarr
 
 def read_label(path: Path) -> np.ndarray:
     """H×W label map as stored (uint8 or uint16)."""
-    label = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    try:
+        with opencv_silent():
+            label = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise SegrefineError(f"cannot read label file {path}: {decode_failure(e)}") from None
     if label is None:
         raise SegrefineError(f"cannot read label file {path} (missing, empty or not an image)")
     if label.ndim == 3:
@@ -139,8 +143,8 @@ class PairedFiles(Dataset):
         label = read_label(label_path)
         if image.shape[:2] != label.shape:
             raise SegrefineError(
-                f"image {image_path} is {image.shape[1]}×{image.shape[0]} but its label {label_path} is "
-                f"{label.shape[1]}×{label.shape[0]}"
+                f"image {image_path} is {image.shape[0]}×{image.shape[1]} but its label {label_path} is "
+                f"{label.shape[0]}×{label.shape[1]} (H×W)"
             )
         return image, map_label(label, self.lut, label_path, self.meta)
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from segrefine.imageio import atomic_write
+
 TRAINER_TENSORS = "trainer.safetensors"
 TRAINER_STATE = "trainer.json"
 
@@ -76,8 +78,8 @@ def trainer_state(
 
 
 def write_trainer_state(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    save_file(tensors, str(folder / TRAINER_TENSORS))
-    (folder / TRAINER_STATE).write_text(json.dumps(state, indent=1))
+    atomic_write(folder / TRAINER_TENSORS, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(folder / TRAINER_STATE, lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
 
 
 def restore_trainer_state(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 from segrefine.engine.recipes import RECIPES
 from segrefine.data.statistics import CLASS_WEIGHTS
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.models import OUTPUT_STRIDE
 
 
 @dataclass(frozen=True)
@@ -48,30 +50,69 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
         for name in ("iters", "batch_size", "log_every"):
             if getattr(self, name) <= 0:
-                raise SegrefineError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+                raise SettingError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
         for name in ("eval_every", "save_every", "workers"):
             if getattr(self, name) < 0:
-                raise SegrefineError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if min(self.crop) <= 0:
-            raise SegrefineError(f"--crop must be HxW with two positive integers, got {self.crop}")
+                raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
+        if min(self.crop) < OUTPUT_STRIDE:
+            raise SettingError(
+                f"`crop` {self.crop[0]}×{self.crop[1]} is smaller than the network's output stride {OUTPUT_STRIDE}: "
+                f"each side must be at least {OUTPUT_STRIDE} pixels (H×W)"
+            )
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise SettingError(f"`scale` must be LOW,HIGH with 0 < LOW <= HIGH, got {self.scale}")
         if self.lr <= 0:
-            raise SegrefineError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise SegrefineError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+            raise SettingError(f"`lr` must be positive, got {self.lr}")
+        for name in ("weight_decay", "momentum", "poly_power"):
+            if getattr(self, name) < 0:
+                raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.loss not in ("ce", "ohem"):
-            raise SegrefineError(f"loss must be ce or ohem, got {self.loss!r}")
+            raise SettingError(f"`loss` must be ce or ohem, got {self.loss!r}")
         if self.class_weight not in CLASS_WEIGHTS:
-            raise SegrefineError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+            raise SettingError(f"`class_weight` must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise SegrefineError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            raise SettingError(f"`device` must be auto, cpu or cuda, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 _TUPLES = ("crop", "scale")
+_KINDS = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false"}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """A setting's value against its field's annotation (e.g. "int", "str | None", "tuple[int, int]");
+    numbers must be finite."""
+    options = [a.strip() for a in annotation.split("|")]
+    if value is None and "None" in options:
+        return
+    kind = options[0]
+    if kind.startswith("tuple["):
+        items = [i.strip() for i in kind[len("tuple["):-1].split(",")]
+        ok = isinstance(value, tuple) and len(value) == len(items) and all(_fits(v, i) for v, i in zip(value, items))
+        what = f"{len(items)} {'integers' if items[0] == 'int' else 'finite numbers'}"
+    elif kind.startswith("dict["):
+        ok, what = isinstance(value, dict), "a table of KEY = VALUE options"
+    else:
+        ok, what = _fits(value, kind), _KINDS[kind]
+    if not ok:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise SettingError(f"`{name}` must be {what}{' or none' if 'None' in options else ''}, got {shown!r}")
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, str)
 
 
 def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
@@ -92,7 +133,7 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
         raise SegrefineError(f"--recipe {recipe_name} is for dataset {recipe['dataset']}, not {dataset}")
     settings["recipe"] = recipe_name
     for key in _TUPLES:
-        if key in settings:
+        if isinstance(settings.get(key), list):  # TOML and JSON have no tuples
             settings[key] = tuple(settings[key])
     return TrainConfig(**{**recipe, **settings})
 

@@ -34,7 +34,7 @@ from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, Dataset
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import predict_logits
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
-from segrefine.imageio import write_image
+from segrefine.imageio import decode_failure, opencv_silent, write_image
 from segrefine.errors import SegrefineError
 
 __all__ = [
@@ -105,7 +105,11 @@ def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray 
     if not path.is_file():
         return None
     data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
-    pred = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        with opencv_silent():
+            pred = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        raise SegrefineError(f"prediction file {path} cannot be read: {decode_failure(e)}") from None
     if pred is None:
         raise SegrefineError(f"prediction file {path} cannot be read as an image")
     if pred.ndim != 2 or pred.dtype not in (np.uint8, np.uint16):
@@ -116,7 +120,7 @@ def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray 
     height, width = label.shape[-2:]
     if pred.shape != (height, width):
         raise SegrefineError(
-            f"prediction file {path} is {pred.shape[1]}×{pred.shape[0]} but its label is {width}×{height}"
+            f"prediction file {path} is {pred.shape[0]}×{pred.shape[1]} but its label is {height}×{width} (H×W)"
         )
     bad = (pred >= num_classes) & (pred != IGNORE_INDEX)
     if bad.any():

@@ -46,5 +46,5 @@ class TrainProgress:
             self.console.print(f"iter {step}/{self.total}  {stats}", highlight=False)
 
     def note(self, text: str) -> None:
-        if self.enabled:
-            self.console.print(text, highlight=False)
+        if self.enabled:  # one line whatever the terminal's width: notes carry paths
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
+
+from segrefine.errors import SegrefineError
 
 
 class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -43,7 +45,11 @@ class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
 
 class SeededSamples(Dataset):
     """Wraps a dataset whose transform is random: item (position, index) is sample `index` with every random draw of
-    its transform seeded by (seed, position)."""
+    its transform seeded by (seed, position).
+
+    A SegrefineError is returned, not raised: a DataLoader worker would wrap it into a multi-line message carrying
+    its traceback, while `collate_or_error` hands it to the main process to raise as the user's one line.
+    """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed = dataset, seed
@@ -51,8 +57,17 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
+    def __getitem__(self, key: tuple[int, int]) -> dict | SegrefineError:
         position, index = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1_000_003 + position)
-            return self.dataset[index]
+            try:
+                return self.dataset[index]
+            except SegrefineError as e:
+                return e
+
+
+def collate_or_error(samples: list[dict | SegrefineError]) -> dict | SegrefineError:
+    """The default batch of `samples`, or the first error one of them carries (for the main process to raise)."""
+    error = next((s for s in samples if isinstance(s, SegrefineError)), None)
+    return error if error is not None else default_collate(samples)

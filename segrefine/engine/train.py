@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ from segrefine.engine.config import TrainConfig
 from segrefine.engine.losses import segmentation_loss
 from segrefine.engine.device import resolve_device
 from segrefine.engine.progress import TrainProgress
-from segrefine.engine.sampling import SeededSamples, StreamBatchSampler
-from segrefine.errors import SegrefineError
-from segrefine.imageio import write_text
-from segrefine.hub import RUN_BEST_DIR, RUN_LAST_DIR, fetch_backbone, save_pretrained
+from segrefine.engine.sampling import SeededSamples, StreamBatchSampler, collate_or_error
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.imageio import folder_problem, write_text
+from segrefine.hub import RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, HubUnreachable, fetch_backbone, save_pretrained
 from segrefine.models import ModelConfig, build_model
 from segrefine.models.backbone import load_imagenet_weights
 
@@ -74,8 +75,46 @@ def _init_backbone(model: nn.Module, source: str) -> None:
         state = load_state(source)
     else:
         repo, _, revision = source.partition("@")
-        state = fetch_backbone(repo, revision or None)
+        try:
+            state = fetch_backbone(repo, revision or None)
+        except HubUnreachable as e:
+            raise SettingError(
+                f"{e}; or set `pretrained_backbone` to none (no ImageNet initialisation) or to a local .safetensors file"
+            ) from None
     load_imagenet_weights(backbone, state, source)
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether `folder` holds (part of) a training run: its config, its log or its checkpoints."""
+    return any((folder / name).exists() for name in (CONFIG_FILE, LOG_FILE, RUN_CHECKPOINTS))
+
+
+def _logged_iteration(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:  # the half-written last line of a killed run
+        return None
+    return record.get("iter") if isinstance(record, dict) else None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; says where the last checkpoint is and how to continue from it."""
+
+    def __init__(self, run_dir: Path, iteration: int, saved: int | None) -> None:
+        self.run_dir, self.iteration, self.saved = run_dir, iteration, saved
+        super().__init__(self.describe("train(config, resume=True) with config.out set to it"))
+
+    def describe(self, how_to_resume: str) -> str:
+        """The message, with `how_to_resume` saying how to continue the run."""
+        if self.saved is None:
+            return (
+                f"interrupted at iteration {self.iteration}, before the first checkpoint: nothing to resume in "
+                f"{self.run_dir}"
+            )
+        return (
+            f"interrupted at iteration {self.iteration}; the last checkpoint ({self.run_dir / RUN_LAST_DIR}) holds "
+            f"iteration {self.saved}: continue with {how_to_resume}"
+        )
 
 
 def _memory_mb(device: torch.device) -> float:
@@ -87,8 +126,10 @@ def _memory_mb(device: torch.device) -> float:
 class Trainer:
     """One training run; `run()` trains to `config.iters`, resuming from the run folder's last checkpoint if asked."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False) -> None:
-        self.config, self.run_dir, self.resume = config, run_dir, resume
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
+        self.config, self.run_dir, self.resume, self.overwrite = config, run_dir, resume, overwrite
+        self.start = self.step = 0  # the first iteration to run, the last one done
+        self.saved: int | None = None  # the iteration checkpoints/last holds
         self.device = resolve_device(config.device)
         self.ctx = distributed.setup(self.device.type)
         if self.device.type == "cuda" and self.ctx.distributed:
@@ -138,16 +179,20 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=cfg.iters, power=cfg.poly_power)
         self.autocast_dtype = _autocast_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
-        self.start, self.best = 0, float("-inf")
+        self.start, self.best, self.saved = 0, float("-inf"), None
         if self.resume:
             folder = recover(self.run_dir / RUN_LAST_DIR)
             if folder is None:
-                raise SegrefineError(f"--resume: {self.run_dir} has no complete checkpoint to resume from")
+                raise SettingError(
+                    f"`resume`: {self.run_dir} has no complete checkpoint to resume from (start it over with `overwrite`)"
+                )
             from segrefine.hub import load_state, load_state_dict_strict
 
             load_state_dict_strict(unwrap(model), load_state(folder / "model.safetensors"), str(folder))
             state = restore_trainer_state(folder, self.optimizer, self.scheduler, self.scaler)
             self.start, self.best = state["iteration"], state.get("best_miou", float("-inf"))
+            self.saved = self.start
+        self.step = self.start
 
     def _loader(self) -> DataLoader:
         cfg = self.config
@@ -160,6 +205,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=cfg.workers > 0,
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
+            collate_fn=collate_or_error,  # a worker's error arrives as the batch: raised in `run` as one line
         )
 
     # --- files --------------------------------------------------------------------------------------------------
@@ -193,8 +239,52 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
-            with open(self.run_dir / LOG_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.run_dir / LOG_FILE, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise SegrefineError(f"cannot write {self.run_dir / LOG_FILE}: {e.strerror or e}") from None
+
+    def _prepare_folder(self) -> None:
+        """Create the run folder; a resumed run's log loses the lines of iterations it replays, an overwritten run's
+        old log, checkpoints and scores go."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SettingError(f"cannot create `out` {self.run_dir}: {e.strerror or e}") from None
+        log = self.run_dir / LOG_FILE
+        if self.resume:
+            if log.is_file():
+                lines = log.read_text().splitlines()
+                kept = [line for line in lines if (it := _logged_iteration(line)) is not None and it <= self.start]
+                write_text(log, "".join(line + "\n" for line in kept))
+            return
+        log.unlink(missing_ok=True)
+        if self.overwrite:
+            shutil.rmtree(self.run_dir / RUN_CHECKPOINTS, ignore_errors=True)
+            (self.run_dir / EVAL_FILE).unlink(missing_ok=True)
+
+    def _check_finite(self, step: int, loss: torch.Tensor, weights: bool = False) -> None:
+        """Stop at a non-finite loss (before its backward pass) or weight (before the next forward pass): NaN and
+        infinite values can crash the SRM's sampling in either pass instead of raising."""
+        values = [loss.detach().float()]
+        if weights:  # parameters and buffers (BatchNorm statistics, the class memory): what a checkpoint saves
+            state = [t for t in unwrap(self.model).state_dict().values() if t.is_floating_point()]
+            values.append(torch.nn.utils.get_total_norm(state, norm_type=float("inf")).float())
+        finite = torch.stack(values).isfinite().all().float()
+        if self.ctx.distributed:  # every process stops together
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item():
+            return
+        where = (
+            f"the last good checkpoint, from iteration {self.saved}, is {self.run_dir / RUN_LAST_DIR}"
+            if self.saved is not None else "no checkpoint had been saved yet"
+        )
+        raise SettingError(
+            f"training diverged at iteration {step}: the loss or the weights are no longer finite numbers (loss "
+            f"{float(loss.detach()):.4g}); lower `lr` (now {self.config.lr:g}) and train again with a new `out` or with "
+            f"`overwrite`; {where}"
+        )
 
     # --- loop ---------------------------------------------------------------------------------------------------
 
@@ -213,10 +303,14 @@ class Trainer:
     def run(self) -> dict[str, Any] | None:
         cfg = self.config
         self._build()
+        if self.resume and self.start >= cfg.iters:
+            if self.ctx.is_main:
+                TrainProgress(cfg.iters).note(
+                    f"run {self.run_dir} is already complete ({self.start} of {cfg.iters} iterations): nothing to resume"
+                )
+            return None
         if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not self.resume:
-                (self.run_dir / LOG_FILE).unlink(missing_ok=True)
+            self._prepare_folder()
             self._write_run_config()
         distributed.barrier()
         eval_every = cfg.eval_every or cfg.iters
@@ -224,12 +318,16 @@ class Trainer:
         model, metrics = self.model, None
         model.train()
         progress = TrainProgress(cfg.iters, self.start, enabled=self.ctx.is_main)
+        if self.resume:
+            progress.note(f"resuming from iteration {self.start}")
         window: dict[str, float] = {}
         window_start, window_images, window_steps = time.perf_counter(), 0, 0
         batches = iter(self._loader())
         with progress:
             for it in range(self.start, cfg.iters):
                 batch = next(batches)
+                if isinstance(batch, SegrefineError):  # raised by a DataLoader worker
+                    raise batch
                 images = batch["image"].to(self.device, non_blocking=True, memory_format=torch.channels_last)
                 labels = batch["label"].to(self.device, non_blocking=True)
                 lr = self.scheduler.get_last_lr()[0]
@@ -237,6 +335,7 @@ class Trainer:
                                     enabled=self.autocast_dtype is not None):
                     outputs = model(images)
                     losses = segmentation_loss(outputs, labels, cfg.loss, self.class_weight)
+                self._check_finite(it + 1, losses["total"])
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(losses["total"]).backward()
                 self.scaler.step(self.optimizer)
@@ -244,11 +343,12 @@ class Trainer:
                 self.scheduler.step()
                 if self.model_config.memory:
                     unwrap(model).memory.update(outputs["features"].detach(), labels, 0.9 * lr / cfg.lr)
+                self._check_finite(it + 1, losses["total"], weights=True)
+                step = self.step = it + 1
                 for k, v in losses.items():
                     window[k] = window.get(k, 0.0) + float(v.detach())
                 window_images += images.shape[0] * self.ctx.world_size
                 window_steps += 1
-                step = it + 1
                 if step % cfg.log_every == 0 or step == cfg.iters:
                     seconds = time.perf_counter() - window_start
                     losses_mean = {("loss" if k == "total" else f"loss_{k}"): v / window_steps for k, v in window.items()}
@@ -271,25 +371,40 @@ class Trainer:
                         write_text(self.run_dir / EVAL_FILE, json.dumps({"iter": step, **summary}, indent=2))
                 if step % save_every == 0 or step == cfg.iters:
                     self._save(RUN_LAST_DIR, step, metrics)
+                    self.saved = step
                     distributed.barrier()
         return metrics
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> Path:
-    """Train (or resume) a run; returns the run folder. Under torchrun every process calls this."""
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train (or resume) a run; returns the run folder. Under torchrun every process calls this.
+
+    A folder `config.out` that already holds a run is continued with `resume` or started over with `overwrite`, and
+    refused otherwise. Ctrl-C raises TrainingInterrupted (a KeyboardInterrupt) saying where the last checkpoint is.
+    """
     if resume:
         run_dir = Path(config.out) if config.out else latest_run_dir()
         if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
             where = config.out or RUNS_ROOT
-            raise SegrefineError(f"--resume: no training run found in {where} (start one without --resume)")
+            raise SettingError(f"`resume`: no training run found in {where} (start one without `resume`)")
     else:
         run_dir = Path(config.out) if config.out else None
-    trainer = Trainer(config, run_dir or RUNS_ROOT, resume=resume)  # validates everything before any file is written
+        if run_dir is not None and run_dir.is_dir() and holds_run(run_dir) and not overwrite:
+            raise SettingError(
+                f"`out` {run_dir} already holds a training run: continue it with `resume`, replace it with "
+                f"`overwrite`, or choose another `out`"
+            )
+    problem = folder_problem(run_dir or RUNS_ROOT)
+    if problem:
+        raise SettingError(f"`out` {problem}")
+    trainer = Trainer(config, run_dir or RUNS_ROOT, resume=resume, overwrite=overwrite)  # validates before any write
     if run_dir is None:
         run_dir = _agreed_run_dir(trainer.ctx)
         trainer.run_dir = run_dir
     try:
         trainer.run()
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run_dir, trainer.step, trainer.saved) from None
     finally:
         distributed.teardown()
     return run_dir

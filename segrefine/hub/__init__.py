@@ -17,7 +17,7 @@ from segrefine.hub.checkpoint import (
     rebuild,
     save_pretrained,
 )
-from segrefine.hub.reference import ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
+from segrefine.hub.reference import HubUnreachable, ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
 from segrefine.hub.registry import (
     DEFAULT_TASK, BackboneEntry, ModelEntry, Registry, default_model, default_weights, load_registry,
 )  # fmt: skip
@@ -30,6 +30,7 @@ __all__ = [
     "RUN_LAST_DIR",
     "WEIGHTS_NAME",
     "BackboneEntry",
+    "HubUnreachable",
     "ModelEntry",
     "Registry",
     "ResolvedWeights",

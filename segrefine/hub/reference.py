@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -40,6 +41,25 @@ ACCEPTED = (
     "a training run folder (checkpoints/best or checkpoints/last), a registry name (see `segrefine weights list`) "
     "or a Hub repo id owner/name[@revision]"
 )
+
+
+class HubUnreachable(SegrefineError):
+    """The Hub cannot be reached (offline mode, or no connection) and the cache lacks what is needed."""
+
+
+REACH_TIMEOUT = 10.0  # seconds for the one request that checks the Hub answers, before a download
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """Connection failures (no route, refused, timed out) of the HTTP client under huggingface_hub: httpx2, httpx or
+    requests, by its version. Only clients already imported count, so nothing is imported here."""
+    found: list[type[Exception]] = []
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"),
+                         ("requests", "Timeout")):  # fmt: skip
+        error = getattr(sys.modules.get(module), name, None)
+        if isinstance(error, type) and issubclass(error, Exception):
+            found.append(error)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -156,6 +176,8 @@ def _download(
     from segrefine import __version__
 
     what = f"{filename} of {repo_id}@{revision}"
+    cache = cache_dir or constants.HF_HUB_CACHE
+    _check_reachable(repo_id, filename, revision, token=token, cache_dir=cache_dir, what=what, ref=ref)
     try:
         return Path(
             hf_hub_download(
@@ -169,20 +191,41 @@ def _download(
             )
         )
     except LocalEntryNotFoundError:
-        cache = cache_dir or constants.HF_HUB_CACHE
         if constants.HF_HUB_OFFLINE:
-            raise SegrefineError(
+            raise HubUnreachable(
                 f"{what} is not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading it: "
                 f"unset HF_HUB_OFFLINE, or run `segrefine weights pull {ref}` while online"
             ) from None
-        raise SegrefineError(
-            f"cannot reach the Hub at {constants.ENDPOINT} to fetch {what}, and it is not in the cache ({cache}): "
-            f"check the connection and HF_ENDPOINT, or run `segrefine weights pull {ref}` when online"
-        ) from None
+        raise _unreachable(what, cache, ref) from None
     except EntryNotFoundError:
         raise SegrefineError(f"Hub repo {repo_id}@{revision} has no {filename}: it is not a segrefine checkpoint") from None
     except (RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError, OfflineModeIsEnabled) as e:
         raise hub_error(e, repo_id, revision) from None
+
+
+def _unreachable(what: str, cache: str | Path, ref: str) -> HubUnreachable:
+    return HubUnreachable(
+        f"cannot reach the Hub at {constants.ENDPOINT} to fetch {what}, and it is not in the cache ({cache}): "
+        f"check the connection and HF_ENDPOINT, or run `segrefine weights pull {ref}` when online"
+    )
+
+
+def _check_reachable(
+    repo_id: str, filename: str, revision: str, *, token: str | None, cache_dir: str | Path | None, what: str, ref: str
+) -> None:
+    """Fail at once when a file that is not cached cannot be fetched because the Hub does not answer.
+
+    hf_hub_download itself retries a failed connection five times with back-off (half a minute, with a warning per
+    try) before it gives up when the file is not cached.
+    """
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(repo_id, filename, cache_dir, revision), str):
+        return  # offline: the cache answers; cached: hf_hub_download falls back to it without retrying
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), token=token, timeout=REACH_TIMEOUT)
+    except transport_errors():
+        raise _unreachable(what, cache_dir or constants.HF_HUB_CACHE, ref) from None
+    except Exception:  # noqa: BLE001 - the Hub answered (e.g. 404): the download itself reports what it said
+        return
 
 
 def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> SegrefineError:

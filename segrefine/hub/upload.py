@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, load_state_dict_strict, read_config, rebuild
-from segrefine.hub.reference import HUB_ID, hub_error, resolve_local
+from segrefine.hub.reference import HUB_ID, hub_error, resolve_local, transport_errors
 
 CARD_NAME = "README.md"
 
@@ -28,7 +28,8 @@ def push_to_hub(
     """Upload a checkpoint folder, .safetensors file or run folder to `repo_id`; returns the commit URL.
 
     The model card is the folder's own README.md when it has one, else one generated from config.json.
-    The checkpoint is loaded strictly first, so weights that do not fit their config are never published.
+    The checkpoint is loaded strictly first, so weights that do not fit their config are never published; then a
+    token must be at hand (`token`, HF_TOKEN or a saved login) before the Hub is contacted.
     """
     if not HUB_ID.fullmatch(repo_id) or "@" in repo_id:
         raise SegrefineError(f"Hub repo id must be owner/name (use --revision for a branch), got {repo_id!r}")
@@ -43,6 +44,11 @@ def push_to_hub(
     else:
         report = _complexity(config, flops_size)
         card = model_card(config, repo_id=repo_id, params=report.params, gmacs=report.gmacs, input_size=flops_size)
+    if token is None and get_token() is None:
+        raise SettingError(
+            "pushing to the Hub needs a Hugging Face token with write access: pass `token`, set HF_TOKEN, or log in "
+            "once with `hf auth login`"
+        )
 
     from segrefine import __version__
 
@@ -64,6 +70,11 @@ def push_to_hub(
         )
     except (HfHubHTTPError, OfflineModeIsEnabled) as e:
         raise hub_error(e, repo_id, revision) from None
+    except transport_errors() as e:
+        raise SegrefineError(
+            f"cannot reach the Hub at {constants.ENDPOINT} to push {repo_id} ({type(e).__name__}): check the "
+            "connection and HF_ENDPOINT, then push again"
+        ) from None
     return info.commit_url
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from segrefine.models.config import CRM_MODES, SRM_KERNELS, SRM_MASKS, SRM_MODES, ModelConfig
 from segrefine.models.registry import VARIANTS
-from segrefine.models.segmenter import SegRefineNet
+from segrefine.models.segmenter import OUTPUT_STRIDE, SegRefineNet
 
 
 def build_model(config: ModelConfig | None = None, **overrides: Any) -> SegRefineNet:
@@ -16,4 +16,4 @@ def build_model(config: ModelConfig | None = None, **overrides: Any) -> SegRefin
     return SegRefineNet(config)
 
 
-__all__ = ["build_model", "ModelConfig", "SegRefineNet", "VARIANTS", "SRM_MODES", "SRM_MASKS", "SRM_KERNELS", "CRM_MODES"]
+__all__ = ["build_model", "ModelConfig", "OUTPUT_STRIDE", "SegRefineNet", "VARIANTS", "SRM_MODES", "SRM_MASKS", "SRM_KERNELS", "CRM_MODES"]

@@ -73,7 +73,7 @@ def sample_picture(
     """Image, ground truth and overlay side by side, with a legend of the classes present."""
     rgb, gt = to_rgb(image), _labels(label)
     panels = [rgb, colorize(gt, palette), overlay(rgb, gt, palette)]
-    header = title or f"{gt.shape[1]}x{gt.shape[0]}"
+    header = title or f"{gt.shape[0]}×{gt.shape[1]}"
     return _compose(header, panels, ("image", "ground truth", "overlay"), [_class_entries([gt], classes, palette)])
 
 

@@ -1,0 +1,436 @@
+"""Bad input never crashes and nothing finished is lost: each case through the real entry point (in process), checking
+the exit code, the one line on stderr and what is left on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import constants
+from safetensors.torch import load_file
+
+from hub_server import HubServer
+from segrefine.cli import main
+from segrefine.data import dataset_layouts, dataset_meta
+from segrefine.engine import train as engine_train
+from segrefine.engine.checkpoint import write_trainer_state
+from segrefine.engine.recipes import RECIPES
+from segrefine.hub import save_pretrained
+from segrefine.imageio import FILE_MODE, UnreadableInput, read_image
+from segrefine.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = dataset_meta("toy")
+TINY = ["--dataset", "toy", "--dataset-option", "length=4", "--dataset-option", "size=64x64", "--crop", "64x64",
+        "--batch-size", "2", "--workers", "0", "--device", "cpu", "--eval-every", "0"]
+
+
+def segrefine(capsys, *args) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, stderr lines) of one in-process command."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err.strip().splitlines()
+
+
+def one_error(lines: list[str], code: int = 2) -> str:
+    """The single `segrefine: error:` line of a failed command (progress lines before it are allowed)."""
+    errors = [line for line in lines if line.startswith("segrefine: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    assert not any("Traceback" in line for line in lines)
+    return errors[0]
+
+
+def huge_png(path: Path, height: int = 100_000, width: int = 100_000) -> Path:
+    """A tiny PNG file whose header claims height×width pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=TOY.num_classes)
+    return save_pretrained(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+
+
+@pytest.fixture
+def street(tmp_path) -> Path:
+    path = tmp_path / "street.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    return path
+
+
+# --- settings --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lr", "nan"], "--lr must be a finite number, got nan"),
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--lr", "-inf"], "--lr must be a finite number, got -inf"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number, got nan"),
+        (["--crop", "16x64"], "--crop 16×64 is smaller than the network's output stride 32"),
+        (["--crop", "64x31"], "--crop 64×31 is smaller than the network's output stride 32"),
+        (["--resume", "--overwrite"], "give one of them"),
+    ],
+)
+def test_bad_train_options_are_one_line_and_write_nothing(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "2", *args, "--out", tmp_path / "run")
+    assert code == 2 and message in one_error(lines)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("c.json", '{"dataset": "toy", "iters": "many"}', "iters (from --config c.json) must be an integer, got 'many'"),
+        ("c.json", '{"dataset": "toy", "lr": NaN}', "lr (from --config c.json) must be a finite number, got nan"),
+        ("c.json", '{"dataset": "toy", "crop": 64}', "crop (from --config c.json) must be 2 integers, got 64"),
+        ("c.json", '{"dataset": "toy", "memory": "yes"}', "memory (from --config c.json) must be true or false"),
+        ("c.json", '{"dataset": "toy", "dataset_options": [1]}', "dataset_options (from --config c.json) must be a table"),
+        ("c.toml", 'dataset = "toy"\ncrop = [16, 16]\n', "crop (from --config c.toml) 16×16 is smaller than"),
+        ("c.toml", 'dataset = "toy"\nscale = [0.5, "2"]\n', "scale (from --config c.toml) must be 2 finite numbers"),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_the_setting(capsys, tmp_path, monkeypatch, name, text, message):
+    monkeypatch.chdir(tmp_path)
+    Path(name).write_text(text)
+    code, _, lines = segrefine(capsys, "train", "--config", name)
+    assert code == 2 and message in one_error(lines)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_flag_overriding_the_config_is_named_as_the_flag(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("c.json").write_text('{"dataset": "toy", "lr": 0.5}')
+    code, _, lines = segrefine(capsys, "train", "--config", "c.json", "--lr", "nan")
+    assert code == 2 and one_error(lines) == "segrefine: error: --lr must be a finite number, got nan"
+
+
+def test_library_errors_name_the_python_parameter():
+    from segrefine.engine.config import resolve_config
+    from segrefine.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"^lr must be a finite number, got nan$") as error:
+        resolve_config({}, {"dataset": "toy", "lr": float("nan")})
+    assert error.value.settings == ["lr"]
+    assert str(error.value.worded(lambda name: f"--{name}")) == "--lr must be a finite number, got nan"
+
+
+# --- training keeps what it finished ---------------------------------------------------------------------------
+
+
+def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "8", "--lr", "1e8", "--save-every", "1",
+                               "--log-every", "100", "--out", run)  # fmt: skip
+    line = one_error(lines)
+    assert code == 2 and len(lines) == 1, lines
+    match = re.search(r"training diverged at iteration (\d+): .* lower --lr \(now 1e\+08\) .* the last good checkpoint, "
+                      r"from iteration (\d+), is (\S+)$", line)  # fmt: skip
+    assert match, line
+    assert int(match[2]) == int(match[1]) - 1 and Path(match[3]) == run / "checkpoints" / "last"
+    last = run / "checkpoints" / "last"
+    assert json.loads((last / "trainer.json").read_text())["iteration"] == int(match[2])
+    assert all(torch.isfinite(t).all() for t in load_file(str(last / "model.safetensors")).values())
+    assert not (run / "eval.json").exists()
+
+
+def test_an_existing_run_is_refused_unless_resume_or_overwrite(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = segrefine(capsys, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 0 and out.strip() == f"run folder: {run}"
+    weights = run / "checkpoints" / "last" / "model.safetensors"
+    before = weights.read_bytes(), (run / "log.jsonl").read_text()
+
+    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "1", "--seed", "5", "--out", run)
+    assert code == 2 and len(lines) == 1
+    assert f"--out {run} already holds a training run: continue it with --resume, replace it with --overwrite" in lines[0]
+    assert (weights.read_bytes(), (run / "log.jsonl").read_text()) == before
+
+    (run / "checkpoints" / "best" / "stale").write_text("from the old run")
+    code, _, _ = segrefine(capsys, "train", *TINY, "--iters", "1", "--seed", "5", "--overwrite", "--out", run)
+    assert code == 0 and weights.read_bytes() != before[0]
+    assert not (run / "checkpoints" / "best" / "stale").exists()
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 5
+
+    # A finished run resumed: one line saying so, exit 0, nothing rewritten.
+    state = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, out, lines = segrefine(capsys, "train", "--resume", "--out", run)
+    assert code == 0 and lines == [f"run {run} is already complete (1 of 1 iterations): nothing to resume"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == state
+
+
+def test_checkpoint_files_get_the_normal_file_mode(tmp_path):
+    save_pretrained(build_model(variant="lite", num_classes=2, aux=False), tmp_path / "ckpt", dataset="toy",
+                    classes=("a", "b"), palette=((0, 0, 0), (1, 1, 1)))  # fmt: skip
+    write_trainer_state(tmp_path / "ckpt", {"x": torch.zeros(1)}, {"iteration": 1})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes == dict.fromkeys(("config.json", "model.safetensors", "trainer.safetensors", "trainer.json"), FILE_MODE)
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_iteration(capsys, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    args = [*TINY, "--iters", "6", "--save-every", "2", "--log-every", "1", "--out", run]
+    loss, calls = engine_train.segmentation_loss, []
+
+    def interrupted_at_the_fourth_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return loss(*a, **k)
+
+    monkeypatch.setattr(engine_train, "segmentation_loss", interrupted_at_the_fourth_step)
+    code, _, lines = segrefine(capsys, "train", *args)
+    assert code == 130
+    assert one_error(lines) == (
+        f"segrefine: error: interrupted at iteration 3; the last checkpoint ({run}/checkpoints/last) holds iteration 2: "
+        f"continue with `segrefine train --resume --out {run}`"
+    )
+    assert json.loads((run / "checkpoints" / "last" / "trainer.json").read_text())["iteration"] == 2
+    logged = [json.loads(line)["iter"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]
+
+    monkeypatch.setattr(engine_train, "segmentation_loss", loss)
+    code, out, lines = segrefine(capsys, "train", "--resume", "--out", run)
+    assert code == 0 and lines[0] == "resuming from iteration 2", lines
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["iter"] for r in records if "val" in r] == [6]
+
+
+def test_ctrl_c_before_the_first_checkpoint(capsys, tmp_path, monkeypatch):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_train, "segmentation_loss", interrupt)
+    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "3", "--out", tmp_path / "run")
+    assert code == 130
+    assert "interrupted at iteration 0, before the first checkpoint: nothing to resume" in one_error(lines)
+
+
+def _folder_dataset(root: Path, image: np.ndarray | None, label: np.ndarray) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("ground\nthing\n")
+    if image is None:
+        (root / "images" / "a.png").write_bytes(b"")
+    else:
+        cv2.imwrite(str(root / "images" / "a.png"), image)
+    cv2.imwrite(str(root / "masks" / "a.png"), label)
+    return root
+
+
+@pytest.mark.parametrize(
+    "image,label,message",
+    [
+        (np.zeros((40, 40, 3), np.uint8), np.full((40, 40), 7, np.uint8), r"label file \S+a.png has values 7 that are "
+         r"neither a class of folder \(2 classes\) nor 255 \(ignore\)$"),
+        (np.zeros((40, 40, 3), np.uint8), np.zeros((40, 48), np.uint8), r"image \S+a.png is 40×40 but its label \S+a.png "
+         r"is 40×48 \(H×W\)$"),
+        (None, np.zeros((40, 40), np.uint8), r"cannot read image \S+a.png: not a decodable image"),
+    ],
+)
+def test_errors_in_dataloader_workers_are_the_adapters_one_line(capsys, tmp_path, image, label, message):
+    root = _folder_dataset(tmp_path / "data", image, label)
+    code, _, lines = segrefine(capsys, "train", "--dataset", "folder", "--data-root", root, "--crop", "32x32",
+                               "--batch-size", "1", "--iters", "2", "--workers", "1", "--device", "cpu",
+                               "--pretrained-backbone", "none", "--out", tmp_path / "run")  # fmt: skip
+    line = one_error(lines)
+    assert code == 2 and len(lines) == 1 and re.search(message, line), line
+    assert "Caught" not in line and "worker" not in line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# --- output folders --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "visualize"])
+def test_out_naming_a_file_is_one_line(capsys, tmp_path, monkeypatch, checkpoint, street, command):
+    monkeypatch.chdir(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    args = {
+        "train": ["train", *TINY, "--iters", "1"],
+        "predict": ["predict", street, "--weights", checkpoint],
+        "visualize": ["visualize", "offsets", street, "--weights", checkpoint, "--device", "cpu"],
+    }[command]
+    for out, message in ((taken, f"--out {taken} is a file, not a folder"),
+                         (taken / "sub", f"--out {taken}/sub: {taken} is a file, not a folder")):  # fmt: skip
+        code, stdout, lines = segrefine(capsys, *args, "--out", out)
+        assert code == 2 and stdout == "" and len(lines) == 1 and message in one_error(lines)
+    assert taken.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["street.png", "taken"]
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_out_without_write_permission_is_one_line(capsys, tmp_path, monkeypatch, checkpoint, street, command):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: stand in for a folder it may not write to
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real(path, mode))
+    else:
+        locked.chmod(0o500)
+    args = ["train", *TINY, "--iters", "1"] if command == "train" else ["predict", street, "--weights", checkpoint]
+    code, _, lines = segrefine(capsys, *args, "--out", locked / "out")
+    assert code == 2 and len(lines) == 1
+    assert f"--out {locked}/out: no permission to write in {locked}" in one_error(lines)
+    locked.chmod(0o700)
+    assert list(locked.iterdir()) == []
+
+
+# --- images too large to decode ---------------------------------------------------------------------------------
+
+
+def test_an_image_too_large_to_decode_is_unreadable(tmp_path):
+    with pytest.raises(UnreadableInput, match=r"cannot read image \S+huge.png: its header claims a size too large"):
+        read_image(huge_png(tmp_path / "huge.png"))
+
+
+def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(capsys, tmp_path, checkpoint, street):
+    huge = huge_png(tmp_path / "huge.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(capsys, "predict", huge, street, "--weights", checkpoint, "--device", "cpu",
+                                    "--out", out)  # fmt: skip
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
+    assert len(skipped) == 1 and f"cannot read image {huge}: its header claims a size too large" in skipped[0]
+    assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
+
+
+@pytest.mark.parametrize("kind", ["offsets", "attention"])
+def test_visualize_skips_unreadable_images_and_does_the_others(capsys, tmp_path, checkpoint, street, kind):
+    huge = huge_png(tmp_path / "huge.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(capsys, "visualize", kind, huge, street, "--weights", checkpoint, "--device", "cpu",
+                                    "--out", out)  # fmt: skip
+    assert code == 1
+    skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
+    assert len(skipped) == 1 and f"cannot read image {huge}: its header claims a size too large" in skipped[0]
+    assert not any("Traceback" in line or "segrefine: error" in line for line in lines)
+    written = sorted(p.name for p in out.iterdir())
+    assert written and all(name.startswith("street-") for name in written)
+    assert sorted(stdout.split()) == [str(out / name) for name in written]
+
+
+# --- the Hub ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """huggingface_hub online, with a fresh cache and no token; its endpoint is set by each test."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+    def point_at(url: str) -> None:
+        monkeypatch.setattr(constants, "ENDPOINT", url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+
+    return point_at
+
+
+def _closed_port_url() -> str:
+    with HubServer() as server:
+        return server.url  # nothing listens there any more: connections are refused
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    model = build_model(variant="lite", num_classes=2, aux=False)
+    return save_pretrained(model, tmp_path_factory.mktemp("small"), dataset="toy", classes=("a", "b"),
+                           palette=((0, 0, 0), (9, 9, 9)))  # fmt: skip
+
+
+def test_push_without_a_token_says_so_before_contacting_the_hub(capsys, online, small_checkpoint):
+    with HubServer() as server:
+        online(server.url)
+        code, stdout, lines = segrefine(capsys, "weights", "push", small_checkpoint, "alice/x", "--flops-size", "64x64")
+        assert not server.requests and "alice/x" not in server.repos
+    assert code == 2 and stdout == "" and len(lines) == 1
+    assert "pushing to the Hub needs a Hugging Face token with write access: pass --token, set HF_TOKEN" in one_error(lines)
+
+
+def test_push_to_an_unreachable_hub_is_one_line(capsys, online, small_checkpoint):
+    url = _closed_port_url()
+    online(url)
+    start = time.perf_counter()
+    code, stdout, lines = segrefine(capsys, "weights", "push", small_checkpoint, "alice/x", "--token", "hf_x",
+                                    "--flops-size", "64x64")  # fmt: skip
+    assert code == 2 and stdout == "" and len(lines) == 1
+    assert f"cannot reach the Hub at {url} to push alice/x" in one_error(lines)
+    assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_imagenet_backbone_without_the_hub_fails_at_once(capsys, tmp_path, online, monkeypatch, offline):
+    online(_closed_port_url())
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    run = tmp_path / "run"
+    start = time.perf_counter()
+    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "1", "--pretrained-backbone", "imagenet", "--out", run)
+    assert time.perf_counter() - start < 20  # no retries with back-off
+    line = one_error(lines)
+    assert code == 2 and len(lines) == 1
+    assert ("HF_HUB_OFFLINE=1" if offline else "cannot reach the Hub") in line
+    assert line.endswith("or set --pretrained-backbone to none (no ImageNet initialisation) or to a local .safetensors file")
+    assert not run.exists()
+
+
+# --- friction --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_datasets_wraps_the_layouts_instead_of_cutting_them(capsys, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    code, out, _ = segrefine(capsys, "datasets")
+    assert code == 0 and "…" not in out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    # The layout column of each row, read back cell line by cell line, is the whole layout.
+    cells: dict[str, str] = {}
+    name = ""
+    for line in lines:
+        parts = line.split("│")
+        if len(parts) == 5:
+            name = parts[1].strip() or name
+            cells[name] = cells.get(name, "") + parts[2].strip()
+    for dataset, layout in dataset_layouts().items():
+        assert "".join(layout.split()) in "".join(cells[dataset].split()), dataset
+
+
+def test_train_help_says_where_the_recipe_defaults_are(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = segrefine(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "`segrefine datasets` lists each recipe's crop, batch size, iterations, loss, lr and backbone" in text
+    assert "--overwrite" in text
+
+
+def test_walkthrough_states_the_toy_recipe(tmp_path):
+    text = (REPO / "examples" / "walkthrough.sh").read_text()
+    iters = RECIPES["toy"].iters
+    assert f"ITERS={iters} bash examples/walkthrough.sh    # the toy recipe's full schedule ({iters} iterations" in text
+    assert "1500" not in text
+    assert re.search(r"segrefine train .*--overwrite", text)  # a second walk-through replaces its own run
