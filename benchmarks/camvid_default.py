@@ -88,11 +88,12 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.train:
-        resume = ["--resume"] if (args.run / RUN_LAST_DIR).is_dir() else []
-        command = [sys.executable, "-m", "segrefine", "train", "--dataset", "camvid", "--recipe", RECIPE,
-                   "--data-root", args.data_root, "--out", str(args.run), *resume]
-        if resume:
+        if (args.run / RUN_LAST_DIR).is_dir():  # continue (or confirm) an interrupted run
             command = [sys.executable, "-m", "segrefine", "train", "--resume", "--out", str(args.run)]
+        else:  # a run folder without a checkpoint holds nothing to keep
+            command = [sys.executable, "-m", "segrefine", "train", "--dataset", "camvid", "--recipe", RECIPE,
+                       "--data-root", args.data_root, "--out", str(args.run)]
+            command += ["--overwrite"] if (args.run / CONFIG_NAME).is_file() else []
         subprocess.run(command, check=True)
 
     torch.set_num_threads(os.cpu_count() or 1)

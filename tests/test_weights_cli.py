@@ -39,10 +39,10 @@ def hub_env(tmp_path):
         yield server, env
 
 
-def test_list_says_no_trained_checkpoint_and_shows_backbones():
-    result = run("list", env=dict(os.environ))
+def test_list_shows_the_shipped_model_and_backbones():
+    result = run("list", env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
-    assert "No trained segrefine checkpoint is published yet" in result.stdout
+    assert "lite-camvid" in result.stdout and "ships with segrefine" in result.stdout
     for repo in ("timm/resnet18.a1_in1k", "timm/resnet50.a1_in1k", "timm/resnet101.a1h_in1k"):
         assert repo in result.stdout
 

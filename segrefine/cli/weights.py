@@ -22,7 +22,7 @@ _TOKEN_HELP = "Hugging Face token (default: HF_TOKEN or the saved `hf auth login
 
 @app.command("list")
 def list_weights() -> None:
-    """Show the published checkpoints and the ImageNet backbone sources of the registry."""
+    """Show the trained checkpoints (published or shipped with segrefine) and the ImageNet backbone sources."""
     from segrefine.hub import load_registry
 
     registry = load_registry()
@@ -33,7 +33,9 @@ def list_weights() -> None:
             table.add_column(column, no_wrap=column in ("name", "Hub repo"), overflow="fold")
         for m in registry.models:
             metrics = ", ".join(f"{k} {v}" for k, v in m.metrics.items())
-            table.add_row(m.name, m.variant, m.dataset, str(m.num_classes), m.repo, m.revision, metrics, ", ".join(m.default_for))
+            repo = m.repo or ("ships with segrefine" if m.embedded else "–")
+            revision = m.revision or "–"
+            table.add_row(m.name, m.variant, m.dataset, str(m.num_classes), repo, revision, metrics, ", ".join(m.default_for))
         console.print(table)
     else:
         console.print(
