@@ -150,6 +150,19 @@ def main() -> None:
     zoo["models"] = [m for m in zoo["models"] if m["name"] != args.name] + [entry]
     zoo_path.write_text(json.dumps(zoo, indent=2) + "\n")
     print(f"wrote {folder} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.1f} MiB) and the {args.name} entry in {zoo_path}")
+    print("\nREADME summary:\n" + readme_summary(args.name, fp16, seconds, iters, flops))
+
+
+def readme_summary(name: str, report: dict, seconds: float, iters: int, flops) -> str:
+    classes = " · ".join(f"{k} {100 * v['iou']:.1f}" for k, v in report["per_class"].items())
+    return (
+        f"**The shipped model**, `{name}`: `lite` ({flops.params / 1e6:.2f} M parameters, {flops.gmacs:.1f} GMACs at "
+        f"360×480) trained from scratch on the 367 CamVid training frames, {iters} iterations in {seconds / 60:.0f} "
+        f"minutes on this project's 2-core CPU (`python benchmarks/camvid_default.py --data-root CAMVID --train --run "
+        f"runs/train/camvid-cpu`). CamVid val (101 frames, whole image, single scale): **mIoU "
+        f"{100 * report['mIoU']:.1f}%**, boundary mIoU {100 * report['boundary_mIoU']:.1f}%, pixel accuracy "
+        f"{100 * report['aAcc']:.1f}%. Per class (IoU %): {classes}."
+    )
 
 
 def card_details(command: str, seconds: float, iters: int, fp32: dict, fp16: dict, eval_seconds: float) -> str:

@@ -134,7 +134,7 @@ def test_bad_inputs_are_reported_and_skipped(checkpoint, frames, tmp_path):
     lines = result.stderr.strip().splitlines()
     for name in ("broken.png", "broken.mp4", "missing.png", "nothing/*.png", "good2.png"):
         assert sum(name in line for line in lines) == 1, result.stderr
-    assert len(lines) == 5, result.stderr
+    assert len(lines) == 6 and sum(line.startswith("model ") for line in lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "2 images" in result.stdout and "5 failed" in result.stdout
 
