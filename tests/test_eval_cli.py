@@ -105,7 +105,7 @@ def test_missing_predictions_list_the_stems(tmp_path, capsys):
     "args, match",
     [
         (["--weights", "w", "--predictions", "p"], "either --weights"),
-        ([], "either --weights"),
+        ([], "pass --weights with a model trained on toy"),  # the default model has CamVid's 11 classes
         (["--weights", "w", "--mode", "slide"], "--mode slide needs --crop"),
         (["--weights", "w", "--crop", "32x32"], "only with --mode slide"),
         (["--weights", "w", "--mode", "slide", "--crop", "0x32"], "--crop must be HxW"),
