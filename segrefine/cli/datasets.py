@@ -20,6 +20,8 @@ def datasets() -> None:
         recipe = "\n".join(
             f"{key}: crop {r.crop[0]}×{r.crop[1]} (H×W), batch {r.batch_size}, {r.iters} iters, {r.loss}, lr {r.lr}, "
             f"backbone {r.pretrained_backbone}"
+            + (f", {r.class_weight} class weights" if r.class_weight != "none" else "")
+            + (", bf16 autocast" if r.amp else "")
             + (f", {r.train_split}→{r.val_split}" if (r.train_split, r.val_split) != ("train", "val") else "")
             for key, r in dataset_recipes(name).items()
         )
