@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from segrefine.cli.options import flag
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import eval_transform
 from segrefine.engine.config import TrainConfig, resolve_config
@@ -49,13 +50,12 @@ def train_command(train: dict, data_root: str, run: Path) -> list[str]:
     for key, value in train.items():
         if key in RUNTIME_SETTINGS or recipe.get(key) == value or (key in ("crop", "scale") and tuple(value) == tuple(recipe[key])):
             continue
-        flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
-            command.append(flag if value else flag.replace("--", "--no-", 1))
+            command.append(flag(key) if value else flag(f"no_{key}"))
         elif isinstance(value, (list, tuple)):
-            command += [flag, ("x" if key == "crop" else ",").join(str(v) for v in value)]
+            command += [flag(key), ("x" if key == "crop" else ",").join(str(v) for v in value)]
         else:
-            command += [flag, str(value)]
+            command += [flag(key), str(value)]
     return command + ["--out", str(run)]
 
 
@@ -74,10 +74,10 @@ def val_trajectory(run: Path) -> str:
 
 
 def hardware() -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        platform.processor() or "unknown CPU",
-    ) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or "unknown CPU"
     return f"{cpu}, {os.cpu_count()} cores, PyTorch {torch.__version__}, CPU only"
 
 
@@ -138,11 +138,9 @@ def main() -> None:
 
     flops = count_flops(shipped.config, (360, 480))
     details = card_details(command, seconds, iters, fp32, fp16, eval_seconds, val_trajectory(args.run))
-    card = model_card(config, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480), license=LICENSE,
-                      details=details, repo_id=None)
-    (folder / "README.md").write_text(card.replace("segrefine weights pull owner/name", f"segrefine predict street.png  # uses {args.name}")
-                                      .replace('load_model("owner/name")', f'load_model("{args.name}")')
-                                      .replace(f"# segrefine-lite-camvid", f"# {args.name}", 1))
+    card = model_card(config, name=args.name, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480),
+                      license=LICENSE, details=details)
+    (folder / "README.md").write_text(card)
 
     digest = hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
     zoo_path = WEIGHTS / ZOO_FILE

@@ -12,7 +12,7 @@ GPUS=${GPUS:-$(nvidia-smi --list-gpus | wc -l)}
 DATA=${DATA:-data/cityscapes}
 RUN=${RUN:-runs/train/lite-cityscapes}
 
-# Cityscapes recipe (DESIGN §8): 1024x1024 crops, batch 16, 80k iterations, OHEM loss, ImageNet-initialised backbone.
+# Cityscapes recipe (mmsegmentation / SFNet conventions; `segrefine datasets` lists it): 1024x1024 crops, batch 16, 80k iterations, OHEM loss, ImageNet-initialised backbone.
 torchrun --standalone --nproc-per-node "$GPUS" -m segrefine train \
     --dataset cityscapes --data-root "$DATA" --variant lite --batch-size 16 --out "$RUN"
 

@@ -85,6 +85,22 @@ def test_class_count_mismatch_names_both_numbers(checkpoint, tmp_path, capsys):
     assert "trained for 9 classes" in err and "folder has 3 classes" in err
 
 
+def test_other_class_names_are_scored_with_a_warning(checkpoint, tmp_path, capsys):
+    root = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    cv2.imwrite(str(root / "images/a.png"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(root / "masks/a.png"), np.zeros((32, 32), np.uint8))
+    (root / "classes.txt").write_text("".join(f"class{i}\n" for i in range(TOY.num_classes)))
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "--dataset", "folder", "--data-root", str(root), "--weights", str(checkpoint), "--workers", "0",
+              "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert info.value.code == 0 and json.loads(captured.out)["num_images"] == 1
+    warning = next(line for line in captured.err.splitlines() if "warning" in line)
+    assert "class names differ" in warning and "0: road vs class0" in warning and "using them anyway" in warning
+
+
 def test_a_checkpoint_that_does_not_load_names_the_keys(checkpoint, tmp_path, capsys):
     state = load_file(str(checkpoint / "model.safetensors"))
     dropped = sorted(state)[0]

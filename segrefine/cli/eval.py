@@ -16,13 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, Subset
 
-from segrefine.cli.options import parse_inference, parse_key_values
+from segrefine.cli.options import load_weights, parse_inference, parse_key_values
 from segrefine.data import DATASETS, build_dataset, dataset_meta
 from segrefine.engine import distributed
 from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
 from segrefine.engine.device import resolve_device
 from segrefine.errors import SegrefineError
-from segrefine.hub import class_mismatch, default_model, describe, load_model
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 _INFERENCE_ONLY = "--mode, --crop, --stride, --scales, --flip, --batch-size and --save-predictions"
@@ -116,18 +115,7 @@ def evaluate(
     ctx = distributed.setup(run_device.type)
     try:
         if predictions is None:
-            default = weights is None
-            weights = weights or default_model(dataset).name
-            model, config = load_model(weights, run_device)
-            mismatch = class_mismatch(weights, config, dataset, meta.classes)
-            if mismatch and (default or config["model"].get("num_classes") != meta.num_classes):
-                raise SegrefineError(
-                    f"{mismatch}: pass --weights with a model trained on {dataset}" if default else mismatch
-                )
-            if mismatch:
-                Console(stderr=True).print(f"segrefine: warning: {mismatch}; scoring it anyway", markup=False, highlight=False)
-            if ctx.is_main:
-                Console(stderr=True).print(describe(weights, config), markup=False, highlight=False)
+            model, config, weights = load_weights(weights, run_device, meta, announce=ctx.is_main)
             report = evaluate_model(
                 model, data, meta, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
                 batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from segrefine.engine.inference import check_scales
 from segrefine.errors import SegrefineError
 from segrefine.imageio import folder_problem
+
+if TYPE_CHECKING:
+    import torch
+
+    from segrefine.data.meta import DatasetMeta
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -23,6 +30,29 @@ def output_folder(out: Path) -> Path:
     if problem:
         raise SegrefineError(f"--out {problem}")
     return out
+
+
+def load_weights(
+    weights: str | None, device: "str | torch.device", dataset: "DatasetMeta | None" = None, *, announce: bool = True
+) -> tuple[Any, dict[str, Any], str]:
+    """Load --weights, by default the shipped model (the dataset's own default when it has one); returns the model,
+    its config and the reference used. With `dataset`, a model whose classes cannot score it is refused (another
+    class count, or other names for the default model) and other names for given weights are warned about.
+    `announce` says on stderr which model it is."""
+    from segrefine.hub import class_mismatch, default_model, describe, load_model
+
+    ref = weights or default_model(dataset.name if dataset is not None else None).name
+    model, config = load_model(ref, device)
+    mismatch = class_mismatch(ref, config, dataset.name, dataset.classes) if dataset is not None else None
+    if mismatch and weights is None:
+        raise SegrefineError(f"{mismatch}: pass --weights with a model trained on {dataset.name}")
+    if mismatch and config["model"].get("num_classes") != dataset.num_classes:
+        raise SegrefineError(mismatch)
+    if mismatch:
+        print(f"segrefine: warning: {mismatch}; using them anyway", file=sys.stderr)
+    if announce:
+        print(describe(ref, config), file=sys.stderr)
+    return model, config, ref
 
 
 def parse_size(text: str, option: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import output_folder, parse_key_values
+from segrefine.cli.options import load_weights, output_folder, parse_key_values
 from segrefine.errors import SegrefineError
 
 app = typer.Typer(
@@ -51,19 +51,7 @@ def _device(name: str) -> str:
 
 
 def _load(weights: str | None, device: str, dataset: Any = None) -> tuple[Any, dict[str, Any], str]:
-    """Load the weights (default: the shipped model for `dataset`), say which, and check the classes fit `dataset`."""
-    from segrefine.hub import class_mismatch, default_model, describe, load_model
-
-    ref = weights or default_model(dataset.name if dataset is not None else None).name
-    model, config = load_model(ref, _device(device))
-    if dataset is not None:
-        mismatch = class_mismatch(ref, config, dataset.name, dataset.classes)
-        if mismatch and (weights is None or config["model"].get("num_classes") != dataset.num_classes):
-            raise SegrefineError(f"{mismatch}: pass --weights with a model trained on {dataset.name}" if weights is None else mismatch)
-        if mismatch:
-            print(f"segrefine: warning: {mismatch}", file=sys.stderr)
-    print(describe(ref, config), file=sys.stderr)
-    return model, config, ref
+    return load_weights(weights, _device(device), dataset)
 
 
 def _checked(weights: str, check: Any, model: Any) -> None:

@@ -1,4 +1,4 @@
-"""FLOP counting with `torch.utils.flop_counter.FlopCounterMode` on the meta device (DESIGN §6).
+"""FLOP counting with `torch.utils.flop_counter.FlopCounterMode` on the meta device.
 
 Papers (and mmseg/fvcore) print multiply-accumulates and call them FLOPs; we report both: GMACs and
 GFLOPs = 2 × GMACs. The model is built on the meta device, so counting needs no memory and no real arithmetic.

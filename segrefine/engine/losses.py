@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE_INDEX = 255
-AUX_WEIGHT = 0.4  # DESIGN §2.5: auxiliary head
-MEMORY_WEIGHT = 0.4  # DESIGN §2.5: class-probability head of the memory block
+AUX_WEIGHT = 0.4  # auxiliary head; this and the next: the weights of the MCIBI reference code (Jin et al., ICCV 2021)
+MEMORY_WEIGHT = 0.4  # class-probability head of the memory block
 
 
 def ohem_cross_entropy(

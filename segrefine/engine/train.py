@@ -179,7 +179,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=cfg.iters, power=cfg.poly_power)
         self.autocast_dtype = _autocast_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
-        self.start, self.best, self.saved = 0, float("-inf"), None
+        self.best = float("-inf")
         if self.resume:
             folder = recover(self.run_dir / RUN_LAST_DIR)
             if folder is None:

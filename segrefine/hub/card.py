@@ -21,6 +21,7 @@ def model_card(
     config: Mapping[str, Any],
     *,
     repo_id: str | None = None,
+    name: str | None = None,
     params: int | None = None,
     gmacs: float | None = None,
     input_size: tuple[int, int] | None = None,
@@ -29,6 +30,7 @@ def model_card(
 ) -> str:
     """README.md text for a checkpoint; metrics in config["metrics"] are fractions in [0, 1], shown in percent.
 
+    `name` (a registry name; default: `repo_id`) titles the card and is the reference its usage shows.
     `license` is a Hub licence id (e.g. "cc-by-nc-4.0"); `details` is Markdown placed after the results (data,
     training command, hardware, ...)."""
     from segrefine.models.registry import VARIANTS
@@ -43,7 +45,8 @@ def model_card(
     per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
     variant = str(model.get("variant", ""))
     backbone = VARIANTS[variant].backbone if variant in VARIANTS else "unknown"
-    name = repo_id or f"segrefine-{variant}-{dataset}"
+    ref = name or repo_id or "owner/name"
+    name = name or repo_id or f"segrefine-{variant}-{dataset}"
 
     data = ModelCardData(
         license=license,
@@ -94,7 +97,6 @@ def model_card(
             at = f" at 1×3×{input_size[0]}×{input_size[1]}" if input_size else ""
             lines.append(f"| GMACs{at} | {gmacs:.1f} (GFLOPs = 2 × GMACs) |")
         lines.append("")
-    ref = repo_id or "owner/name"
     lines += [
         "## Usage",
         "",

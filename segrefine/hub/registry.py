@@ -46,10 +46,6 @@ class ModelEntry:
     default_for: tuple[str, ...] = ()
     embedded: str = ""  # folder inside the installed weights package holding config.json + `file`; "" if none
 
-    def describe(self) -> str:
-        """One line naming the model for users: name, variant, dataset and classes."""
-        return f"{self.name} ({self.variant}, trained on {self.dataset}, {self.num_classes} classes)"
-
 
 @dataclass(frozen=True)
 class BackboneEntry:

@@ -15,7 +15,7 @@ CRM_MODES = ("off", "gate", "attention")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every switch of the network (DESIGN §2–3); `config.json` stores exactly these fields under "model"."""
+    """Every switch of the network; `config.json` stores exactly these fields under "model"."""
 
     variant: str = "lite"
     num_classes: int = 19

@@ -1,4 +1,4 @@
-"""Contextual Refinement Module: attention over all four backbone stages at 1/32 (DESIGN §2.4)."""
+"""Contextual Refinement Module: attention over all four backbone stages at 1/32."""
 
 from __future__ import annotations
 

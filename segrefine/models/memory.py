@@ -1,4 +1,4 @@
-"""MCIBI dataset-level class memory (Jin et al., ICCV 2021; DESIGN §2.5).
+"""MCIBI dataset-level class memory (Jin et al., ICCV 2021).
 
 One stored feature per class, updated from every training batch without gradient and read at every pixel through
 a predicted class distribution.

@@ -1,4 +1,4 @@
-"""The explicit registry of network variants (DESIGN §3)."""
+"""The explicit registry of network variants."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The segmentation network: backbone → CRM → SRM decoder → fusion → (memory) → classifier (DESIGN §2.2)."""
+"""The segmentation network: backbone → CRM → SRM decoder → fusion → (memory) → classifier."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Semantic Refinement Module: upsampling with learned, neighbour-aware per-pixel offsets (DESIGN §2.3).
+"""Semantic Refinement Module: upsampling with learned, neighbour-aware per-pixel offsets.
 
 Offset convention: the output at fine pixel p samples the coarse map at p + Δ(p), with Δ in fine-pixel units and
 (x, y) order. Both `F.interpolate` and `F.grid_sample` use align_corners=False, so Δ = 0 is exactly bilinear
