@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -32,3 +33,14 @@ def _offline_hub(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     yield
+
+
+@pytest.fixture
+def hf(monkeypatch, tmp_path):
+    """huggingface_hub read its settings at import: point its constants at a fresh cache, online, no Xet, no token."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return constants

@@ -335,13 +335,8 @@ def test_visualize_skips_unreadable_images_and_does_the_others(capsys, tmp_path,
 
 
 @pytest.fixture
-def online(monkeypatch, tmp_path):
-    """huggingface_hub online, with a fresh cache and no token; its endpoint is set by each test."""
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+def online(hf, monkeypatch):
+    """huggingface_hub online, with a fresh cache and no token (conftest's `hf`); its endpoint is set by each test."""
 
     def point_at(url: str) -> None:
         monkeypatch.setattr(constants, "ENDPOINT", url)

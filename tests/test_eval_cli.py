@@ -73,25 +73,25 @@ def _fails(argv, capsys) -> str:
     return captured.err
 
 
-def test_class_count_mismatch_names_both_numbers(checkpoint, tmp_path, capsys):
-    root = tmp_path / "data"
+def _one_image_folder(root, classes):
+    """A `folder` dataset of one black 32×32 image labelled 0, with these class names."""
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
     cv2.imwrite(str(root / "images/a.png"), np.zeros((32, 32, 3), np.uint8))
     cv2.imwrite(str(root / "masks/a.png"), np.zeros((32, 32), np.uint8))
-    (root / "classes.txt").write_text("bg\nfg\nother\n")
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in classes))
+    return root
+
+
+def test_class_count_mismatch_names_both_numbers(checkpoint, tmp_path, capsys):
+    root = _one_image_folder(tmp_path / "data", ("bg", "fg", "other"))
     err = _fails(["eval", "--dataset", "folder", "--data-root", str(root), "--weights", str(checkpoint),
                   "--workers", "0"], capsys)  # fmt: skip
     assert "trained for 9 classes" in err and "folder has 3 classes" in err
 
 
 def test_other_class_names_are_scored_with_a_warning(checkpoint, tmp_path, capsys):
-    root = tmp_path / "data"
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-    cv2.imwrite(str(root / "images/a.png"), np.zeros((32, 32, 3), np.uint8))
-    cv2.imwrite(str(root / "masks/a.png"), np.zeros((32, 32), np.uint8))
-    (root / "classes.txt").write_text("".join(f"class{i}\n" for i in range(TOY.num_classes)))
+    root = _one_image_folder(tmp_path / "data", [f"class{i}" for i in range(TOY.num_classes)])
     with pytest.raises(SystemExit) as info:
         main(["eval", "--dataset", "folder", "--data-root", str(root), "--weights", str(checkpoint), "--workers", "0",
               "--json"])  # fmt: skip

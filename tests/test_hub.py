@@ -91,17 +91,6 @@ def tiny_models(monkeypatch):
     monkeypatch.setattr(upload, "_complexity", lambda config, size: SimpleNamespace(params=123_456, gmacs=1.5))
 
 
-@pytest.fixture
-def hf(monkeypatch, tmp_path):
-    """huggingface_hub read its settings at import: point its constants at a fresh cache, online, no Xet."""
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    return constants
-
-
 def _point_at(monkeypatch, url: str) -> None:
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
