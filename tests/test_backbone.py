@@ -8,7 +8,7 @@ from safetensors.torch import save, save_file
 from segrefine.engine.train import _init_backbone
 from segrefine.errors import SegrefineError
 from segrefine.models import build_model
-from test_hub import hf, hub  # noqa: F401  (fixtures)
+from test_hub import hub  # noqa: F401  (fixture; `hf` comes from conftest)
 
 
 def _serve(hub, repo: str, state: dict) -> None:  # noqa: F811
