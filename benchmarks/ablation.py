@@ -35,9 +35,9 @@ from safetensors.torch import save_file
 
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.engine.evaluate import evaluate_model
-from segrefine.engine.flops import count_flops
-from segrefine.hub import load_model
-from segrefine.models import ModelConfig, build_model
+from segrefine.hub import build_model, load_model
+from segrefine.models import ModelConfig
+from segrefine.models.flops import count_flops
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ablation-camvid.json"
 DEFAULTS = {"srm": "full", "srm_kernel": 3, "srm_mask": "softmax", "crm": "attention", "memory": False}
@@ -99,7 +99,7 @@ def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, b
 def latency_ms(values: dict, repeats: int = 5) -> float:
     """Median eval-mode forward time of `lite` with these switches at TIMING_SIZE, batch 1, fp32, on the CPU."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(num_classes=11, aux=False, **values)).eval()
+    model = build_model("lite", 11, aux=False, **values).eval()
     image = torch.randn(1, 3, *TIMING_SIZE)
     times = []
     with torch.inference_mode():

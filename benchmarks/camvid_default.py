@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from segrefine.cli.options import flag
+from segrefine.errors import flag
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import eval_transform
 from segrefine.engine.config import TrainConfig, resolve_config
 from segrefine.engine.evaluate import evaluate_model
-from segrefine.engine.flops import count_flops
-from segrefine.hub import CONFIG_NAME, RUN_LAST_DIR, WEIGHTS_NAME, load_model, model_card, save_pretrained
+from segrefine.models.flops import count_flops
+from segrefine.hub import CONFIG_NAME, RUN_LAST_DIR, WEIGHTS_NAME, load_model, model_card, save_checkpoint
 from segrefine.hub.registry import DEFAULT_TASK, ZOO_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def main() -> None:
     folder = WEIGHTS / args.name
     seconds, iters = wall_time(args.run)
     command = " ".join(train_command(train, "CAMVID_ROOT", Path("runs/train/camvid-cpu")))
-    save_pretrained(
+    save_checkpoint(
         copy.deepcopy(model).half(), folder, dataset="camvid", classes=meta.classes, palette=meta.palette,
         extra={"train": train},
     )

@@ -20,7 +20,7 @@ from segrefine.data import dataset_meta
 from segrefine.engine.config import resolve_config
 from segrefine.engine.losses import segmentation_loss
 from segrefine.engine.train import train
-from segrefine.models import build_model
+from segrefine import build_model
 
 
 def seconds_per_step(crop: tuple[int, int], batch_size: int, num_classes: int, steps: int = 4) -> float:

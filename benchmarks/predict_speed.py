@@ -21,7 +21,8 @@ import torch
 from segrefine.data.meta import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from segrefine.data.toy import render
 from segrefine.engine.predictor import Predictor, resolve_device
-from segrefine.models import VARIANTS, build_model
+from segrefine import build_model
+from segrefine.models import VARIANTS
 
 
 def images_per_second(predictor: Predictor, image: np.ndarray, batch_size: int, warmup: int, iters: int) -> float:

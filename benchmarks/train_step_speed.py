@@ -15,7 +15,7 @@ import time
 import torch
 
 from segrefine.engine.losses import segmentation_loss
-from segrefine.models import ModelConfig, build_model
+from segrefine import ModelConfig, build_model
 
 
 def step_seconds(model, optimizer, batch: int, size: tuple[int, int], bf16: bool, channels_last: bool) -> float:
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     torch.manual_seed(0)
-    model = build_model(ModelConfig(variant="lite", num_classes=11)).train()
+    model = build_model("lite", 11).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     print(f"lite, batch {args.batch} at {size[0]}×{size[1]}, {torch.get_num_threads()} threads")
     for bf16 in (False, True):

@@ -1,16 +1,42 @@
-"""segrefine: semantic segmentation with Semantic and Contextual Refinement Modules."""
+"""segrefine: semantic segmentation with Semantic and Contextual Refinement Modules.
+
+    import segrefine
+
+    model = segrefine.build_model("lite", 19)                      # a network (SegRefineModel, an nn.Module)
+    model = segrefine.SegRefineModel.from_pretrained("lite-camvid")  # trained weights, loaded strictly
+    predictor = segrefine.load("lite-camvid")                      # predict arrays, files, folders and videos
+    report = segrefine.evaluate("lite-camvid", "camvid", data_root="data/camvid", split="val")
+    run_dir = segrefine.train(segrefine.TrainConfig(dataset="toy", iters=50))
+"""
 
 __version__ = "0.1.0"
 
 from segrefine.errors import SegrefineError  # noqa: E402
 
-__all__ = ["__version__", "SegrefineError", "load", "Predictor"]
+# Public name -> the module defining it. They are imported on first use, so `import segrefine` (and the CLI's
+# --help and --version) does not load torch.
+_EXPORTS = {
+    "build_model": "segrefine.hub.pretrained",
+    "SegRefineModel": "segrefine.hub.pretrained",
+    "ModelConfig": "segrefine.models.config",
+    "load": "segrefine.engine.predictor",
+    "Predictor": "segrefine.engine.predictor",
+    "PredictReport": "segrefine.engine.predict_files",
+    "evaluate": "segrefine.engine.evaluate",
+    "train": "segrefine.engine.train",
+    "TrainConfig": "segrefine.engine.config",
+}
+
+__all__ = ["__version__", "SegrefineError", *_EXPORTS]
 
 
 def __getattr__(name: str):
-    # `segrefine.load` / `segrefine.Predictor` import torch lazily, so `import segrefine` stays cheap.
-    if name in ("load", "Predictor"):
-        from segrefine.engine import predictor
+    if name in _EXPORTS:
+        import importlib
 
-        return getattr(predictor, name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'segrefine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

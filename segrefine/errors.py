@@ -8,6 +8,16 @@ from collections.abc import Callable
 _SETTING = re.compile(r"`(\w+)`")
 
 
+def flag(setting: str) -> str:
+    """The command-line flag of a setting's Python name: `batch_size` -> `--batch-size`."""
+    return "--" + setting.replace("_", "-")
+
+
+def worded(text: str, word: Callable[[str], str] = flag) -> str:
+    """`text` with each backquoted setting name replaced by `word(name)` (by default its flag)."""
+    return _SETTING.sub(lambda m: word(m[1]), text)
+
+
 class SegrefineError(Exception):
     """A user mistake (bad option, bad file): the CLI prints it as one line on stderr and exits with code 2."""
 
@@ -34,4 +44,4 @@ class SettingError(SegrefineError):
 
     def worded(self, word: Callable[[str], str]) -> SegrefineError:
         """The same message with each setting's name replaced by `word(name)`."""
-        return SegrefineError(_SETTING.sub(lambda m: word(m[1]), str(self.args[0])))
+        return SegrefineError(worded(str(self.args[0]), word))

@@ -20,6 +20,9 @@ import numpy as np
 
 from segrefine.errors import SegrefineError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
 
 class UnreadableInput(SegrefineError):
     """An input image or video that cannot be decoded: a per-input failure, not a reason to stop a whole run."""
@@ -82,6 +85,11 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Strict JSON (no NaN), indented, written atomically."""
+    return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

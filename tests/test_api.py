@@ -9,8 +9,8 @@ import segrefine
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.engine.predictor import Predictor, UnreadableInput, load, read_image, write_image
 from segrefine.errors import SegrefineError
-from segrefine.hub import save_pretrained
-from segrefine.models import build_model
+from segrefine.hub import save_checkpoint
+from segrefine import build_model
 
 META = dataset_meta("toy")
 
@@ -20,7 +20,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("ckpt")
     model = build_model(variant="lite", num_classes=META.num_classes)
-    return save_pretrained(model, folder, dataset="toy", classes=META.classes, palette=META.palette)
+    return save_checkpoint(model, folder, dataset="toy", classes=META.classes, palette=META.palette)
 
 
 @pytest.fixture(scope="module")

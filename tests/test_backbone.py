@@ -7,7 +7,7 @@ from safetensors.torch import save, save_file
 
 from segrefine.engine.train import _init_backbone
 from segrefine.errors import SegrefineError
-from segrefine.models import build_model
+from segrefine import build_model
 from test_hub import hub  # noqa: F401  (fixture; `hf` comes from conftest)
 
 

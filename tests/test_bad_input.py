@@ -24,9 +24,9 @@ from segrefine.data import dataset_layouts, dataset_meta
 from segrefine.engine import train as engine_train
 from segrefine.engine.checkpoint import write_trainer_state
 from segrefine.engine.recipes import RECIPES
-from segrefine.hub import save_pretrained
+from segrefine.hub import save_checkpoint
 from segrefine.imageio import FILE_MODE, UnreadableInput, read_image
-from segrefine.models import build_model
+from segrefine import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = dataset_meta("toy")
@@ -66,7 +66,7 @@ def huge_png(path: Path, height: int = 100_000, width: int = 100_000) -> Path:
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = build_model(variant="lite", num_classes=TOY.num_classes)
-    return save_pretrained(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_an_existing_run_is_refused_unless_resume_or_overwrite(capsys, tmp_path)
 
 
 def test_checkpoint_files_get_the_normal_file_mode(tmp_path):
-    save_pretrained(build_model(variant="lite", num_classes=2, aux=False), tmp_path / "ckpt", dataset="toy",
+    save_checkpoint(build_model(variant="lite", num_classes=2, aux=False), tmp_path / "ckpt", dataset="toy",
                     classes=("a", "b"), palette=((0, 0, 0), (1, 1, 1)))  # fmt: skip
     write_trainer_state(tmp_path / "ckpt", {"x": torch.zeros(1)}, {"iteration": 1})
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
@@ -353,7 +353,7 @@ def _closed_port_url() -> str:
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> Path:
     model = build_model(variant="lite", num_classes=2, aux=False)
-    return save_pretrained(model, tmp_path_factory.mktemp("small"), dataset="toy", classes=("a", "b"),
+    return save_checkpoint(model, tmp_path_factory.mktemp("small"), dataset="toy", classes=("a", "b"),
                            palette=((0, 0, 0), (9, 9, 9)))  # fmt: skip
 
 

@@ -69,7 +69,7 @@ def _numbers(report):
 
 @pytest.fixture(scope="module")
 def lite():
-    from segrefine.models import build_model
+    from segrefine import build_model
 
     torch.manual_seed(0)
     return build_model(variant="lite", num_classes=TOY.num_classes).eval()

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from segrefine.cli import main
 from segrefine.data import dataset_meta
-from segrefine.hub import save_pretrained
+from segrefine.hub import save_checkpoint
 
 TOY = dataset_meta("toy")
 TOY_OPTIONS = ["--dataset", "toy", "--dataset-option", "length=2", "--dataset-option", "size=64x96", "--workers", "0"]
@@ -21,11 +21,11 @@ TOY_OPTIONS = ["--dataset", "toy", "--dataset-option", "length=2", "--dataset-op
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from segrefine.models import build_model
+    from segrefine import build_model
 
     torch.manual_seed(0)
     model = build_model(variant="lite", num_classes=TOY.num_classes)
-    return save_pretrained(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
 
 
 def _segrefine(*args):

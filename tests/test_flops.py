@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from segrefine.engine.flops import count_flops, count_module_flops
+from segrefine.models.flops import count_flops, count_module_flops
 from segrefine.models import ModelConfig
 
 

@@ -30,9 +30,9 @@ from segrefine.hub import (
     load_state_dict_strict,
     model_card,
     pull,
-    push_to_hub,
+    upload_checkpoint,
     resolve,
-    save_pretrained,
+    save_checkpoint,
 )
 from segrefine.hub.registry import BackboneEntry, Registry, validate_registry
 from hub_server import HubServer
@@ -74,7 +74,7 @@ def tiny_rebuild(config: dict) -> nn.Module:
 
 def save_tiny(folder: Path, model: nn.Module | None = None, **kwargs) -> nn.Module:
     model = model or Tiny()
-    save_pretrained(model, folder, dataset="toy", classes=CLASSES, palette=PALETTE, **kwargs)
+    save_checkpoint(model, folder, dataset="toy", classes=CLASSES, palette=PALETTE, **kwargs)
     return model
 
 
@@ -124,7 +124,7 @@ def test_save_pretrained_writes_config_and_safetensors(tmp_path):
 
 def test_save_pretrained_rejects_wrong_class_count_and_reserved_extra(tmp_path):
     with pytest.raises(SegrefineError, match="3-class model with 2 class names"):
-        save_pretrained(Tiny(), tmp_path, dataset="toy", classes=CLASSES[:2], palette=PALETTE[:2])
+        save_checkpoint(Tiny(), tmp_path, dataset="toy", classes=CLASSES[:2], palette=PALETTE[:2])
     with pytest.raises(ValueError, match="classes"):
         save_tiny(tmp_path, extra={"classes": []})
 
@@ -134,11 +134,11 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     save_tiny(folder)
     before = (folder / "model.safetensors").read_bytes()
 
-    def crash(state, filename, metadata=None):
+    def crash(model, filename, metadata=None):
         Path(filename).write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", crash)
+    monkeypatch.setattr(checkpoint, "save_model", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         save_tiny(folder, Tiny(TinyConfig(width=8)))
     assert (folder / "model.safetensors").read_bytes() == before
@@ -168,7 +168,7 @@ def test_load_model_restores_weights_in_eval_mode(tmp_path, tiny_models):
 
 
 def test_load_model_with_the_real_network(tmp_path):
-    from segrefine.models import build_model
+    from segrefine import build_model
 
     model = build_model(variant="lite", num_classes=3, aux=False).eval()
     save_tiny(tmp_path, model)
@@ -269,7 +269,7 @@ def test_reference_errors(tmp_path):
 
 def test_push_then_pull_round_trip(tmp_path, hub, tiny_models):
     model = save_tiny(tmp_path / "run" / RUN_BEST_DIR, metrics={"mIoU": 0.5, "split": "val"})
-    url = push_to_hub(tmp_path / "run", "alice/tiny")
+    url = upload_checkpoint(tmp_path / "run", "alice/tiny")
     assert url.startswith(f"{hub.url}/alice/tiny/commit/")
     uploaded = hub.files("alice/tiny")
     assert uploaded["model.safetensors"] == (tmp_path / "run" / RUN_BEST_DIR / "model.safetensors").read_bytes()
@@ -286,8 +286,8 @@ def test_push_then_pull_round_trip(tmp_path, hub, tiny_models):
 def test_revisions(tmp_path, hub, tiny_models):
     save_tiny(tmp_path / "a")
     save_tiny(tmp_path / "b", Tiny(TinyConfig(width=6)))
-    push_to_hub(tmp_path / "a", "alice/tiny")
-    push_to_hub(tmp_path / "b", "alice/tiny", revision="dev")
+    upload_checkpoint(tmp_path / "a", "alice/tiny")
+    upload_checkpoint(tmp_path / "b", "alice/tiny", revision="dev")
     assert load_model("alice/tiny")[1]["model"]["width"] == 4
     assert load_model("alice/tiny@dev")[1]["model"]["width"] == 6
     commit = hub.repos["alice/tiny"].branches["dev"]
@@ -306,7 +306,7 @@ def test_missing_repo_and_non_checkpoint_repo(hub):
 
 def test_offline_uses_the_prefilled_cache(tmp_path, hub, tiny_models, monkeypatch):
     save_tiny(tmp_path / "ckpt")
-    push_to_hub(tmp_path / "ckpt", "alice/tiny")
+    upload_checkpoint(tmp_path / "ckpt", "alice/tiny")
     online = resolve("alice/tiny")
     seen = len(hub.requests)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -316,7 +316,7 @@ def test_offline_uses_the_prefilled_cache(tmp_path, hub, tiny_models, monkeypatc
     with pytest.raises(SegrefineError, match=r"not in the Hugging Face cache .* HF_HUB_OFFLINE=1 .* `segrefine weights pull alice/other`"):
         resolve("alice/other")
     with pytest.raises(SegrefineError, match="cannot push while HF_HUB_OFFLINE=1"):
-        push_to_hub(tmp_path / "ckpt", "alice/tiny")
+        upload_checkpoint(tmp_path / "ckpt", "alice/tiny")
 
 
 def test_unreachable_hub(hf, monkeypatch):
@@ -335,11 +335,11 @@ def test_tokens_and_private_repos(tmp_path, hf, tiny_models, monkeypatch):
     with HubServer(token="hf_secret") as server:
         _point_at(monkeypatch, server.url)
         with pytest.raises(SegrefineError, match="pushing to the Hub needs a Hugging Face token .*pass token"):
-            push_to_hub(tmp_path / "ckpt", "alice/private", private=True)
+            upload_checkpoint(tmp_path / "ckpt", "alice/private", private=True)
         assert not server.requests
         with pytest.raises(SegrefineError, match="refused access to alice/private .*--token"):
-            push_to_hub(tmp_path / "ckpt", "alice/private", private=True, token="hf_wrong")
-        push_to_hub(tmp_path / "ckpt", "alice/private", private=True, token="hf_secret")
+            upload_checkpoint(tmp_path / "ckpt", "alice/private", private=True, token="hf_wrong")
+        upload_checkpoint(tmp_path / "ckpt", "alice/private", private=True, token="hf_secret")
         assert server.repos["alice/private"].private
         with pytest.raises(SegrefineError, match="Hub repo alice/private not found .*token"):
             resolve("alice/private")
@@ -350,15 +350,15 @@ def test_tokens_and_private_repos(tmp_path, hf, tiny_models, monkeypatch):
 
 def test_push_refuses_bad_input(tmp_path, hub, tiny_models):
     with pytest.raises(SegrefineError, match="owner/name"):
-        push_to_hub(tmp_path, "no-owner")
+        upload_checkpoint(tmp_path, "no-owner")
     with pytest.raises(SegrefineError, match="no file or folder"):
-        push_to_hub(tmp_path / "missing", "alice/x")
+        upload_checkpoint(tmp_path / "missing", "alice/x")
     save_tiny(tmp_path / "ckpt", Tiny(TinyConfig(width=6)))
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     config["model"]["width"] = 4
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
     with pytest.raises(SegrefineError, match="shape mismatches"):
-        push_to_hub(tmp_path / "ckpt", "alice/x")
+        upload_checkpoint(tmp_path / "ckpt", "alice/x")
     assert "alice/x" not in hub.repos
 
 
@@ -424,7 +424,7 @@ def test_registry_schema_errors(data, message):
 
 def test_registry_sha256_is_checked(tmp_path, hub, tiny_models, monkeypatch):
     save_tiny(tmp_path / "ckpt")
-    push_to_hub(tmp_path / "ckpt", "alice/tiny")
+    upload_checkpoint(tmp_path / "ckpt", "alice/tiny")
     digest = hashlib.sha256((tmp_path / "ckpt" / "model.safetensors").read_bytes()).hexdigest()
     registry = validate_registry(_registry([_entry(sha256=digest), _entry(name="corrupt", sha256="f" * 64, default_for=[])]), "test")
     monkeypatch.setattr(reference, "load_registry", lambda: registry)

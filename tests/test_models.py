@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from segrefine.errors import SegrefineError
-from segrefine.models import ModelConfig, build_model
+from segrefine import ModelConfig, build_model
 from segrefine.models.crm import ChannelAttention, ContextualRefinement, SpatialAttention
 from segrefine.models.srm import SemanticRefinement, aggregate_offsets, warp
 

@@ -14,8 +14,8 @@ from segrefine.cli.predict import parse_save
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.engine.predictor import check_alpha
 from segrefine.errors import SegrefineError
-from segrefine.hub import save_pretrained
-from segrefine.models import build_model
+from segrefine.hub import save_checkpoint
+from segrefine import build_model
 
 META = dataset_meta("toy")
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(variant="lite", num_classes=META.num_classes)
     folder = tmp_path_factory.mktemp("ckpt")
-    return save_pretrained(model, folder, dataset="toy", classes=META.classes, palette=META.palette)
+    return save_checkpoint(model, folder, dataset="toy", classes=META.classes, palette=META.palette)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_save_and_alpha_options():
             parse_save(bad)
     check_alpha(0.0)
     check_alpha(1.0)
-    with pytest.raises(SegrefineError, match="--alpha must be between 0 and 1, got 1.5"):
+    with pytest.raises(SegrefineError, match="^alpha must be between 0 and 1, got 1.5"):
         check_alpha(1.5)
 
 

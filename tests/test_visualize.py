@@ -13,8 +13,8 @@ from segrefine.cli import main
 from segrefine.cli import visualize as cli
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.errors import SegrefineError
-from segrefine.hub import save_pretrained
-from segrefine.models import build_model
+from segrefine.hub import save_checkpoint
+from segrefine import build_model
 from segrefine.visualize import (
     arrows_picture,
     capture,
@@ -65,7 +65,7 @@ def toy_run(tmp_path_factory):
 def plain_checkpoint(tmp_path_factory):
     """A checkpoint without attention (crm=off) and without memory."""
     model = build_model(variant="lite", num_classes=TOY.num_classes, crm="off", memory=False)
-    return save_pretrained(model, tmp_path_factory.mktemp("plain"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+    return save_checkpoint(model, tmp_path_factory.mktemp("plain"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
 
 
 @pytest.fixture(scope="module")

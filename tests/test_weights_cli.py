@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hub_server import HubServer
 
-from segrefine.hub import save_pretrained
+from segrefine.hub import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,11 +48,11 @@ def test_list_shows_the_shipped_model_and_backbones():
 
 
 def test_push_pull_and_offline(tmp_path, hub_env):
-    from segrefine.models import build_model
+    from segrefine import build_model
 
     server, env = hub_env
     run_dir = tmp_path / "run"
-    save_pretrained(
+    save_checkpoint(
         build_model(variant="lite", num_classes=2, aux=False),
         run_dir / "checkpoints" / "best",
         dataset="toy",

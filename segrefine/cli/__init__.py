@@ -8,21 +8,73 @@ through `Interrupted`) and exit code 130.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any, NamedTuple
 
 import typer
+import typer.core
+import typer.main
 
 from segrefine import __version__
-from segrefine.cli.options import flag
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import SegrefineError, SettingError, flag
+
+
+class Subcommand(NamedTuple):
+    module: str  # imported only when the subcommand runs or shows its own help
+    attribute: str  # a command function, or a typer.Typer of subcommands
+    help: str  # the line in `segrefine --help`
+
+
+COMMANDS: dict[str, Subcommand] = {
+    "train": Subcommand("segrefine.cli.train", "train", "Train a model on a dataset (CPU, one GPU, or torchrun)."),
+    "eval": Subcommand("segrefine.cli.eval", "evaluate", "Score a model or saved predictions on a dataset split."),
+    "predict": Subcommand("segrefine.cli.predict", "predict", "Segment images, folders, globs and videos."),
+    "flops": Subcommand("segrefine.cli.flops", "flops", "Count parameters and multiply-accumulates of a model."),
+    "datasets": Subcommand("segrefine.cli.datasets", "datasets", "List the dataset adapters and their recipes."),
+    "visualize": Subcommand("segrefine.cli.visualize", "app", "Draw offsets, attention, memory, samples and errors."),
+    "weights": Subcommand("segrefine.cli.weights", "app", "List, pull and push trained weights."),
+}
+
+
+def load_command(name: str) -> Any:
+    """The click command of a subcommand, importing its module (and so torch) only now."""
+    entry = COMMANDS[name]
+    target = getattr(importlib.import_module(entry.module), entry.attribute)
+    if isinstance(target, typer.Typer):
+        return typer.main.get_group(target)
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=CONTEXT)
+    single.command(name, epilog=getattr(sys.modules[entry.module], "EPILOG", None))(target)
+    return typer.main.get_command(single)
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root command: lists subcommands from COMMANDS and imports one only to run it or show its help."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in COMMANDS:
+            return None
+        # A stand-in carrying the one-line help: enough to list and resolve the name without importing it.
+        return typer.core.TyperCommand(name, help=COMMANDS[name].help)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name, _, rest = super().resolve_command(ctx, args)
+        return name, load_command(name), rest
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
+    cls=LazyGroup,
     name="segrefine",
     help="Semantic segmentation with Semantic and Contextual Refinement Modules.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=CONTEXT,
 )
 
 
@@ -37,22 +89,6 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Semantic segmentation with Semantic and Contextual Refinement Modules."""
-
-
-def _register() -> None:
-    from segrefine.cli import datasets, flops, predict, train, visualize, weights
-    from segrefine.cli import eval as eval_cli
-
-    app.command("train", epilog=train.EPILOG)(train.train)
-    app.command("eval")(eval_cli.evaluate)
-    app.command("predict")(predict.predict)
-    app.command("flops")(flops.flops)
-    app.command("datasets")(datasets.datasets)
-    app.add_typer(visualize.app, name="visualize")
-    app.add_typer(weights.app, name="weights")
-
-
-_register()
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, Subset
 
-from segrefine.cli.options import load_weights, parse_inference, parse_key_values
+from segrefine.cli.options import Device, load_weights, parse_inference, parse_key_values
 from segrefine.data import DATASETS, build_dataset, dataset_meta
 from segrefine.engine import distributed
 from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
@@ -86,7 +86,7 @@ def evaluate(
     ] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (same-size runs).")] = 1,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = DEFAULT_WORKERS,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     save_predictions: Annotated[

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segrefine.cli.options import CrmMode, SrmKernel, SrmMask, SrmMode, Variant, parse_size
-from segrefine.engine.flops import count_flops
+from segrefine.models.flops import count_flops
 from segrefine.models import ModelConfig
 
 VARIANT = typer.Option("--variant", help="Network variant.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from segrefine.engine.inference import check_scales
 from segrefine.errors import SegrefineError
@@ -17,11 +19,6 @@ if TYPE_CHECKING:
     from segrefine.data.meta import DatasetMeta
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
-
-
-def flag(setting: str) -> str:
-    """The command-line flag of a setting's Python name: `batch_size` -> `--batch-size`."""
-    return "--" + setting.replace("_", "-")
 
 
 def output_folder(out: Path) -> Path:
@@ -122,3 +119,4 @@ SrmMode = Literal[SRM_MODES]  # type: ignore[valid-type]
 SrmMask = Literal[SRM_MASKS]  # type: ignore[valid-type]
 CrmMode = Literal[CRM_MODES]  # type: ignore[valid-type]
 SrmKernel = Literal["1", "3", "5"]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")]

@@ -1,17 +1,25 @@
-"""`segrefine train`: fit a model on a dataset (1 CPU, 1 GPU, or many GPUs via torchrun)."""
+"""`segrefine train`: fit a model on a dataset (1 CPU, 1 GPU, or many GPUs via torchrun).
+
+Its flags are made from the fields of `TrainConfig` and `ModelConfig` (name, type, choices and help), so the command
+line and the Python API cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import CrmMode, SrmKernel, SrmMask, SrmMode, Variant, flag, parse_key_values, parse_size
-from segrefine.engine.config import read_config_file, resolve_config
+from segrefine.cli.options import parse_key_values, parse_size
+from segrefine.engine.config import TrainConfig, read_config_file, resolve_config
 from segrefine.engine.train import TrainingInterrupted, resumed_config, train as run_training
-from segrefine.errors import Interrupted, SegrefineError, SettingError
+from segrefine.errors import Interrupted, SegrefineError, SettingError, flag
+from segrefine.models.config import ModelConfig
 
 
 def parse_scale(text: str) -> tuple[float, float]:
@@ -28,57 +36,69 @@ EPILOG = (
     "overrides the recipe, and flags override both. Multi-GPU: torchrun --nproc-per-node N -m segrefine train …"
 )
 
+# Settings whose flag takes text that is parsed into the setting's value.
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "crop": lambda text: parse_size(text, "--crop"),
+    "scale": parse_scale,
+    "dataset_options": lambda items: parse_key_values(items, "--dataset-option") or None,
+}
+_SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
+# Settings that are not flags: the class count comes from the dataset.
+_NOT_FLAGS = ("model", "num_classes")
+
+
+def _option(f: Field) -> inspect.Parameter:
+    """The typer option of one config field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory."""
+    kind = str(f.type).split("|")[0].strip()
+    name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
+    choices = f.metadata.get("choices", ())
+    if f.name in _PARSERS:
+        annotation: Any = list[str] if f.name == "dataset_options" else str
+    elif choices:
+        annotation = Literal[tuple(str(c) for c in choices)]
+    else:
+        annotation = _SCALAR[kind]
+    if annotation is bool:
+        name = f"{name}/--no-{name[2:]}"
+    option = typer.Option(name, help=f.metadata.get("help", ""), show_default=False)
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[annotation], option]
+    )
+
+
+def _flag_fields() -> list[Field]:
+    return [f for config in (TrainConfig, ModelConfig) for f in fields(config) if f.name not in _NOT_FLAGS]
+
+
+def _settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Flag values as settings: parsed where a flag takes text, numbers for numeric choices, unset flags left out."""
+    types = {f.name: str(f.type) for f in _flag_fields()}
+    settings = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in _PARSERS:
+            value = _PARSERS[name](value)
+        elif types[name] == "int" and isinstance(value, str):  # a numeric choice, e.g. --srm-kernel 5
+            value = int(value)
+        settings[name] = value
+    return settings
+
 
 def train(
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")] = None,
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")] = None,
-    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Named recipe for the dataset (default: the dataset's own; see `segrefine datasets`).")] = None,
-    train_split: Annotated[Optional[str], typer.Option("--train-split", help="Split to train on (camvid: trainval for the papers' protocol).")] = None,
-    val_split: Annotated[Optional[str], typer.Option("--val-split", help="Split to validate on.")] = None,
-    dataset_option: Annotated[Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable), e.g. length=64 for toy.")] = None,
-    variant: Annotated[Optional[Variant], typer.Option("--variant", help="Network variant.")] = None,
-    memory: Annotated[Optional[bool], typer.Option("--memory/--no-memory", help="Add the MCIBI class memory.")] = None,
-    srm: Annotated[Optional[SrmMode], typer.Option("--srm", help="SRM mode.")] = None,
-    srm_kernel: Annotated[Optional[SrmKernel], typer.Option("--srm-kernel", help="SRM neighbourhood size.")] = None,
-    srm_mask: Annotated[Optional[SrmMask], typer.Option("--srm-mask", help="SRM mask activation.")] = None,
-    crm: Annotated[Optional[CrmMode], typer.Option("--crm", help="CRM mode.")] = None,
-    iters: Annotated[Optional[int], typer.Option("--iters", help="Training iterations.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Total batch size over all processes.")] = None,
-    crop: Annotated[Optional[str], typer.Option("--crop", help="Training crop HxW.")] = None,
-    scale: Annotated[Optional[str], typer.Option("--scale", help="Random rescaling range LOW,HIGH (e.g. 0.5,2.0).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate (poly decay, power 0.9).")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="SGD weight decay.")] = None,
-    loss: Annotated[Optional[Literal["ce", "ohem"]], typer.Option("--loss", help="Cross-entropy or OHEM cross-entropy.")] = None,
-    class_weight: Annotated[Optional[Literal["none", "enet", "median"]], typer.Option("--class-weight", help="Weight classes in the loss by their pixel frequency in the training split.")] = None,
-    pretrained_backbone: Annotated[Optional[str], typer.Option("--pretrained-backbone", help="imagenet, a Hub repo id, a .safetensors file, or none.")] = None,
-    eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Validate every N iterations (0: at the end only).")] = None,
-    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write the `last` checkpoint every N iterations (0: at each validation).")] = None,
-    log_every: Annotated[Optional[int], typer.Option("--log-every", help="Log every N iterations.")] = None,
-    device: Annotated[Optional[Literal["auto", "cpu", "cuda"]], typer.Option("--device", help="Where to train.")] = None,
-    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision (default: on for CUDA, off on CPU).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Data-loading worker processes.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/train/expN).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML or JSON settings file.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (default: the latest run) from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the run in --out over, deleting its log, checkpoints and scores.")] = False,
+    **values: Any,
 ) -> None:
     """Train a model; writes config.json, log.jsonl, checkpoints/{last,best} and eval.json into the run folder.
 
-    Settings not given default to the dataset's recipe (see `segrefine datasets`). A --out folder that already
-    holds a run needs --resume (continue it) or --overwrite (start it over).
+    Settings not given default to the dataset's recipe (see `segrefine datasets`). A --config file overrides the
+    recipe, flags override both. A --out folder that already holds a run needs --resume (continue it) or --overwrite
+    (start it over).
     """
-    flags = {
-        "dataset": dataset, "recipe": recipe, "train_split": train_split, "val_split": val_split,
-        "scale": parse_scale(scale) if scale else None, "class_weight": class_weight, "data_root": str(data_root) if data_root else None,
-        "dataset_options": parse_key_values(dataset_option, "--dataset-option") if dataset_option else None,
-        "variant": variant, "memory": memory, "srm": srm, "srm_kernel": int(srm_kernel) if srm_kernel else None,
-        "srm_mask": srm_mask, "crm": crm, "iters": iters, "batch_size": batch_size,
-        "crop": parse_size(crop, "--crop") if crop else None, "lr": lr, "weight_decay": weight_decay, "loss": loss,
-        "pretrained_backbone": pretrained_backbone, "eval_every": eval_every, "save_every": save_every,
-        "log_every": log_every, "device": device, "amp": amp, "seed": seed, "workers": workers,
-        "out": str(out) if out else None,
-    }
+    flags = _settings(values)
+    out = Path(flags["out"]) if "out" in flags else None
     if resume and overwrite:
         raise SegrefineError("--resume continues a run and --overwrite starts it over: give one of them")
     file_settings, source = {}, None  # where settings not given as flags came from
@@ -113,4 +133,6 @@ def train(
         typer.echo(f"run folder: {run_dir}")
 
 
-
+_own = list(inspect.signature(train, eval_str=True).parameters.values())[:-1]
+train.__signature__ = inspect.Signature(_own + [_option(f) for f in _flag_fields()])  # type: ignore[attr-defined]
+train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import load_weights, output_folder, parse_key_values
+from segrefine.cli.options import Device, load_weights, output_folder, parse_key_values
 from segrefine.errors import SegrefineError
 
 app = typer.Typer(
@@ -31,7 +31,6 @@ Weights = Annotated[
     Optional[str],
     typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id (default: the shipped model)."),
 ]
-Device = Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where to run the model.")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")]
 Split = Annotated[str, typer.Option("--split", help="Dataset split.")]
@@ -42,16 +41,10 @@ DatasetOptions = Annotated[
 Images = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SegrefineError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
-
-
 def _load(weights: str | None, device: str, dataset: Any = None) -> tuple[Any, dict[str, Any], str]:
-    return load_weights(weights, _device(device), dataset)
+    from segrefine.engine.device import resolve_device
+
+    return load_weights(weights, resolve_device(device), dataset)
 
 
 def _checked(weights: str, check: Any, model: Any) -> None:

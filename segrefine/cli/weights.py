@@ -74,8 +74,8 @@ def push(
     flops_size: str = typer.Option("1024x2048", "--flops-size", help="Input HxW at which the model card reports GMACs."),
 ) -> None:
     """Upload config.json, model.safetensors and a generated model card (README.md) in one commit."""
-    from segrefine.hub import push_to_hub
+    from segrefine.hub import upload_checkpoint
 
     size = parse_size(flops_size, "--flops-size")
-    url = push_to_hub(source, repo_id, revision=revision, private=private, token=token, flops_size=size)
+    url = upload_checkpoint(source, repo_id, revision=revision, private=private, token=token, flops_size=size)
     typer.echo(url)

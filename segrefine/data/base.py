@@ -24,7 +24,6 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 # would only oversubscribe them (and can hang workers forked after it started).
 cv2.setNumThreads(0)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 INVALID = -1  # marks stored label values that are neither a class nor ignore in a lookup table
 
 

@@ -6,7 +6,8 @@ import os
 import re
 from pathlib import Path
 
-from segrefine.data.base import IMAGE_SUFFIXES, FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
+from segrefine.imageio import IMAGE_SUFFIXES
+from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
 from segrefine.data.meta import IGNORE_INDEX, Color, DatasetMeta, voc_palette
 from segrefine.errors import SegrefineError
 

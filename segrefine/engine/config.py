@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -12,42 +13,50 @@ from typing import Any
 from segrefine.engine.recipes import RECIPES
 from segrefine.data.statistics import CLASS_WEIGHTS
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.models import OUTPUT_STRIDE
+from segrefine.models.config import OUTPUT_STRIDE, ModelConfig
+
+
+LOSSES = ("ce", "ohem")
+
+
+def _help(text: str, choices: tuple = ()) -> dict[str, Any]:
+    """Field metadata: the flag's help, and its choices when it has a fixed set."""
+    return {"help": text, "choices": choices}
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # what `device` settings may name (checked again when resolved)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str
-    recipe: str = ""  # empty: the dataset's default recipe
-    data_root: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    variant: str = "lite"
-    memory: bool = False
-    srm: str = "full"
-    srm_kernel: int = 3
-    srm_mask: str = "softmax"
-    crm: str = "attention"
-    iters: int = 0
-    batch_size: int = 0  # total over all processes
-    crop: tuple[int, int] = (0, 0)
-    scale: tuple[float, float] = (0.5, 2.0)
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    poly_power: float = 0.9
-    loss: str = "ce"
-    class_weight: str = "none"  # "none", "enet" (1 / ln(1.02 + p)) or "median" (median frequency balancing)
-    train_split: str = "train"
-    val_split: str = "val"
-    pretrained_backbone: str = "none"
-    eval_every: int = 0  # 0: only at the end
-    save_every: int = 0  # 0: at each evaluation
-    log_every: int = 10
-    device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA, off for CPU
-    seed: int = 0
-    workers: int = 2
-    out: str | None = None
+    """Every training setting; the train command's flags are made from these fields and their help."""
+
+    dataset: str = field(metadata=_help("Dataset adapter (see `segrefine datasets`)."))
+    recipe: str = field(default="", metadata=_help("Named recipe for the dataset (default: the dataset's own)."))
+    data_root: str | None = field(default=None, metadata=_help("Folder holding the dataset."))
+    dataset_options: dict[str, Any] = field(default_factory=dict, metadata=_help("Adapter option KEY=VALUE (repeatable), e.g. length=64 for toy."))
+    model: ModelConfig = field(default_factory=ModelConfig)  # num_classes comes from the dataset
+    iters: int = field(default=0, metadata=_help("Training iterations."))
+    batch_size: int = field(default=0, metadata=_help("Total batch size over all processes."))
+    crop: tuple[int, int] = field(default=(0, 0), metadata=_help("Training crop HxW."))
+    scale: tuple[float, float] = field(default=(0.5, 2.0), metadata=_help("Random rescaling range LOW,HIGH (e.g. 0.5,2.0)."))
+    lr: float = field(default=0.01, metadata=_help("Base learning rate (poly decay)."))
+    weight_decay: float = field(default=5e-4, metadata=_help("SGD weight decay."))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum."))
+    poly_power: float = field(default=0.9, metadata=_help("Power of the poly learning-rate decay."))
+    loss: str = field(default="ce", metadata=_help("Cross-entropy or OHEM cross-entropy.", LOSSES))
+    class_weight: str = field(default="none", metadata=_help("Weight classes by their pixel frequency in the training split: enet 1/ln(1.02+p), median frequency balancing.", CLASS_WEIGHTS))
+    train_split: str = field(default="train", metadata=_help("Split to train on (camvid: trainval for the papers' protocol)."))
+    val_split: str = field(default="val", metadata=_help("Split to validate on."))
+    pretrained_backbone: str = field(default="none", metadata=_help("imagenet, a Hub repo id, a .safetensors file, or none."))
+    eval_every: int = field(default=0, metadata=_help("Validate every N iterations (0: at the end only)."))
+    save_every: int = field(default=0, metadata=_help("Write the `last` checkpoint every N iterations (0: at each validation)."))
+    log_every: int = field(default=10, metadata=_help("Log every N iterations."))
+    device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu, cuda, cuda:N or mps."))
+    amp: bool | None = field(default=None, metadata=_help("Mixed precision (default: on for CUDA, off on CPU)."))
+    seed: int = field(default=0, metadata=_help("Random seed."))
+    workers: int = field(default=2, metadata=_help("Data-loading worker processes."))
+    out: str | None = field(default=None, metadata=_help("Run folder (default: runs/train/expN)."))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -70,15 +79,25 @@ class TrainConfig:
         for name in ("weight_decay", "momentum", "poly_power"):
             if getattr(self, name) < 0:
                 raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
-        if self.loss not in ("ce", "ohem"):
+        if self.loss not in LOSSES:
             raise SettingError(f"`loss` must be ce or ohem, got {self.loss!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise SettingError(f"`class_weight` must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise SettingError(f"`device` must be auto, cpu or cuda, got {self.device!r}")
+        if not DEVICE.fullmatch(self.device):
+            raise SettingError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Settings as stored in a run's config.json ("train") or a config file: `model` a table of ModelConfig
+        fields (older runs list them at the top level), tuples as lists."""
+        data, model = _split_model(data)
+        for key in _TUPLES:
+            if isinstance(data.get(key), list):  # TOML and JSON have no tuples
+                data[key] = tuple(data[key])
+        return cls(**data, model=ModelConfig.from_dict(model))
 
 
 _TUPLES = ("crop", "scale")
@@ -92,7 +111,9 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
     if value is None and "None" in options:
         return
     kind = options[0]
-    if kind.startswith("tuple["):
+    if kind == "ModelConfig":
+        ok, what = isinstance(value, ModelConfig), "a ModelConfig"
+    elif kind.startswith("tuple["):
         items = [i.strip() for i in kind[len("tuple["):-1].split(",")]
         ok = isinstance(value, tuple) and len(value) == len(items) and all(_fits(v, i) for v, i in zip(value, items))
         what = f"{len(items)} {'integers' if items[0] == 'int' else 'finite numbers'}"
@@ -120,7 +141,7 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
     settings = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
     dataset = settings.get("dataset")
     if not dataset:
-        raise SegrefineError("--dataset is required (or a `dataset` entry in --config)")
+        raise SettingError("`dataset` is required (or a `dataset` entry in the `config` file)")
     from segrefine.data import DATASETS, dataset_meta  # noqa: F401  (validates the name with a suggestion)
 
     if dataset not in DATASETS:
@@ -130,12 +151,9 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
         raise SegrefineError(f"unknown recipe {recipe_name!r}; known recipes: {', '.join(RECIPES)}")
     recipe = asdict(RECIPES[recipe_name])
     if recipe["dataset"] != dataset:
-        raise SegrefineError(f"--recipe {recipe_name} is for dataset {recipe['dataset']}, not {dataset}")
+        raise SettingError(f"`recipe` {recipe_name} is for dataset {recipe['dataset']}, not {dataset}")
     settings["recipe"] = recipe_name
-    for key in _TUPLES:
-        if isinstance(settings.get(key), list):  # TOML and JSON have no tuples
-            settings[key] = tuple(settings[key])
-    return TrainConfig(**{**recipe, **settings})
+    return TrainConfig.from_dict({**recipe, **settings})
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -144,18 +162,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as e:
-        raise SegrefineError(f"--config {path}: cannot read it ({e.strerror})") from None
+        raise SettingError(f"`config` {path}: cannot read it ({e.strerror})") from None
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise SegrefineError(f"--config {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {e}") from None
+        raise SettingError(f"`config` {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {e}") from None
     if isinstance(data, dict) and isinstance(data.get("train"), dict):
         data = data["train"]
     if not isinstance(data, dict):
-        raise SegrefineError(f"--config {path} must hold a table/object of settings")
-    known = {f.name for f in fields(TrainConfig)}
+        raise SettingError(f"`config` {path} must hold a table/object of settings")
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - known)
+    if not isinstance(data.get("model", {}), dict):
+        raise SettingError(f"`config` {path}: `model` must be a table of network switches")
+    data, model = _split_model(data)
+    known_model = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(data) - {f.name for f in fields(TrainConfig)}) + sorted(f"model.{k}" for k in set(model) - known_model)
     if unknown:
-        raise SegrefineError(f"--config {path} has unknown settings: {', '.join(unknown)}")
-    return data
+        raise SettingError(f"`config` {path} has unknown settings: {', '.join(unknown)}")
+    return {**data, **model}
+
+
+MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig) if f.name != "num_classes")
+
+
+def _split_model(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training settings, network switches): the `model` table merged with switches given at the top level."""
+    settings = dict(settings)
+    model = {k.replace("-", "_"): v for k, v in dict(settings.pop("model", None) or {}).items()}
+    model.update({f.name: settings.pop(f.name) for f in fields(ModelConfig) if f.name in settings})
+    return settings, model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -16,11 +16,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise SegrefineError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+        raise SettingError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SegrefineError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        raise SettingError(f"`device` {device}: CUDA is not available on this machine (use `device` cpu)")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise SegrefineError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise SettingError(f"`device` {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise SegrefineError(f"--device {device}: MPS is not available on this machine (use --device cpu)")
+        raise SettingError(f"`device` {device}: MPS is not available on this machine (use `device` cpu)")
     return resolved

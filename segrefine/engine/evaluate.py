@@ -25,14 +25,13 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, DatasetMeta
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import predict_logits
+from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
 from segrefine.imageio import decode_failure, opencv_silent, write_image
 from segrefine.errors import SegrefineError
@@ -218,16 +217,8 @@ def _same_size_runs(samples: Sequence[dict[str, Any]]) -> Iterator[list[dict[str
 
 @contextlib.contextmanager
 def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on stderr (stdout stays clean for --json) when it is a terminal; yields `advance()`."""
-    console = Console(stderr=True)
-    if not (enabled and console.is_terminal):
-        yield lambda: None
-        return
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as bar:
+    """A progress bar on stderr (stdout stays clean for --json) when it is a terminal; yields `advance()`."""
+    with progress_bar(description, enabled=enabled) as bar:
         task = bar.add_task(description, total=total)
         yield lambda: bar.advance(task)
 

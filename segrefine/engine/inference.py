@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 
 __all__ = ["MODES", "check_scales", "predict_logits"]
 
@@ -70,16 +70,16 @@ def _check_options(
     num_classes: int,
 ) -> None:
     if mode not in MODES:
-        raise SegrefineError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise SettingError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}")
     check_scales(scales)
     if mode == "slide":
         if crop is None:
-            raise SegrefineError("--crop is required with --mode slide")
+            raise SettingError("`crop` is required with `mode` slide")
         if min(crop) < 1:
-            raise SegrefineError(f"--crop must be positive, got {crop[0]}x{crop[1]}")
+            raise SettingError(f"`crop` must be positive, got {crop[0]}x{crop[1]}")
         if stride is not None and (min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]):
-            raise SegrefineError(
-                f"--stride must be positive and at most the crop {crop[0]}x{crop[1]}, got {stride[0]}x{stride[1]}"
+            raise SettingError(
+                f"`stride` must be positive and at most the crop {crop[0]}x{crop[1]}, got {stride[0]}x{stride[1]}"
             )
     for pair in flip_pairs:
         if len(pair) != 2 or not all(0 <= c < num_classes for c in pair):

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from segrefine.data.meta import IGNORE_INDEX
+
 AUX_WEIGHT = 0.4  # auxiliary head; this and the next: the weights of the MCIBI reference code (Jin et al., ICCV 2021)
 MEMORY_WEIGHT = 0.4  # class-probability head of the memory block
 

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from segrefine.data.meta import IGNORE_INDEX
 from segrefine.errors import SegrefineError
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "summary",
 ]
 
-IGNORE_INDEX = 255
 BOUNDARY_RATIO = 0.02
 
 

@@ -30,15 +30,15 @@ from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import MODES, check_scales, predict_logits
 from segrefine.engine.device import resolve_device
-from segrefine.errors import SegrefineError
+from segrefine.engine.predict_files import OUTPUTS, PredictReport, predict_files
+from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.registry import DEFAULT_TASK
 from segrefine import imageio
 from segrefine.imageio import UnreadableInput, atomic_write, opencv_silent, read_image, write_image
 
 __all__ = [
     "DEFAULT_TASK",
-    "IMAGE_SUFFIXES",
-    "VIDEO_SUFFIXES",
+    "PredictReport",
     "Predictor",
     "UnreadableInput",
     "check_alpha",
@@ -48,8 +48,6 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 VIDEO_FOURCC = "mp4v"
 FALLBACK_FPS = 25.0  # for containers that do not record a frame rate
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
@@ -87,7 +85,7 @@ def _runs(sizes: Sequence[Size], limit: int) -> Iterator[list[int]]:
 def check_alpha(alpha: float) -> None:
     """Overlay weights are fractions."""
     if not 0.0 <= alpha <= 1.0:
-        raise SegrefineError(f"--alpha must be between 0 and 1, got {alpha}")
+        raise SettingError(f"`alpha` must be between 0 and 1, got {alpha}")
 
 
 @dataclass(eq=False)
@@ -109,12 +107,12 @@ class Predictor:
         if self.batch_size is None:
             self.batch_size = DEFAULT_BATCH_SIZE.get(self.device.type, 1)
         if self.mode not in MODES:
-            raise SegrefineError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise SettingError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "slide" and self.crop is None:
-            raise SegrefineError("--mode slide needs --crop HxW")
+            raise SettingError("`mode` slide needs `crop` (H, W)")
         check_scales(self.scales)
         if self.batch_size < 1:
-            raise SegrefineError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise SettingError(f"`batch_size` must be at least 1, got {self.batch_size}")
         self.num_classes = int(self.config["model"]["num_classes"])
         self.classes: tuple[str, ...] = tuple(self.config.get("classes") or map(str, range(self.num_classes)))
         self.palette: tuple[tuple[int, int, int], ...] = tuple(
@@ -153,6 +151,27 @@ class Predictor:
         check_alpha(alpha)
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _rgb(image)
         return imageio.overlay(rgb, label, self.palette, alpha)
+
+    def predict_files(
+        self,
+        inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+        out: str | os.PathLike,
+        *,
+        save: Sequence[str] = OUTPUTS,
+        alpha: float = 0.5,
+        overwrite: bool = False,
+        progress: bool = False,
+        on_message: Callable[[str], None] | None = None,
+    ) -> PredictReport:
+        """Segment image files, folders (recursively), globs and videos into `out`: `<name>_label.png` (train ids),
+        `_color.png`, `_overlay.png` (the kinds in `save`) and `<name>_overlay.mp4` for videos; existing outputs are
+        kept unless `overwrite`. Unreadable inputs are skipped and listed in the report's `failed`."""
+        check_alpha(alpha)
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        return predict_files(
+            self, inputs, out, save=save, alpha=alpha, overwrite=overwrite, progress=progress, on_message=on_message
+        )
 
     def predict_video(
         self,

@@ -1,29 +1,34 @@
-"""Training progress: a rich bar with ETA, loss, lr and images/s on a terminal; plain log lines otherwise."""
+"""Progress bars (rich, on stderr, only on a terminal) for training, evaluation and prediction."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)  # fmt: skip
+
+
+def progress_bar(label: str, *extra: ProgressColumn, console: Console | None = None, enabled: bool = True) -> Progress:
+    """LABEL, bar, done/total, elapsed, ETA, then `extra` columns; disabled off a terminal (stdout stays clean)."""
+    console = console or Console(stderr=True)
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), *extra, console=console, disable=not (enabled and console.is_terminal),
+    )  # fmt: skip
 
 
 class TrainProgress:
+    """Training progress: the bar with loss, lr and images/s on a terminal; plain log lines otherwise."""
+
     def __init__(self, total: int, start: int = 0, enabled: bool = True) -> None:
         self.console = Console(stderr=True)
         self.enabled = enabled
         self.live = enabled and self.console.is_terminal
         self.total = total
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
-            console=self.console,
-            disable=not self.live,
+        self.progress = progress_bar(
+            "[bold]train", TextColumn("{task.fields[stats]}"), console=self.console, enabled=enabled
         )
         self.task = self.progress.add_task("train", total=total, completed=start, stats="")
 

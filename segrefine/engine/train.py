@@ -7,6 +7,7 @@ import re
 import resource
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from segrefine import __version__
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.statistics import class_frequencies, class_weights
 from segrefine.data.transforms import eval_transform, train_transform
@@ -28,10 +28,11 @@ from segrefine.engine.device import resolve_device
 from segrefine.engine.progress import TrainProgress
 from segrefine.engine.sampling import SeededSamples, StreamBatchSampler, collate_or_error
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.imageio import folder_problem, write_text
-from segrefine.hub import RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, HubUnreachable, fetch_backbone, save_pretrained
-from segrefine.models import ModelConfig, build_model
-from segrefine.models.backbone import load_imagenet_weights
+from segrefine.imageio import folder_problem, write_json, write_text
+from segrefine.hub import (
+    RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, HubUnreachable, SegRefineModel, checkpoint_config, fetch_backbone,
+    load_backbone_weights, load_state, load_weights_file, save_checkpoint,
+)  # fmt: skip
 
 RUNS_ROOT = Path("runs/train")
 CONFIG_FILE = "config.json"
@@ -70,8 +71,6 @@ def _init_backbone(model: nn.Module, source: str) -> None:
     if source == "imagenet":
         source = backbone.name
     if Path(source).is_file():
-        from segrefine.hub import load_state
-
         state = load_state(source)
     else:
         repo, _, revision = source.partition("@")
@@ -81,7 +80,7 @@ def _init_backbone(model: nn.Module, source: str) -> None:
             raise SettingError(
                 f"{e}; or set `pretrained_backbone` to none (no ImageNet initialisation) or to a local .safetensors file"
             ) from None
-    load_imagenet_weights(backbone, state, source)
+    load_backbone_weights(backbone, state, source)
 
 
 def holds_run(folder: Path) -> bool:
@@ -135,8 +134,8 @@ class Trainer:
         if self.device.type == "cuda" and self.ctx.distributed:
             self.device = torch.device("cuda", self.ctx.local_rank)
         if config.batch_size % self.ctx.world_size:
-            raise SegrefineError(
-                f"--batch-size {config.batch_size} is the total batch; it must divide by the {self.ctx.world_size} processes"
+            raise SettingError(
+                f"`batch_size` {config.batch_size} is the total batch; it must divide by the {self.ctx.world_size} processes"
             )
         self.meta = dataset_meta(config.dataset, config.data_root)
         options = dict(config.dataset_options)
@@ -151,17 +150,15 @@ class Trainer:
             config.class_weight,
             class_frequencies(self.train_set, self.meta.num_classes) if config.class_weight != "none" else None,
         )
-        self.model_config = ModelConfig(
-            variant=config.variant, num_classes=len(self.meta.classes), memory=config.memory, srm=config.srm,
-            srm_kernel=config.srm_kernel, srm_mask=config.srm_mask, crm=config.crm,
-        )
+        # The network predicts the dataset's classes; the run's config.json records the resolved settings.
+        self.config = replace(config, model=replace(config.model, num_classes=self.meta.num_classes))
 
     # --- setup --------------------------------------------------------------------------------------------------
 
     def _build(self) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        model = build_model(self.model_config)
+        model = SegRefineModel(cfg.model, self._info())
         if cfg.pretrained_backbone != "none":
             _init_backbone(model, cfg.pretrained_backbone)
         # channels-last runs the convolutions 1.3-1.5× faster on CPU and on CUDA tensor cores
@@ -186,9 +183,7 @@ class Trainer:
                 raise SettingError(
                     f"`resume`: {self.run_dir} has no complete checkpoint to resume from (start it over with `overwrite`)"
                 )
-            from segrefine.hub import load_state, load_state_dict_strict
-
-            load_state_dict_strict(unwrap(model), load_state(folder / "model.safetensors"), str(folder))
+            load_weights_file(unwrap(model), folder / WEIGHTS_NAME, str(folder))
             state = restore_trainer_state(folder, self.optimizer, self.scheduler, self.scaler)
             self.start, self.best = state["iteration"], state.get("best_miou", float("-inf"))
             self.saved = self.start
@@ -218,24 +213,17 @@ class Trainer:
             replace_folder(self.run_dir / folder, lambda tmp: self._write_checkpoint(tmp, tensors, state, metrics))
 
     def _write_checkpoint(self, folder: Path, tensors: dict, state: dict, metrics: dict | None) -> None:
-        save_pretrained(
-            unwrap(self.model), folder, dataset=self.config.dataset, classes=self.meta.classes,
-            palette=self.meta.palette, flip_pairs=self.meta.flip_pairs, metrics=metrics,
-            extra={"train": self.config.to_dict()},
-        )
+        save_checkpoint(unwrap(self.model), folder, **self._info(), metrics=metrics)
         write_trainer_state(folder, tensors, state)
 
+    def _info(self) -> dict[str, Any]:
+        """What the run's config.json and its checkpoints record besides the network's switches."""
+        meta = self.meta
+        return {"dataset": self.config.dataset, "classes": meta.classes, "palette": meta.palette,
+                "flip_pairs": meta.flip_pairs, "extra": {"train": self.config.to_dict()}}  # fmt: skip
+
     def _write_run_config(self) -> None:
-        config = {
-            "segrefine_version": __version__,
-            "model": self.model_config.to_dict(),
-            "dataset": self.config.dataset,
-            "classes": list(self.meta.classes),
-            "palette": [list(c) for c in self.meta.palette],
-            "flip_pairs": [list(p) for p in self.meta.flip_pairs],
-            "train": self.config.to_dict(),
-        }
-        write_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2))
+        write_json(self.run_dir / CONFIG_FILE, checkpoint_config(self.config.model, **self._info()))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -341,7 +329,7 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.scheduler.step()
-                if self.model_config.memory:
+                if self.config.model.memory:
                     unwrap(model).memory.update(outputs["features"].detach(), labels, 0.9 * lr / cfg.lr)
                 self._check_finite(it + 1, losses["total"], weights=True)
                 step = self.step = it + 1
@@ -363,12 +351,12 @@ class Trainer:
                     summary = self.evaluate()
                     metrics = {k: summary[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU")}
                     self._log({"iter": step, "val": metrics, "time": round(time.time(), 3)})
-                    progress.note(f"iter {step}: val mIoU {100 * metrics['mIoU']:.2f}%")
+                    progress.note(f"iter {step}: val mIoU {metrics['mIoU']:.4f}")
                     if metrics["mIoU"] > self.best:
                         self.best = metrics["mIoU"]
                         self._save(RUN_BEST_DIR, step, metrics)
                     if step == cfg.iters and self.ctx.is_main:
-                        write_text(self.run_dir / EVAL_FILE, json.dumps({"iter": step, **summary}, indent=2))
+                        write_json(self.run_dir / EVAL_FILE, {"iter": step, **summary})
                 if step % save_every == 0 or step == cfg.iters:
                     self._save(RUN_LAST_DIR, step, metrics)
                     self.saved = step
@@ -426,10 +414,8 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     allowed = {"device", "workers", "amp", "out"}
     changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
     if changed:
-        raise SegrefineError(f"--resume continues {run_dir} as configured; cannot change: {', '.join(changed)}")
+        raise SettingError(f"`resume` continues {run_dir} as configured; cannot change: {', '.join(changed)}")
     settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
     settings["out"] = str(run_dir)
-    for key in ("crop", "scale"):
-        settings[key] = tuple(settings[key])
-    return TrainConfig(**settings)
+    return TrainConfig.from_dict(settings)
 

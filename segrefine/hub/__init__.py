@@ -8,20 +8,23 @@ from segrefine.hub.checkpoint import (
     RUN_LAST_DIR,
     WEIGHTS_NAME,
     check_safetensors,
+    checkpoint_config,
     class_mismatch,
     describe,
-    load_model,
+    load_backbone_weights,
     load_state,
     load_state_dict_strict,
+    load_weights_file,
     read_config,
     rebuild,
-    save_pretrained,
+    save_checkpoint,
 )
+from segrefine.hub.pretrained import SegRefineModel, build_model, load_model
 from segrefine.hub.reference import HubUnreachable, ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
 from segrefine.hub.registry import (
     DEFAULT_TASK, BackboneEntry, ModelEntry, Registry, default_model, default_weights, load_registry,
 )  # fmt: skip
-from segrefine.hub.upload import push_to_hub
+from segrefine.hub.upload import upload_checkpoint
 
 __all__ = [
     "CONFIG_NAME",
@@ -36,21 +39,26 @@ __all__ = [
     "ResolvedWeights",
     "DEFAULT_TASK",
     "check_safetensors",
+    "checkpoint_config",
     "class_mismatch",
     "default_model",
     "default_weights",
     "describe",
     "fetch_backbone",
+    "build_model",
+    "load_backbone_weights",
     "load_model",
+    "load_weights_file",
     "load_registry",
     "load_state",
     "load_state_dict_strict",
     "model_card",
     "pull",
-    "push_to_hub",
     "read_config",
     "rebuild",
     "resolve",
     "resolve_local",
-    "save_pretrained",
+    "save_checkpoint",
+    "upload_checkpoint",
+    "SegRefineModel",
 ]

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_model
 from torch import Tensor, nn
 
 from segrefine.errors import SegrefineError
-from segrefine.imageio import atomic_write, read_json
+from segrefine.imageio import atomic_write, read_json, write_json
+from segrefine.models.backbone import ResNetBackbone
+from segrefine.models.config import ModelConfig
+from segrefine.models.segmenter import SegRefineNet
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -34,9 +38,8 @@ _PICKLE_VERSIONS = (b"\x02", b"\x03", b"\x04", b"\x05")
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
-def save_pretrained(
-    model: nn.Module,
-    folder: str | Path,
+def checkpoint_config(
+    model: ModelConfig,
     *,
     dataset: str,
     classes: Sequence[str],
@@ -44,16 +47,15 @@ def save_pretrained(
     flip_pairs: Iterable[Sequence[int]] = (),
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write `config.json` and `model.safetensors` of `model` into `folder` (created if needed); returns the folder.
+) -> dict[str, Any]:
+    """The contents of a checkpoint's config.json: the network's switches under "model", then what it learned from.
 
-    `extra` adds top-level entries to config.json (e.g. `{"train": {...}}`); it may not replace the fixed ones.
+    `extra` adds top-level entries (e.g. `{"train": {...}}`); it may not replace the fixed ones.
     """
-    model_config = model.config.to_dict()
-    num_classes = model_config.get("num_classes")
-    if num_classes is not None and not len(classes) == len(palette) == num_classes:
+    if not len(classes) == len(palette) == model.num_classes:
         raise SegrefineError(
-            f"cannot save a {num_classes}-class model with {len(classes)} class names and {len(palette)} palette colours"
+            f"cannot save a {model.num_classes}-class model with {len(classes)} class names and {len(palette)} "
+            "palette colours"
         )
     clash = sorted(set(extra or {}) & set(_RESERVED_KEYS))
     if clash:
@@ -63,7 +65,7 @@ def save_pretrained(
 
     config: dict[str, Any] = {
         "segrefine_version": __version__,
-        "model": model_config,
+        "model": model.to_dict(),
         "dataset": dataset,
         "classes": list(classes),
         "palette": [[int(c) for c in colour] for colour in palette],
@@ -72,13 +74,19 @@ def save_pretrained(
     if metrics is not None:
         config["metrics"] = _json_safe(metrics)
     config.update(_json_safe(dict(extra or {})))
+    return config
 
+
+def save_checkpoint(model: nn.Module, folder: str | Path, **info: Any) -> Path:
+    """Write `config.json` (see `checkpoint_config` for `info`) and `model.safetensors` of `model` into `folder`
+    (created if needed); returns the folder."""
+    config = checkpoint_config(model.config, **info)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = _unshared_contiguous(model.state_dict())
-    # Weights first: a folder whose config.json is present always has its weights.
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2, allow_nan=False) + "\n"))
+    # Weights first: a folder whose config.json is present always has its weights. save_model stores a tied
+    # tensor once; load_model restores it under all its names.
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
+    write_json(folder / CONFIG_NAME, config)
     return folder
 
 
@@ -109,20 +117,35 @@ def check_safetensors(path: Path) -> None:
     raise SegrefineError(f"{path} is not a safetensors file")
 
 
-def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load `state` into `module`; any missing or unexpected key or shape mismatch is one error naming them.
+def load_weights_file(module: nn.Module, path: str | Path, source: str) -> None:
+    """Load a safetensors file into `module`, strictly: any missing or unexpected key or shape mismatch is one error
+    naming them. Pickles are refused."""
+    path = Path(path)
+    check_safetensors(path)
+    try:
+        missing, unexpected = load_model(module, str(path), strict=False)
+    except RuntimeError as e:  # load_state_dict's shape mismatches, one "size mismatch for NAME: ..." line each
+        mismatched = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        raise SegrefineError(f"weights in {source} do not fit the model: {_listing('shape mismatches', mismatched)}") from None
+    except (SafetensorError, OSError) as e:
+        raise SegrefineError(f"{path} is not a readable safetensors file: {_one_line(e)}") from None
+    _refuse_misfit(source, missing, sorted(unexpected), [])
 
-    Tied tensors (one tensor under several names) need only one of their names in `state`.
-    """
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Load `state` into `module`; any missing or unexpected key or shape mismatch is one error naming them."""
     own = module.state_dict()
-    aliases = _alias_groups(own)
-    missing = [group[0] for group in aliases if not any(name in state for name in group)]
-    unexpected = sorted(set(state) - set(own))
     mismatched = [
         f"{name} {_shape(state[name])} vs {_shape(own[name])}"
         for name in own
         if name in state and state[name].shape != own[name].shape
     ]
+    _refuse_misfit(source, [k for k in own if k not in state], sorted(set(state) - set(own)), mismatched)
+    with torch.no_grad():
+        module.load_state_dict(dict(state), strict=True)
+
+
+def _refuse_misfit(source: str, missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> None:
     problems = [
         _listing(label, items)
         for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
@@ -130,12 +153,6 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], sourc
     ]
     if problems:
         raise SegrefineError(f"weights in {source} do not fit the model: " + "; ".join(problems))
-    full = dict(state)
-    for group in aliases:
-        present = next(name for name in group if name in state)
-        full.update({name: state[present] for name in group})
-    with torch.no_grad():
-        module.load_state_dict(full, strict=True)
 
 
 def describe(ref: str | Path, config: Mapping[str, Any]) -> str:
@@ -171,47 +188,13 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def rebuild(config: Mapping[str, Any]) -> nn.Module:
     """Build the (untrained) network that a config.json describes."""
-    from segrefine.models import ModelConfig, build_model
-
-    return build_model(ModelConfig.from_dict(dict(config["model"])))
+    return SegRefineNet(ModelConfig.from_dict(dict(config["model"])))
 
 
-def load_model(
-    ref: str | Path, device: str | torch.device = "cpu", *, token: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Resolve a weights reference, rebuild its network and load it strictly; returns (model in eval mode, config)."""
-    from segrefine.hub.reference import resolve
-
-    weights = resolve(ref, token=token)
-    config = read_config(weights.config_path)
-    model = rebuild(config)
-    load_state_dict_strict(model, load_state(weights.weights_path), str(ref))
-    return model.to(device).eval(), config
-
-
-def _alias_groups(state: Mapping[str, Tensor]) -> list[list[str]]:
-    """Names grouped by the tensor they refer to (same storage, offset, shape and strides), in state order."""
-    groups: dict[tuple, list[str]] = {}
-    for name, t in state.items():
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
-        # Empty tensors share a null pointer without sharing anything.
-        groups.setdefault(key if t.numel() else (name,), []).append(name)
-    return list(groups.values())
-
-
-def _unshared_contiguous(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """One entry per tied tensor, each contiguous and owning its storage (safetensors refuses shared memory)."""
-    out: dict[str, Tensor] = {}
-    used: set[tuple] = set()
-    for group in _alias_groups(state):
-        t = state[group[0]].detach()
-        if not t.is_contiguous():
-            t = t.contiguous()
-        elif t.numel() and (t.device, t.untyped_storage().data_ptr()) in used:
-            t = t.clone()
-        used.add((t.device, t.untyped_storage().data_ptr()))
-        out[group[0]] = t
-    return out
+def load_backbone_weights(backbone: ResNetBackbone, state: Mapping[str, Tensor], source: str) -> None:
+    """Load an ImageNet classifier's state dict (torchvision/timm key names) into a backbone, strictly; the
+    classifier (`fc.*`) is dropped."""
+    load_state_dict_strict(backbone, {k: v for k, v in state.items() if not k.startswith("fc.")}, source)
 
 
 def _json_safe(value: Any) -> Any:

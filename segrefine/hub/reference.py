@@ -23,7 +23,7 @@ from huggingface_hub.errors import (
 )
 from torch import Tensor
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.checkpoint import (
     CONFIG_NAME,
     RUN_BEST_DIR,
@@ -231,22 +231,22 @@ def _check_reachable(
 def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> SegrefineError:
     """One line for a failed Hub call on `repo_id`."""
     if isinstance(error, RevisionNotFoundError):
-        return SegrefineError(f"revision {revision!r} not found in Hub repo {repo_id}")
+        return SettingError(f"revision {revision!r} not found in Hub repo {repo_id}")
     if isinstance(error, GatedRepoError):
-        return SegrefineError(f"Hub repo {repo_id} is gated: accept its terms on the Hub and pass a token (--token or HF_TOKEN)")
+        return SettingError(f"Hub repo {repo_id} is gated: accept its terms on the Hub and pass a token (`token` or HF_TOKEN)")
     if isinstance(error, RepositoryNotFoundError):
-        return SegrefineError(
-            f"Hub repo {repo_id} not found at {constants.ENDPOINT} (a private repo needs a token: --token or HF_TOKEN)"
+        return SettingError(
+            f"Hub repo {repo_id} not found at {constants.ENDPOINT} (a private repo needs a token: `token` or HF_TOKEN)"
         )
     if isinstance(error, OfflineModeIsEnabled):
-        return SegrefineError(f"cannot reach the Hub for {repo_id}: HF_HUB_OFFLINE=1 is set; unset it to go online")
+        return SettingError(f"cannot reach the Hub for {repo_id}: HF_HUB_OFFLINE=1 is set; unset it to go online")
     status = getattr(getattr(error, "response", None), "status_code", None)
     if status in (401, 403):
-        return SegrefineError(
-            f"the Hub refused access to {repo_id} (HTTP {status}): pass a valid token with --token or set HF_TOKEN"
+        return SettingError(
+            f"the Hub refused access to {repo_id} (HTTP {status}): pass a valid token with `token` or set HF_TOKEN"
         )
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return SegrefineError(f"Hub request for {repo_id} failed: {first}")
+    return SettingError(f"Hub request for {repo_id} failed: {first}")
 
 
 def _verify_sha256(path: Path, expected: str, what: str) -> None:

@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 
 SCHEMA_VERSION = 1
 ZOO_PACKAGE = "segrefine.weights"
@@ -136,14 +136,13 @@ def default_weights(dataset_or_task: str, registry: Registry | None = None) -> M
     if entry is not None:
         return entry
     if not registry.models:
-        raise SegrefineError(
-            "the model registry holds no trained segrefine checkpoint yet: train one with `segrefine train` "
-            "and pass it with --weights"
+        raise SettingError(
+            "the model registry holds no trained segrefine checkpoint yet: train one and pass it as `weights`"
         )
     names = ", ".join(m.name for m in registry.models)
-    raise SegrefineError(
+    raise SettingError(
         f"the model registry has no default checkpoint for {dataset_or_task!r} (published: {names}); "
-        "pass one with --weights"
+        "pass one as `weights`"
     )
 
 

@@ -11,11 +11,13 @@ from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, load_state_dict_strict, read_config, rebuild
 from segrefine.hub.reference import HUB_ID, hub_error, resolve_local, transport_errors
+from segrefine.models.config import ModelConfig
+from segrefine.models.flops import FlopReport, count_flops
 
 CARD_NAME = "README.md"
 
 
-def push_to_hub(
+def upload_checkpoint(
     source: str | Path,
     repo_id: str,
     *,
@@ -32,7 +34,7 @@ def push_to_hub(
     token must be at hand (`token`, HF_TOKEN or a saved login) before the Hub is contacted.
     """
     if not HUB_ID.fullmatch(repo_id) or "@" in repo_id:
-        raise SegrefineError(f"Hub repo id must be owner/name (use --revision for a branch), got {repo_id!r}")
+        raise SettingError(f"Hub repo id must be owner/name (use `revision` for a branch), got {repo_id!r}")
     if constants.HF_HUB_OFFLINE:
         raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")
     weights = resolve_local(source)
@@ -78,8 +80,5 @@ def push_to_hub(
     return info.commit_url
 
 
-def _complexity(config: dict, size: tuple[int, int]):
-    from segrefine.engine.flops import count_flops
-    from segrefine.models import ModelConfig
-
+def _complexity(config: dict, size: tuple[int, int]) -> FlopReport:
     return count_flops(ModelConfig.from_dict(dict(config["model"])), size)

@@ -9,7 +9,6 @@ import torchvision
 from torch import Tensor, nn
 
 
-
 @dataclass(frozen=True)
 class BackboneSpec:
     build: Callable[..., torchvision.models.ResNet]
@@ -43,11 +42,3 @@ class ResNetBackbone(nn.Module):
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
         return c2, c3, c4, c5
-
-
-def load_imagenet_weights(backbone: ResNetBackbone, state: dict[str, Tensor], source: str) -> None:
-    """Load an ImageNet classifier's state dict (torchvision/timm key names) into the backbone, strictly; the
-    classifier (`fc.*`) is dropped."""
-    from segrefine.hub import load_state_dict_strict
-
-    load_state_dict_strict(backbone, {k: v for k, v in state.items() if not k.startswith("fc.")}, source)

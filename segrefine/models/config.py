@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from segrefine.errors import SegrefineError
+from segrefine.models.registry import VARIANTS
 
 SRM_MODES = ("bilinear", "flow", "full")
 SRM_MASKS = ("softmax", "sigmoid")
 SRM_KERNELS = (1, 3, 5)
 CRM_MODES = ("off", "gate", "attention")
+OUTPUT_STRIDE = 32  # the coarsest backbone stage (c5) is 1/32 of the input: smaller inputs leave it one pixel
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Every switch of the network; `config.json` stores exactly these fields under "model"."""
 
-    variant: str = "lite"
+    variant: str = field(default="lite", metadata={"help": "Network variant.", "choices": tuple(VARIANTS)})
     num_classes: int = 19
-    srm: str = "full"
-    srm_kernel: int = 3
-    srm_mask: str = "softmax"
-    crm: str = "attention"
-    memory: bool = False
-    memory_dim: int = 0  # 0: the decoder width of the variant
-    aux: bool = True  # training-only auxiliary FCN head on C4
+    srm: str = field(default="full", metadata={"help": "SRM mode.", "choices": SRM_MODES})
+    srm_kernel: int = field(default=3, metadata={"help": "SRM neighbourhood size.", "choices": SRM_KERNELS})
+    srm_mask: str = field(default="softmax", metadata={"help": "SRM mask activation.", "choices": SRM_MASKS})
+    crm: str = field(default="attention", metadata={"help": "CRM mode.", "choices": CRM_MODES})
+    memory: bool = field(default=False, metadata={"help": "Add the MCIBI class memory."})
+    memory_dim: int = field(default=0, metadata={"help": "Memory feature width (0: the variant's decoder width)."})
+    aux: bool = field(default=True, metadata={"help": "Train with the auxiliary FCN head on C4."})
 
     def __post_init__(self) -> None:
-        from segrefine.models.registry import VARIANTS
-
         _check("variant", self.variant, tuple(VARIANTS))
         _check("srm", self.srm, SRM_MODES)
         _check("srm_mask", self.srm_mask, SRM_MASKS)

@@ -15,7 +15,6 @@ from segrefine.models.registry import VARIANTS
 from segrefine.models.srm import SemanticRefinement
 
 LEVELS = ("c4", "c3", "c2")  # decoder levels, coarse to fine
-OUTPUT_STRIDE = 32  # the coarsest backbone stage (c5) is 1/32 of the input: smaller inputs leave it one pixel
 
 
 def _resize(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from segrefine.models import ModelConfig, build_model
+from segrefine.models.config import ModelConfig
+from segrefine.models.segmenter import SegRefineNet
 
 # What FlopCounterMode does not count in this network: cheap, memory-bound ops papers leave out too.
 UNCOUNTED = (
@@ -67,7 +68,7 @@ def count_flops(config: ModelConfig, size: tuple[int, int] = (1024, 2048)) -> Fl
     """Count the eval-mode network (auxiliary heads excluded) at batch 1 and the given H×W."""
     config = replace(config, aux=False)
     with torch.device("meta"):
-        model = build_model(config).eval()
+        model = SegRefineNet(config).eval()
         inputs = torch.empty(1, 3, *size)
     total, per_module = count_module_flops(model, inputs)
     params = sum(p.numel() for p in model.parameters())

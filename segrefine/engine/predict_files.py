@@ -1,0 +1,272 @@
+"""The predict job: images, folders, globs and videos -> label maps, colour maps and overlays on disk.
+
+Output names: an image given by name, `a/b/x.jpg`, gives `OUT/x_label.png`, `OUT/x_color.png` and
+`OUT/x_overlay.png`; files found in a folder (or by a glob) keep their path below that folder (below the glob's
+fixed leading folders), so `photos/day/x.jpg` found in `photos/` gives `OUT/day/x_label.png` and equal file names in
+different sub-folders never meet. A video gives one `OUT/<stem>_overlay.mp4` at its frame rate and size. Two inputs
+that would still write the same outputs (`x.png` and `x.jpg` side by side) are a failure for the second one.
+Existing outputs are kept unless `overwrite`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from segrefine.engine.progress import progress_bar
+from segrefine.errors import SegrefineError
+from segrefine.imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableInput, read_image, write_image
+
+if TYPE_CHECKING:
+    from segrefine.engine.predictor import Predictor
+
+OUTPUTS = ("label", "color", "overlay")
+_GLOB_CHARS = frozenset("*?[")
+FFMPEG_QUIET = -8  # AV_LOG_QUIET
+
+
+@dataclass
+class PredictReport:
+    """What a predict job did: files written and kept, inputs that failed (with why), images, frames and time."""
+
+    out: Path
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)  # existing outputs left as they were (no `overwrite`)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one line saying why)
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def seconds_per_image(self) -> float | None:
+        """Wall time per predicted image or video frame (reading, inference and writing included)."""
+        done = self.images + self.frames
+        return self.seconds / done if done else None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One input file and the name (relative to `out`, without suffix) its outputs are written under."""
+
+    source: Path
+    name: PurePath
+
+    @property
+    def video(self) -> bool:
+        return self.source.suffix.lower() in VIDEO_SUFFIXES
+
+    def targets(self, out: Path, save: Sequence[str]) -> dict[str, Path]:
+        folder = out / self.name.parent
+        if self.video:
+            return {"overlay": folder / f"{self.name.name}_overlay.mp4"}
+        return {kind: folder / f"{self.name.name}_{kind}.png" for kind in save}
+
+
+class _Run:
+    """The state of one job: the report, plus the `on_message` callback for failures and notes as they happen."""
+
+    def __init__(self, report: PredictReport, on_message: Callable[[str], None] | None) -> None:
+        self.report = report
+        self.on_message = on_message
+
+    def fail(self, source: object, message: str) -> None:
+        """`message`: one line naming the input and what is wrong with it."""
+        self.report.failed.append((str(source), message))
+        self.note(f"skipped: {message}")
+
+    def note(self, message: str) -> None:
+        if self.on_message is not None:
+            self.on_message(message)
+
+
+def check_save(save: Sequence[str]) -> tuple[str, ...]:
+    """The kinds of output to write, in canonical order; unknown kinds are an error."""
+    unknown = [kind for kind in save if kind not in OUTPUTS]
+    if unknown or not save:
+        raise SegrefineError(f"`save` takes some of {', '.join(OUTPUTS)}, got {', '.join(save) or 'nothing'}")
+    return tuple(kind for kind in OUTPUTS if kind in save)
+
+
+def _media(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def _below(folder: Path, out: Path) -> list[Path]:
+    """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder."""
+    out = out.resolve()
+    found = (p for p in folder.rglob("*") if p.is_file() and _media(p))
+    return sorted(p for p in found if out not in p.resolve().parents)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The leading folders of a glob pattern that hold no wildcard."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path()
+
+
+def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[_Job]:
+    """The files behind `inputs`, in order and each once; missing paths, empty globs and clashes are failures."""
+    jobs: list[_Job] = []
+    seen: set[Path] = set()
+    owners: dict[Path, Path] = {}  # output file -> the input that writes it (any `save`: stable across runs)
+
+    def add(source: Path, name: PurePath) -> None:
+        key = source.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        job = _Job(source, name)
+        targets = job.targets(out, OUTPUTS).values()
+        clash = next((owners[t] for t in targets if t in owners), None)
+        if clash is not None:
+            run.fail(source, f"{source}: its outputs ({out / name}_*) would overwrite those of {clash}; predict it into another `out`")
+            return
+        owners.update(dict.fromkeys(targets, source))
+        jobs.append(job)
+
+    def add_tree(folder: Path, base: Path, given: str) -> None:
+        files = _below(folder, out)
+        if not files:
+            run.fail(given, f"{given}: no images or videos in this folder")
+        for path in files:
+            add(path, path.relative_to(base).with_suffix(""))
+
+    for given in map(os.fspath, inputs):
+        path = Path(given).expanduser()
+        if path.is_file():
+            add(path, PurePath(path.stem))
+        elif path.is_dir():
+            add_tree(path, path, given)
+        elif _GLOB_CHARS & set(given):
+            pattern = os.path.expanduser(given)
+            base = _glob_base(pattern)
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+            if not matches:
+                run.fail(given, f"{given}: no file matches this pattern")
+            for match in matches:
+                if match.is_dir():
+                    add_tree(match, base, given)
+                else:
+                    add(match, match.relative_to(base).with_suffix(""))
+        else:
+            run.fail(given, f"{given}: no such file or folder")
+    return jobs
+
+
+def _todo(job: _Job, out: Path, save: Sequence[str], overwrite: bool, run: _Run) -> dict[str, Path]:
+    """The outputs of `job` to write: existing ones are kept (and reported) unless `overwrite`."""
+    targets = job.targets(out, save)
+    if overwrite:
+        return targets
+    kept = [path for path in targets.values() if path.exists()]
+    if kept:
+        run.report.kept += kept
+        run.note(f"kept existing {', '.join(str(p) for p in kept)} (`overwrite` replaces them)")
+    return {kind: path for kind, path in targets.items() if not path.exists()}
+
+
+def _write(predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: dict[str, Path], alpha: float) -> list[Path]:
+    for kind, path in targets.items():
+        if kind == "label":
+            write_image(path, label)
+        elif kind == "color":
+            write_image(path, predictor.colorize(label))
+        else:
+            write_image(path, predictor.overlay(image, label, alpha))
+    return list(targets.values())
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    save: Sequence[str] = OUTPUTS,
+    alpha: float = 0.5,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_message: Callable[[str], None] | None = None,
+) -> PredictReport:
+    """Segment image files, folders (recursively), globs and videos into `out`; see this module for the names.
+
+    Unreadable or missing inputs are reported (in the result and through `on_message`) and skipped; images of one
+    size are batched up to the predictor's batch size. `progress` shows a bar on a terminal.
+    """
+    kinds = check_save(save)
+    out = Path(out)
+    report = PredictReport(out)
+    run = _Run(report, on_message)
+    jobs = _collect(inputs, out, run)
+    if not jobs:
+        return report
+    # A broken video is reported in one line of ours; FFmpeg (inside OpenCV) would add its own error lines.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_QUIET))
+    bar = progress_bar("[bold]predict", enabled=progress and len(jobs) > 1)
+    start = time.perf_counter()
+    with bar:
+        task = bar.add_task("", total=len(jobs))
+        _run_images(predictor, [job for job in jobs if not job.video], kinds, alpha, overwrite, run, lambda n: bar.advance(task, n))
+        for job in jobs:
+            if job.video:
+                _run_video(predictor, job, alpha, overwrite, run)
+                bar.advance(task)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _run_images(
+    predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, run: _Run,
+    advance: Callable[[int], None],
+) -> None:  # fmt: skip
+    """Read, batch (consecutive images of one size, up to the predictor's batch size), predict and write."""
+    pending: list[tuple[np.ndarray, dict[str, Path]]] = []
+
+    def flush() -> None:
+        labels = predictor.predict_batch([image for image, _ in pending], batch_size=len(pending))
+        for (image, targets), label in zip(pending, labels):
+            run.report.written += _write(predictor, image, label, targets, alpha)
+        run.report.images += len(pending)
+        advance(len(pending))
+        pending.clear()
+
+    for job in jobs:
+        targets = _todo(job, run.report.out, save, overwrite, run)
+        if not targets:
+            advance(1)
+            continue
+        try:
+            image = read_image(job.source)
+        except UnreadableInput as e:
+            run.fail(job.source, str(e))
+            advance(1)
+            continue
+        if pending and (pending[0][0].shape != image.shape or len(pending) == predictor.batch_size):
+            flush()
+        pending.append((image, targets))
+    if pending:
+        flush()
+
+
+def _run_video(predictor: Predictor, job: _Job, alpha: float, overwrite: bool, run: _Run) -> None:
+    targets = _todo(job, run.report.out, ("overlay",), overwrite, run)
+    if not targets:
+        return
+    try:
+        run.report.frames += predictor.predict_video(job.source, targets["overlay"], alpha=alpha)
+    except UnreadableInput as e:
+        run.fail(job.source, str(e))
+        return
+    run.report.videos += 1
+    run.report.written.append(targets["overlay"])
