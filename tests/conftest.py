@@ -1,11 +1,12 @@
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from huggingface_hub import constants
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -44,3 +45,38 @@ def hf(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return constants
+
+
+@dataclass
+class CliResult:
+    """What `cli` returns: the fields of subprocess.CompletedProcess that tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `segrefine ARGS...` in this process (the console script's `main`); returns its exit code and output.
+
+    `cwd` runs it from another folder; `env` sets environment variables for the call.
+    """
+    from segrefine.cli import main
+
+    def run(*args, cwd=None, env=None) -> CliResult:
+        with monkeypatch.context() as patch:
+            if cwd is not None:
+                patch.chdir(cwd)
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            capsys.readouterr()
+            try:
+                main([str(a) for a in args])
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -28,9 +28,6 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
 
 
-def _segrefine(*args):
-    return subprocess.run([sys.executable, "-m", "segrefine", *args], capture_output=True, text=True, timeout=300)
-
 
 def _json(result):
     assert result.returncode == 0, result.stderr
@@ -38,9 +35,9 @@ def _json(result):
     return json.loads(result.stdout)
 
 
-def test_json_and_saved_predictions_round_trip(checkpoint, tmp_path):
+def test_json_and_saved_predictions_round_trip(cli, checkpoint, tmp_path):
     preds = tmp_path / "preds"
-    report = _json(_segrefine("eval", *TOY_OPTIONS, "--weights", str(checkpoint), "--json", "--save-predictions", str(preds)))
+    report = _json(cli("eval", *TOY_OPTIONS, "--weights", str(checkpoint), "--json", "--save-predictions", str(preds)))
     for key in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU"):
         assert isinstance(report[key], float) and 0 <= report[key] <= 1
     assert list(report["per_class"]) == list(TOY.classes)
@@ -50,14 +47,14 @@ def test_json_and_saved_predictions_round_trip(checkpoint, tmp_path):
     assert report["num_images"] == 2 and report["mode"] == "whole" and report["unit"] == "fraction"
     assert sorted(p.name for p in preds.iterdir()) == ["toy_val_000000.png", "toy_val_000001.png"]
 
-    again = _json(_segrefine("eval", *TOY_OPTIONS, "--predictions", str(preds), "--json"))
+    again = _json(cli("eval", *TOY_OPTIONS, "--predictions", str(preds), "--json"))
     assert again["mode"] == "predictions" and again["num_images"] == 2
     for key in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU", "per_class"):
         assert again[key] == report[key]
 
 
-def test_bad_scales_is_one_line_and_exit_2():
-    result = _segrefine("eval", *TOY_OPTIONS, "--weights", "unused", "--scales", "0.5,-1")
+def test_bad_scales_is_one_line_and_exit_2(cli):
+    result = cli("eval", *TOY_OPTIONS, "--weights", "unused", "--scales", "0.5,-1")
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "--scales" in result.stderr and "Traceback" not in result.stderr

@@ -40,12 +40,9 @@ def test_switches_change_the_count():
     assert count_flops(ModelConfig(crm="off"), (256, 512)).gmacs < full
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "segrefine", *args], capture_output=True, text=True, timeout=120)
 
-
-def test_flops_json_through_the_entry_point():
-    result = _cli("flops", "--json", "--variant", "large", "--size", "512x1024", "--num-classes", "150", "--memory")
+def test_flops_json_through_the_entry_point(cli):
+    result = cli("flops", "--json", "--variant", "large", "--size", "512x1024", "--num-classes", "150", "--memory")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["variant"] == "large" and report["input"] == [512, 1024]
@@ -66,14 +63,14 @@ def test_flops_json_through_the_entry_point():
         (["--crm", "x"], "--crm"),
     ],
 )
-def test_bad_flops_input_is_one_line_and_exit_2(args, needle):
-    result = _cli("flops", *args)
+def test_bad_flops_input_is_one_line_and_exit_2(cli, args, needle):
+    result = cli("flops", *args)
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
 
 
-def test_version_and_help_list_only_working_subcommands():
-    assert _cli("--version").stdout.strip().startswith("segrefine ")
-    assert "flops" in _cli("--help").stdout
+def test_version_and_help_list_only_working_subcommands(cli):
+    assert cli("--version").stdout.strip().startswith("segrefine ")
+    assert "flops" in cli("--help").stdout

@@ -22,12 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 STREET = Path("images", "street-cityscapes-512x1024.png")
 
 
-def segrefine(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "segrefine", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
-    )
-
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -62,7 +56,7 @@ def check_outputs(out, name, size=(64, 96)):
     assert overlay.shape == (*size, 3)
 
 
-def test_files_folders_globs_and_video(checkpoint, frames, tmp_path):
+def test_files_folders_globs_and_video(cli, checkpoint, frames, tmp_path):
     cv2.imwrite(str(tmp_path / "single.png"), frames[0])
     tree = tmp_path / "tree"
     for sub, frame in (("a", frames[1]), ("b", frames[2]), ("b/deep", frames[3])):
@@ -78,7 +72,7 @@ def test_files_folders_globs_and_video(checkpoint, frames, tmp_path):
     out.mkdir()
     (out / "single_color.png").write_bytes(b"stale")  # replaced: --overwrite
 
-    result = segrefine(
+    result = cli(
         "predict", "single.png", "tree", "shots/**/g*.*", "clip.mp4", "--weights", checkpoint, "--out", out,
         "--batch-size", "2", "--overwrite", cwd=tmp_path,
     )  # fmt: skip
@@ -101,12 +95,12 @@ def test_files_folders_globs_and_video(checkpoint, frames, tmp_path):
     assert not list(out.rglob(".*"))  # no temporary files left
 
 
-def test_existing_outputs_are_kept_without_overwrite(checkpoint, frames, tmp_path):
+def test_existing_outputs_are_kept_without_overwrite(cli, checkpoint, frames, tmp_path):
     cv2.imwrite(str(tmp_path / "x.png"), frames[0])
     out = tmp_path / "out"
     out.mkdir()
     (out / "x_color.png").write_bytes(b"mine")
-    result = segrefine("predict", tmp_path / "x.png", "--weights", checkpoint, "--out", out, "--save", "label,color")
+    result = cli("predict", tmp_path / "x.png", "--weights", checkpoint, "--out", out, "--save", "label,color")
     assert result.returncode == 0, result.stderr
     assert (out / "x_color.png").read_bytes() == b"mine"
     assert (out / "x_label.png").is_file() and not (out / "x_overlay.png").exists()
@@ -114,7 +108,7 @@ def test_existing_outputs_are_kept_without_overwrite(checkpoint, frames, tmp_pat
     assert "wrote 1 file" in result.stdout and "kept 1 existing" in result.stdout
 
 
-def test_bad_inputs_are_reported_and_skipped(checkpoint, frames, tmp_path):
+def test_bad_inputs_are_reported_and_skipped(cli, checkpoint, frames, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "good1.png"), frames[0])
@@ -124,7 +118,7 @@ def test_bad_inputs_are_reported_and_skipped(checkpoint, frames, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video")  # outputs broken_overlay.mp4: no clash with broken.png
     out = tmp_path / "out"
 
-    result = segrefine(
+    result = cli(
         "predict", "in", "broken.mp4", "missing.png", "nothing/*.png", "--weights", checkpoint, "--out", out,
         cwd=tmp_path,
     )  # fmt: skip
@@ -152,14 +146,14 @@ def test_save_and_alpha_options():
         check_alpha(1.5)
 
 
-def test_street_image_with_a_short_toy_run(shared_data, tmp_path):
+def test_street_image_with_a_short_toy_run(cli, shared_data, tmp_path):
     run = tmp_path / "run"
-    trained = segrefine(
+    trained = cli(
         "train", "--dataset", "toy", "--dataset-option", "length=6", "--dataset-option", "size=64x96",
         "--crop", "64x64", "--batch-size", "2", "--iters", "2", "--workers", "0", "--eval-every", "0", "--out", run,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "out"
-    result = segrefine("predict", shared_data / STREET, "--weights", run, "--out", out)
+    result = cli("predict", shared_data / STREET, "--weights", run, "--out", out)
     assert result.returncode == 0, result.stderr
     check_outputs(out, STREET.stem, size=(512, 1024))

@@ -19,20 +19,15 @@ TOY = ["--dataset", "toy", "--dataset-option", "length=6", "--dataset-option", "
        "--batch-size", "2", "--workers", "0", "--device", "cpu"]
 
 
-def _cli(*args, cwd=None, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "segrefine", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env=env)
-
 
 def _weights(run: Path) -> dict:
     return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
 
 
 @pytest.mark.parametrize("variant,extra", [("lite", ["--memory"]), ("base", []), ("large", ["--srm", "flow", "--crm", "gate"])])
-def test_short_run_of_every_variant_through_the_cli(tmp_path, variant, extra):
+def test_short_run_of_every_variant_through_the_cli(cli, tmp_path, variant, extra):
     run = tmp_path / "run"
-    result = _cli("train", *TOY, "--variant", variant, *extra, "--iters", "2", "--log-every", "1", "--out", str(run))
+    result = cli("train", *TOY, "--variant", variant, *extra, "--iters", "2", "--log-every", "1", "--out", str(run))
     assert result.returncode == 0, result.stderr
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
@@ -52,22 +47,22 @@ def test_short_run_of_every_variant_through_the_cli(tmp_path, variant, extra):
         assert _weights(run)["memory.initialized"].any()
 
 
-def test_auto_numbered_run_folders_and_config_round_trip(tmp_path):
-    first = _cli("train", *TOY, "--iters", "1", "--eval-every", "0", cwd=tmp_path)
+def test_auto_numbered_run_folders_and_config_round_trip(cli, tmp_path):
+    first = cli("train", *TOY, "--iters", "1", "--eval-every", "0", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     run = tmp_path / "runs" / "train" / "exp"
     # The run's own config.json reproduces it; flags still override it.
-    second = _cli("train", "--config", str(run / "config.json"), "--lr", "0.005", cwd=tmp_path)
+    second = cli("train", "--config", str(run / "config.json"), "--lr", "0.005", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     settings = [json.loads((tmp_path / "runs" / "train" / name / "config.json").read_text())["train"] for name in ("exp", "exp2")]
     assert settings[1].pop("lr") == 0.005 and settings[0].pop("lr") != 0.005
     assert settings[0] == settings[1]
 
 
-def test_toml_config(tmp_path):
+def test_toml_config(cli, tmp_path):
     (tmp_path / "c.toml").write_text('dataset = "toy"\niters = 1\nbatch_size = 2\ncrop = [64, 64]\nworkers = 0\n'
                                      'dataset_options = { length = 4, size = [48, 64] }\neval_every = 0\n')
-    result = _cli("train", "--config", "c.toml", "--out", "r", cwd=tmp_path)
+    result = cli("train", "--config", "c.toml", "--out", "r", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["crop"] == [64, 64]
 
@@ -89,19 +84,19 @@ SMALL = ["--dataset-option", "length=4", "--crop", "64x64", "--batch-size", "2",
         (["--dataset", "ade20k", "--data-root", "/nonexistent", "--iters", "2"], "/nonexistent"),
     ],
 )
-def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
+def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, needle):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = _cli("train", *args, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    result = cli("train", *args, "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+def test_killed_run_resumes_to_the_same_weights(cli, tmp_path):
     common = [*TOY, "--iters", "10", "--save-every", "2", "--eval-every", "0", "--log-every", "1", "--seed", "3", "--memory"]
-    straight = _cli("train", *common, "--out", str(tmp_path / "straight"))
+    straight = cli("train", *common, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
 
     run = tmp_path / "killed"
@@ -118,7 +113,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed"
     assert json.loads(state.read_text())["iteration"] < 10
 
-    resumed = _cli("train", "--resume", "--out", str(run), "--workers", "0")
+    resumed = cli("train", "--resume", "--out", str(run), "--workers", "0")
     assert resumed.returncode == 0, resumed.stderr
     expected, actual = _weights(tmp_path / "straight"), _weights(run)
     assert expected.keys() == actual.keys()
@@ -128,9 +123,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert iters[-1] == 10
 
 
-def test_resume_refuses_changed_settings(tmp_path):
-    assert _cli("train", *TOY, "--iters", "1", "--eval-every", "0", "--out", str(tmp_path / "r")).returncode == 0
-    result = _cli("train", "--resume", "--out", str(tmp_path / "r"), "--lr", "0.5")
+def test_resume_refuses_changed_settings(cli, tmp_path):
+    assert cli("train", *TOY, "--iters", "1", "--eval-every", "0", "--out", str(tmp_path / "r")).returncode == 0
+    result = cli("train", "--resume", "--out", str(tmp_path / "r"), "--lr", "0.5")
     assert result.returncode == 2 and "cannot change: lr" in result.stderr
 
 

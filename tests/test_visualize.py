@@ -38,9 +38,6 @@ TOY = dataset_meta("toy")
 TOY_DATA = ["--dataset", "toy", "--dataset-option", "length=3", "--dataset-option", "size=64x96"]
 
 
-def _segrefine(*args):
-    return subprocess.run([sys.executable, "-m", "segrefine", *args], capture_output=True, text=True, timeout=300)
-
 
 def _png(path):
     picture = cv2.imread(str(path))
@@ -187,7 +184,7 @@ def _report(confusion=True):
     return report
 
 
-def test_report_pictures(tmp_path, capsys):
+def test_report_pictures(cli, tmp_path, capsys):
     chart = iou_chart(_report())
     assert chart.shape[1] >= 640 and chart.shape[0] >= 3 * 25
     matrix = confusion_picture(_report()["confusion"], ["road", "car", "sky"])
@@ -195,7 +192,7 @@ def test_report_pictures(tmp_path, capsys):
 
     path = tmp_path / "eval.json"
     path.write_text(json.dumps(_report()))
-    result = _segrefine("visualize", "report", str(path), "--out", str(tmp_path / "out"))
+    result = cli("visualize", "report", str(path), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert [p.rsplit("/", 1)[-1] for p in result.stdout.split()] == ["eval-iou.png", "eval-confusion.png"]
     assert _png(tmp_path / "out" / "eval-confusion.png").shape[0] >= 300
@@ -256,12 +253,12 @@ def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
 # --- a real photograph, and the real entry point -----------------------------------------------------------------
 
 
-def test_predict_and_visualize_a_real_street_photo(shared_data, toy_run, tmp_path, capsys):
+def test_predict_and_visualize_a_real_street_photo(cli, shared_data, toy_run, tmp_path, capsys):
     street = shared_data / "images" / "street-cityscapes-512x1024.png"
     if not street.is_file():
         pytest.skip(f"{street} is not present")
     out = tmp_path / "pictures"
-    result = _segrefine("visualize", "offsets", str(street), "--weights", str(toy_run), "--device", "cpu", "--out", str(out))
+    result = cli("visualize", "offsets", str(street), "--weights", str(toy_run), "--device", "cpu", "--out", str(out))
     assert result.returncode == 0, result.stderr
     (written,) = result.stdout.split()
     offsets = _png(written)
