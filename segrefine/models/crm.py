@@ -23,7 +23,9 @@ class ChannelAttention(nn.Module):
         return (flat @ flat.transpose(1, 2) / math.sqrt(flat.shape[-1])).softmax(dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
-        attended = (self.affinity(x) @ x.flatten(2)).view_as(x)
+        flat = x.flatten(2)
+        # Fused attention computes softmax(flat·flatᵀ/√N)·flat, the product with `affinity`, without keeping the map.
+        attended = F.scaled_dot_product_attention(flat, flat, flat).view_as(x)
         return x + self.gamma * attended
 
 
@@ -44,7 +46,9 @@ class SpatialAttention(nn.Module):
         return (q @ k / math.sqrt(k.shape[1])).softmax(dim=-1)  # B×N×N, rows are queries
 
     def forward(self, x: Tensor) -> Tensor:
-        attended = (self.value(x).flatten(2) @ self.affinity(x).transpose(1, 2)).view_as(x)
+        q, k, v = (layer(x).flatten(2).transpose(1, 2) for layer in (self.query, self.key, self.value))
+        # Fused attention, softmax(q·kᵀ/√C')·v as with `affinity`, without materialising the N×N map.
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
         return x + self.gamma * attended
 
 
