@@ -78,3 +78,10 @@ def test_whole_network_matches_the_plain_formulations(monkeypatch, channels_last
         plain = model(x)
     assert math.isfinite(fast.abs().max().item())
     torch.testing.assert_close(fast, plain, **TOLERANCE)
+
+
+@pytest.mark.parametrize("size_in, size_out", [((23, 30), (12, 15)), ((16, 32), (2, 4)), ((7, 5), (7, 5)), ((9, 13), (1, 1))])
+def test_export_pooling_matches_adaptive_average_pooling(monkeypatch, size_in, size_out):
+    x = torch.randn(2, 4, *size_in)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(crm.pool_to(x, size_out), F.adaptive_avg_pool2d(x, size_out), **TOLERANCE)
