@@ -40,13 +40,14 @@ def _root(
 
 
 def _register() -> None:
-    from segrefine.cli import datasets, flops, predict, train, visualize, weights
+    from segrefine.cli import datasets, export, flops, predict, train, visualize, weights
     from segrefine.cli import eval as eval_cli
 
     app.command("train", epilog=train.EPILOG)(train.train)
     app.command("eval")(eval_cli.evaluate)
     app.command("predict")(predict.predict)
     app.command("flops")(flops.flops)
+    app.command("export")(export.export)
     app.command("datasets")(datasets.datasets)
     app.add_typer(visualize.app, name="visualize")
     app.add_typer(weights.app, name="weights")

@@ -122,3 +122,10 @@ SrmMode = Literal[SRM_MODES]  # type: ignore[valid-type]
 SrmMask = Literal[SRM_MASKS]  # type: ignore[valid-type]
 CrmMode = Literal[CRM_MODES]  # type: ignore[valid-type]
 SrmKernel = Literal["1", "3", "5"]
+
+from segrefine.engine.backends import BACKENDS, PRECISIONS  # noqa: E402
+
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+BACKEND_HELP = "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first)."
+PRECISION_HELP = "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16)."

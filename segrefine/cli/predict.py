@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from segrefine.cli.options import output_folder, parse_inference
+from segrefine.cli.options import BACKEND_HELP, PRECISION_HELP, Backend, Precision, output_folder, parse_inference
 from segrefine.engine.predictor import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -255,7 +255,7 @@ def predict(
     ],
     weights: Annotated[
         Optional[str],
-        typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, or Hub id owner/name or owner/name@revision (default: the registry's default checkpoint)."),
+        typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, Hub id owner/name or owner/name@revision, or an exported .onnx file (default: the registry's default checkpoint)."),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=output_folder)] = DEFAULT_OUT,
     save: Annotated[
@@ -275,6 +275,8 @@ def predict(
         typer.Option("--batch-size", min=1, help="Same-size images per forward pass (default: 4 on CUDA, 1 elsewhere)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: keep them).")] = False,
+    backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
+    precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
@@ -296,7 +298,7 @@ def predict(
     if jobs:
         predictor = load(
             weights, device, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
-            batch_size=batch_size,
+            batch_size=batch_size, backend=backend, precision=precision,
         )  # fmt: skip
         console.print(predictor.source, markup=False, highlight=False)
         progress = Progress(

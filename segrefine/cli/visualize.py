@@ -51,6 +51,10 @@ def _device(name: str) -> str:
 
 
 def _load(weights: str | None, device: str, dataset: Any = None) -> tuple[Any, dict[str, Any], str]:
+    from segrefine.hub.onnx import is_onnx
+
+    if weights is not None and is_onnx(weights):
+        raise SegrefineError(f"--weights {weights}: visualize looks inside the PyTorch network; pass its checkpoint, not an .onnx file")
     return load_weights(weights, _device(device), dataset)
 
 

@@ -179,9 +179,14 @@ def rebuild(config: Mapping[str, Any]) -> nn.Module:
 def load_model(
     ref: str | Path, device: str | torch.device = "cpu", *, token: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Resolve a weights reference, rebuild its network and load it strictly; returns (model in eval mode, config)."""
+    """Resolve a weights reference, rebuild its network and load it strictly; returns (model in eval mode, config).
+
+    An exported .onnx file loads as a model that runs on onnxruntime (see `segrefine.hub.onnx`)."""
+    from segrefine.hub.onnx import is_onnx, load_onnx
     from segrefine.hub.reference import resolve
 
+    if is_onnx(ref):
+        return load_onnx(ref, device)
     weights = resolve(ref, token=token)
     config = read_config(weights.config_path)
     model = rebuild(config)
