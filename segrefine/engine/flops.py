@@ -18,7 +18,7 @@ from segrefine.models import ModelConfig, build_model
 UNCOUNTED = (
     "interpolate (bilinear resizing)",
     "grid_sample (SRM warping)",
-    "unfold and the mask-weighted offset sum (SRM)",
+    "the mask-weighted neighbourhood sum of offsets (SRM)",
     "softmax",
     "batch normalisation",
     "activations and other element-wise ops",

@@ -23,8 +23,10 @@ def base_grid(height: int, width: int, like: Tensor) -> Tensor:
 def warp(source: Tensor, offset: Tensor) -> Tensor:
     """Sample `source` (B×C×h×w) at each pixel of the offset's H×W grid shifted by offset (B×2×H×W, pixels)."""
     height, width = offset.shape[-2:]
-    scale = offset.new_tensor([2.0 / width, 2.0 / height]).view(1, 1, 1, 2)
-    grid = base_grid(height, width, offset) + offset.permute(0, 2, 3, 1) * scale
+    # Pixels to normalised units by plain numbers, not a tensor made of them: an export with dynamic sizes keeps these
+    # symbolic instead of freezing the traced size's.
+    shift = torch.stack((offset[:, 0] * (2.0 / width), offset[:, 1] * (2.0 / height)), dim=-1)
+    grid = base_grid(height, width, offset) + shift
     sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # grid_sample writes NCHW whatever the source's layout: a channels-last network stays channels-last here rather
     # than mixing layouts in the next add and converting inside the next convolution.
