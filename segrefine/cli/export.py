@@ -40,8 +40,8 @@ def export(
     """Export a model to ONNX for onnxruntime, with its class names and palette in the file's metadata.
 
     The export checks itself: onnxruntime must give PyTorch's label on at least 99.9% of a check image's pixels (fp32);
-    an int8 export reports its agreement. The file is written only when everything succeeded; pass it to predict and
-    eval as --weights.
+    an int8 export also reports its agreement on a calibration image. The file is written only when everything
+    succeeded; pass it to predict and eval as --weights.
     """
     from segrefine.data import build_dataset, dataset_meta
     from segrefine.engine.export import check_export_options, export as export_model
@@ -67,7 +67,7 @@ def export(
         line += f"{100 * report.agreement:.2f}% of the check image's pixels"
     else:
         line += (
-            f"{100 * report.quantized_agreement:.2f}% of the check image's pixels in int8 "
-            f"({100 * report.agreement:.2f}% in fp32; {report.float_nodes} nodes kept in float)"
+            f"{100 * report.quantized_agreement:.2f}% of a calibration image's pixels in int8 "
+            f"(fp32: {100 * report.agreement:.2f}% of the check image's)"
         )
     typer.echo(line)
