@@ -30,6 +30,7 @@ COMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("segrefine.cli.train", "train", "Train a model on a dataset (CPU, one GPU, or torchrun)."),
     "eval": Subcommand("segrefine.cli.eval", "evaluate", "Score a model or saved predictions on a dataset split."),
     "predict": Subcommand("segrefine.cli.predict", "predict", "Segment images, folders, globs and videos."),
+    "export": Subcommand("segrefine.cli.export", "export", "Export a model to ONNX (fp32 or int8) for onnxruntime."),
     "flops": Subcommand("segrefine.cli.flops", "flops", "Count parameters and multiply-accumulates of a model."),
     "datasets": Subcommand("segrefine.cli.datasets", "datasets", "List the dataset adapters and their recipes."),
     "visualize": Subcommand("segrefine.cli.visualize", "app", "Draw offsets, attention, memory, samples and errors."),

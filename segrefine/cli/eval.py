@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import Dataset, Subset
 
-from segrefine.cli.options import Device, load_weights, parse_inference, parse_key_values
+from segrefine.cli.options import (
+    BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, load_weights, parse_inference, parse_key_values,
+)  # fmt: skip
+from segrefine.engine.backends import for_inference
 from segrefine.data import DATASETS, build_dataset, dataset_meta
 from segrefine.engine import distributed
 from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
@@ -70,7 +73,7 @@ def evaluate(
     dataset: Annotated[str, typer.Option("--dataset", help=f"Dataset: {', '.join(DATASETS)}.")],
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Dataset root folder.")] = None,
     weights: Annotated[
-        Optional[str], typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id.")
+        Optional[str], typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id, exported .onnx file.")
     ] = None,
     predictions: Annotated[
         Optional[Path], typer.Option("--predictions", help="Evaluate saved <image stem>.png train-id maps instead.")
@@ -97,6 +100,8 @@ def evaluate(
         Optional[list[str]], typer.Option("--dataset-option", help="Dataset option KEY=VALUE (repeatable).")
     ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
+    backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
+    precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
     if weights is not None and predictions is not None:
@@ -116,6 +121,7 @@ def evaluate(
     try:
         if predictions is None:
             model, config, weights = load_weights(weights, run_device, meta, announce=ctx.is_main)
+            model = for_inference(model, run_device, backend=backend, precision=precision)
             report = evaluate_model(
                 model, data, meta, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
                 batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,

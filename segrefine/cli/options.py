@@ -120,3 +120,10 @@ SrmMask = Literal[SRM_MASKS]  # type: ignore[valid-type]
 CrmMode = Literal[CRM_MODES]  # type: ignore[valid-type]
 SrmKernel = Literal["1", "3", "5"]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")]
+
+from segrefine.engine.backends import BACKENDS, PRECISIONS  # noqa: E402
+
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+BACKEND_HELP = "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first)."
+PRECISION_HELP = "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16)."

@@ -9,7 +9,9 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.console import Console
 
-from segrefine.cli.options import Device, output_folder, parse_inference
+from segrefine.cli.options import (
+    BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, output_folder, parse_inference,
+)  # fmt: skip
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save
 from segrefine.engine.predictor import Predictor, check_alpha, load
 from segrefine.errors import SegrefineError, worded
@@ -51,7 +53,7 @@ def predict(
     ],
     weights: Annotated[
         Optional[str],
-        typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, or Hub id owner/name or owner/name@revision (default: the registry's default checkpoint)."),
+        typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, Hub id owner/name or owner/name@revision, or an exported .onnx file (default: the registry's default checkpoint)."),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=output_folder)] = DEFAULT_OUT,
     save: Annotated[
@@ -71,6 +73,8 @@ def predict(
         typer.Option("--batch-size", min=1, help="Same-size images per forward pass (default: 4 on CUDA, 1 elsewhere)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: keep them).")] = False,
+    backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
+    precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
@@ -90,7 +94,7 @@ def predict(
     if any(Path(i).exists() or set(i) & set("*?[") for i in inputs):
         predictor = load(
             weights, device, mode=mode, crop=inference["crop"], stride=inference["stride"], scales=inference["scales"],
-            flip=flip, batch_size=batch_size,
+            flip=flip, batch_size=batch_size, backend=backend, precision=precision,
         )  # fmt: skip
         console.print(predictor.source, markup=False, highlight=False)
         report = predictor.predict_files(

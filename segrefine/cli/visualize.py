@@ -43,7 +43,10 @@ Images = Annotated[list[Path], typer.Argument(help="Image files.", show_default=
 
 def _load(weights: str | None, device: str, dataset: Any = None) -> tuple[Any, dict[str, Any], str]:
     from segrefine.engine.device import resolve_device
+    from segrefine.hub.onnx import is_onnx
 
+    if weights is not None and is_onnx(weights):
+        raise SegrefineError(f"--weights {weights}: visualize looks inside the PyTorch network; pass its checkpoint, not an .onnx file")
     return load_weights(weights, resolve_device(device), dataset)
 
 

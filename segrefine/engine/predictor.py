@@ -276,16 +276,21 @@ def load(
     flip: bool = False,
     batch_size: int | None = None,
     token: str | None = None,
+    backend: str | None = None,
+    precision: str = "fp32",
 ) -> Predictor:
-    """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name or
-    a Hub repo id `owner/name[@revision]`; without `ref`, the registry's default checkpoint for segmentation.
+    """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name,
+    a Hub repo id `owner/name[@revision]` or an exported .onnx file; without `ref`, the registry's default checkpoint
+    for segmentation. `backend` and `precision` are those of `segrefine.engine.backends.for_inference`.
     """
+    from segrefine.engine.backends import for_inference
     from segrefine.hub import default_model, describe, load_model
 
     if ref is None:
         ref = default_model().name
     run_device = resolve_device(device)
     model, config = load_model(ref, run_device, token=token)
+    model = for_inference(model, run_device, backend=backend, precision=precision)
     return Predictor(
         model, config, run_device, mode=mode, crop=tuple(crop) if crop else None,
         stride=tuple(stride) if stride else None, scales=tuple(scales), flip=flip, batch_size=batch_size,

@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard, ModelHubMixin
 from segrefine.errors import SegrefineError
 from segrefine.hub import checkpoint
 from segrefine.hub.card import model_card
+from segrefine.hub.onnx import is_onnx, load_onnx
 from segrefine.hub.checkpoint import load_weights_file, read_config, save_checkpoint
 from segrefine.hub.reference import resolve
 from segrefine.hub.upload import upload_checkpoint
@@ -139,7 +140,11 @@ def _with_aux(model: SegRefineModel, aux: bool) -> SegRefineModel:
 def load_model(
     ref: str | Path, device: str | torch.device = "cpu", *, token: str | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load a weights reference strictly; returns (the bare network in eval mode on `device`, its config.json)."""
+    """Load a weights reference strictly; returns (the bare network in eval mode on `device`, its config.json).
+
+    An exported .onnx file loads as a model that runs on onnxruntime (see `segrefine.hub.onnx`)."""
+    if is_onnx(ref):
+        return load_onnx(ref, device)
     weights = resolve(ref, token=token)
     config = read_config(weights.config_path)
     model = checkpoint.rebuild(config)

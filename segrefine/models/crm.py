@@ -11,6 +11,26 @@ from torch import Tensor, nn
 from segrefine.models.layers import conv_bn_relu
 
 
+def pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Adaptive average pooling of x to `size`; under torch.export as products with averaging matrices, which stay
+    exact for every input size of a dynamic-shape export (the exported AveragePool keeps the traced input's kernel)."""
+    if not torch.compiler.is_exporting():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _averaging_matrix(x.shape[-2], size[0], x)
+    cols = _averaging_matrix(x.shape[-1], size[1], x)
+    return rows @ x @ cols.transpose(0, 1)
+
+
+def _averaging_matrix(n_in: int, n_out: int, like: Tensor) -> Tensor:
+    """n_out×n_in weights of adaptive pooling: output i averages inputs ⌊i·n_in/n_out⌋ up to ⌈(i+1)·n_in/n_out⌉."""
+    i = torch.arange(n_out, device=like.device)
+    start = (i * n_in) // n_out
+    end = ((i + 1) * n_in + n_out - 1) // n_out
+    j = torch.arange(n_in, device=like.device)
+    inside = (j >= start[:, None]) & (j < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
 class ChannelAttention(nn.Module):
     """C×C affinity between channels (DANet-style), added residually with a scale that starts at 0."""
 
@@ -23,7 +43,9 @@ class ChannelAttention(nn.Module):
         return (flat @ flat.transpose(1, 2) / math.sqrt(flat.shape[-1])).softmax(dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
-        attended = (self.affinity(x) @ x.flatten(2)).view_as(x)
+        flat = x.flatten(2).unsqueeze(1)  # one head: the ONNX exporter takes 4-d attention only
+        # Fused attention computes softmax(flat·flatᵀ/√N)·flat, the product with `affinity`, without keeping the map.
+        attended = F.scaled_dot_product_attention(flat, flat, flat).view_as(x)
         return x + self.gamma * attended
 
 
@@ -44,7 +66,9 @@ class SpatialAttention(nn.Module):
         return (q @ k / math.sqrt(k.shape[1])).softmax(dim=-1)  # B×N×N, rows are queries
 
     def forward(self, x: Tensor) -> Tensor:
-        attended = (self.value(x).flatten(2) @ self.affinity(x).transpose(1, 2)).view_as(x)
+        q, k, v = (layer(x).flatten(2).transpose(1, 2).unsqueeze(1) for layer in (self.query, self.key, self.value))
+        # Fused attention, softmax(q·kᵀ/√C')·v as with `affinity`, without materialising the N×N map.
+        attended = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(x.shape)
         return x + self.gamma * attended
 
 
@@ -86,7 +110,7 @@ class ContextualRefinement(nn.Module):
         """Bring every stage to the C5 grid (adaptive average pooling) and concatenate."""
         size = features[-1].shape[-2:]
         squeezed = [squeeze(f) for squeeze, f in zip(self.squeeze, features)]
-        return torch.cat([F.adaptive_avg_pool2d(s, size) for s in squeezed[:-1]] + [squeezed[-1]], dim=1)
+        return torch.cat([pool_to(s, size) for s in squeezed[:-1]] + [squeezed[-1]], dim=1)
 
     def forward(self, features: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
         if self.mode == "off":

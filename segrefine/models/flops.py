@@ -19,7 +19,7 @@ from segrefine.models.segmenter import SegRefineNet
 UNCOUNTED = (
     "interpolate (bilinear resizing)",
     "grid_sample (SRM warping)",
-    "unfold and the mask-weighted offset sum (SRM)",
+    "the mask-weighted neighbourhood sum of offsets (SRM)",
     "softmax",
     "batch normalisation",
     "activations and other element-wise ops",

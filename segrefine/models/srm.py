@@ -23,19 +23,30 @@ def base_grid(height: int, width: int, like: Tensor) -> Tensor:
 def warp(source: Tensor, offset: Tensor) -> Tensor:
     """Sample `source` (B×C×h×w) at each pixel of the offset's H×W grid shifted by offset (B×2×H×W, pixels)."""
     height, width = offset.shape[-2:]
-    scale = offset.new_tensor([2.0 / width, 2.0 / height]).view(1, 1, 1, 2)
-    grid = base_grid(height, width, offset) + offset.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Pixels to normalised units by plain numbers, not a tensor made of them: an export with dynamic sizes keeps these
+    # symbolic instead of freezing the traced size's.
+    shift = torch.stack((offset[:, 0] * (2.0 / width), offset[:, 1] * (2.0 / height)), dim=-1)
+    grid = base_grid(height, width, offset) + shift
+    sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # grid_sample writes NCHW whatever the source's layout: a channels-last network stays channels-last here rather
+    # than mixing layouts in the next add and converting inside the next convolution.
+    if source.is_contiguous(memory_format=torch.channels_last) and not source.is_contiguous():
+        return sampled.contiguous(memory_format=torch.channels_last)
+    return sampled
 
 
 def aggregate_offsets(offset: Tensor, mask: Tensor, kernel: int) -> Tensor:
     """Ultimate offset: each pixel's k×k neighbourhood of initial offsets, weighted by its mask (B×k²×H×W)."""
     if kernel == 1:
         return offset * mask
-    b, _, h, w = offset.shape
+    height, width = offset.shape[-2:]
     padded = F.pad(offset, [kernel // 2] * 4, mode="replicate")
-    neighbours = F.unfold(padded, kernel).view(b, 2, kernel * kernel, h, w)
-    return (neighbours * mask.unsqueeze(1)).sum(dim=2)
+    # A sum of k² shifted views: the neighbourhood F.unfold would gather, without its B×2k²×H×W copy.
+    total = padded[..., :height, :width] * mask[:, :1]
+    for j in range(1, kernel * kernel):
+        dy, dx = divmod(j, kernel)
+        total = torch.addcmul(total, padded[..., dy : dy + height, dx : dx + width], mask[:, j : j + 1])
+    return total
 
 
 class SemanticRefinement(nn.Module):

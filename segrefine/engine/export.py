@@ -1,0 +1,240 @@
+"""ONNX export of a network: the graph with its config.json in the metadata, a self-check on onnxruntime, and static
+int8 quantization (QDQ, per-channel weights) with onnxruntime's own tools, calibrated on dataset images.
+
+Nothing appears at the target path unless the whole export, its checks and its quantization succeeded.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import fnmatch
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from segrefine.data.toy import render
+from segrefine.data.transforms import normalize
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
+from segrefine.imageio import atomic_write
+from segrefine.models import OUTPUT_STRIDE
+
+FORMATS = ("onnx",)
+QUANTIZATIONS = ("int8",)
+FP32_AGREEMENT = 0.999  # share of pixels whose onnxruntime label must equal PyTorch's for an fp32 export
+TRACE_SIZE = (256, 512)  # sample input of a dynamic-size export
+# The self-check of a dynamic-size export runs at another size, no multiple of 32: a value frozen at the traced size
+# shows there.
+CHECK_SIZE = (200, 328)
+CALIBRATION_IMAGES = 200
+# Images onnxruntime calibrates at once: it keeps every intermediate output of each (about 200 MB for `lite` at
+# 360×480) until it has reduced them to ranges.
+CALIBRATION_STRIDE = 4
+# Modules (fnmatch patterns over module names, e.g. "srm.*") whose operations stay in float in an int8 export. None by
+# default: quantizing everything cost `lite-camvid` no mIoU on CamVid val (see the README's int8 measurements).
+KEEP_FLOAT: tuple[str, ...] = ()
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # node metadata the exporter writes: the module path, then the op
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export` wrote and how well onnxruntime's labels agree with PyTorch's: the fp32 graph on the check image,
+    the int8 one on the first calibration image."""
+
+    path: Path
+    size: Size | None  # None: any height and width of at least OUTPUT_STRIDE
+    quantize: str | None
+    agreement: float  # of the fp32 graph
+    quantized_agreement: float | None
+    float_nodes: int  # nodes an int8 export left in float
+
+
+class CalibrationImages:
+    """onnxruntime's calibration reader over a dataset: `count` normalised images spread evenly over it, resized to
+    `size` when the export has a fixed one."""
+
+    def __init__(self, dataset: Dataset, count: int = CALIBRATION_IMAGES, size: Size | None = None) -> None:
+        self.dataset, self.size = dataset, size
+        self.indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))})
+        self.position, self.end = 0, len(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= self.end:
+            return None
+        image = self.dataset[self.indices[self.position]]["image"]
+        self.position += 1
+        x = normalize(image.unsqueeze(0))
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return {INPUT_NAME: x.numpy()}
+
+    def rewind(self) -> None:
+        self.position, self.end = 0, len(self.indices)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read only images start_index..end_index-1 next (onnxruntime calibrates a few at a time this way)."""
+        self.position, self.end = start_index, min(end_index, len(self.indices))
+
+    def stride(self, most: int = CALIBRATION_STRIDE) -> int:
+        """The largest number of images up to `most` that divides the total (onnxruntime's condition)."""
+        return next(s for s in range(min(most, len(self)), 0, -1) if len(self) % s == 0)
+
+
+def check_export_options(
+    out: str | os.PathLike, size: Size | None, quantize: str | None, calibration: Dataset | None, calibration_images: int
+) -> None:
+    """Refuse what cannot be exported before any work; errors name the parameters of `export`."""
+    if not is_onnx(out):
+        raise SettingError(f"`out` must name a {ONNX_SUFFIX} file, got {os.fspath(out)!r}")
+    if size is not None and min(size) < OUTPUT_STRIDE:
+        raise SettingError(
+            f"`size` {size[0]}x{size[1]} is smaller than the network's output stride: each side must be at least "
+            f"{OUTPUT_STRIDE} pixels"
+        )
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise SettingError(f"`quantize` must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if quantize is not None and calibration is None:
+        raise SettingError(f"`quantize` {quantize} needs `calibration` images (a dataset's training split)")
+    if quantize is None and calibration is not None:
+        raise SettingError("`calibration` images are used only with `quantize` int8")
+    if calibration_images < 1:
+        raise SettingError(f"`calibration_images` must be at least 1, got {calibration_images}")
+    if calibration is not None and len(calibration) == 0:
+        raise SettingError("the `calibration` dataset has no images")
+
+
+def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None = None) -> None:
+    """Write the eval-mode network as ONNX: input "image" B×3×H×W, output "logits" B×K×H×W, any batch size, and any
+    height and width of at least OUTPUT_STRIDE unless `size` fixes them; `config` goes into the metadata."""
+    onnx = require("onnx")
+    require("onnxscript")  # the exporter's ONNX builder
+    batch = torch.export.Dim("batch")
+    shapes = {0: batch}
+    if size is None:
+        shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
+    sample = torch.zeros(1, 3, *(size or TRACE_SIZE))
+    model = model.cpu().float().eval()
+    # The exporter reports its steps on stdout, which belongs to the command's own output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(
+            model, (sample,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=(shapes,), verbose=False,
+        )  # fmt: skip
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {CONFIG_KEY: json.dumps(dict(config))})
+    onnx.save(proto, os.fspath(path))
+
+
+def check_image(size: Size) -> Tensor:
+    """A normalised 1×3×H×W street-like scene for comparing labels."""
+    image, _ = render(np.random.default_rng(0), *size)
+    return normalize(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0))
+
+
+@torch.inference_mode()
+def label_agreement(model: nn.Module, path: str | os.PathLike, image: Tensor) -> float:
+    """Share of pixels of `image` on which the ONNX file in `path` gives the label the PyTorch `model` gives."""
+    expected = model(image).argmax(1)
+    got = OnnxModel(session(path), model.config)(image).argmax(1)
+    return (expected == got).float().mean().item()
+
+
+def float_nodes(path: str | os.PathLike, patterns: Sequence[str]) -> list[str]:
+    """Names of the exported graph's nodes that belong to a module matching one of `patterns` (fnmatch)."""
+    onnx = require("onnx")
+    found = []
+    for node in onnx.load(os.fspath(path)).graph.node:
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props if p.key == NAME_SCOPES), [])
+        # The exporter records the module path of each node, innermost module second to last.
+        if len(scopes) > 1 and any(fnmatch.fnmatchcase(scopes[-2], p) for p in patterns):
+            found.append(node.name)
+    return found
+
+
+def quantize_int8(
+    source: str | os.PathLike, target: str | os.PathLike, images: CalibrationImages, keep_float: Sequence[str] = KEEP_FLOAT
+) -> int:
+    """Static int8 quantization of an fp32 export (QDQ, per-channel int8 weights, uint8 activations, min-max
+    calibration on `images`) with the nodes of the `keep_float` modules left in float; returns their number."""
+    onnx = require("onnx")
+    quantization = require("onnxruntime.quantization")
+    shape_inference = require("onnxruntime.quantization.shape_inference")
+    excluded = float_nodes(source, keep_float)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp, "prepared.onnx")
+        # onnxruntime's symbolic shape inference cannot follow the shape arithmetic of a dynamic-size export.
+        shape_inference.quant_pre_process(os.fspath(source), os.fspath(prepared), skip_symbolic_shape=True)
+        quantization.quantize_static(
+            prepared, target, images, quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+            nodes_to_exclude=excluded, calibration_providers=["CPUExecutionProvider"],
+            extra_options={"CalibStridedMinMax": images.stride()},
+        )  # fmt: skip
+    quantized = onnx.load(os.fspath(target))
+    onnx.helper.set_model_props(quantized, {CONFIG_KEY: _metadata(source)})
+    onnx.save(quantized, os.fspath(target))
+    return len(excluded)
+
+
+def _metadata(path: str | os.PathLike) -> str:
+    onnx = require("onnx")
+    props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
+    return props[CONFIG_KEY]
+
+
+def export(
+    model: nn.Module,
+    config: Mapping[str, Any],
+    out: str | os.PathLike,
+    *,
+    size: Size | None = None,
+    quantize: str | None = None,
+    calibration: Dataset | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    keep_float: Sequence[str] = KEEP_FLOAT,
+) -> ExportReport:
+    """Export `model` (with its checkpoint `config`) to the ONNX file `out` and check it on onnxruntime.
+
+    `size` (H, W) fixes the input size; without it the file takes any size of at least OUTPUT_STRIDE. The fp32 graph
+    must give PyTorch's label on FP32_AGREEMENT of the check image's pixels. `quantize="int8"` writes the statically
+    quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset. The model is
+    moved to the CPU in fp32 and eval mode.
+    """
+    check_export_options(out, size, quantize, calibration, calibration_images)
+    image = check_image(size or CHECK_SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp, "model.onnx")
+        to_onnx(model, config, fp32, size)
+        agreement = label_agreement(model, fp32, image)
+        if agreement < FP32_AGREEMENT:
+            raise SegrefineError(
+                f"the exported graph gives PyTorch's labels on only {100 * agreement:.2f}% of the check image's pixels "
+                f"(at least {100 * FP32_AGREEMENT:.1f}% expected); nothing was written"
+            )
+        written, quantized_agreement, kept = fp32, None, 0
+        if quantize is not None:
+            written = Path(tmp, "model.int8.onnx")
+            images = CalibrationImages(calibration, calibration_images, size)
+            kept = quantize_int8(fp32, written, images, keep_float)
+            images.rewind()  # int8 is judged on an image like those it was calibrated for
+            quantized_agreement = label_agreement(model, written, torch.from_numpy(images.get_next()[INPUT_NAME]))
+        atomic_write(out, lambda target: shutil.copyfile(written, target))
+    return ExportReport(Path(out), size, quantize, agreement, quantized_agreement, kept)

@@ -1,0 +1,184 @@
+"""`segrefine export` and ONNX weights: fp32 and int8 round trips, .onnx in predict and eval, one-line bad input."""
+
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from segrefine.cli import main  # noqa: E402
+from segrefine.data import build_dataset, dataset_meta  # noqa: E402
+from segrefine.engine.export import FP32_AGREEMENT, check_image, export  # noqa: E402
+from segrefine.errors import SettingError  # noqa: E402
+from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
+from segrefine.hub.onnx import load_onnx  # noqa: E402
+
+
+TOY = dataset_meta("toy")
+TOY_DATA = ["--dataset-option", "size=64x96", "--dataset-option", "length=2"]
+TOY_EVAL = ["eval", "--dataset", "toy", *TOY_DATA, "--workers", "0", "--json"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=TOY.num_classes)
+    with torch.no_grad():  # trained-looking: an untrained SRM and CRM would hide size-dependent offsets and attention
+        for name, parameter in model.named_parameters():
+            if name.endswith(("offset.weight", "gamma")):
+                parameter.normal_(std=0.05 if name.endswith("weight") else 0.5)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    """The checkpoint exported for any input size (fp32)."""
+    model, config = load_model(checkpoint)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    report = export(model, config, path)
+    assert report.agreement >= FP32_AGREEMENT and report.size is None
+    return path
+
+
+def run(capsys, argv):
+    """(exit code, stdout, stderr) of one in-process command."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+def fails(capsys, argv) -> str:
+    """The one stderr line of a command that must exit 2."""
+    code, out, err = run(capsys, argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def error_line(capsys, argv) -> str:
+    """The error line of a command that must exit 2, after any line announcing the model."""
+    code, out, err = run(capsys, argv)
+    assert code == 2 and "Traceback" not in err, err
+    assert len(err.splitlines()) <= 2 and err.splitlines()[-1].startswith("segrefine: error:")
+    return err.splitlines()[-1]
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.argmax(1) == b.argmax(1)).float().mean().item()
+
+
+def test_fp32_round_trip_takes_any_size_and_carries_the_classes(checkpoint, exported):
+    model, config = load_model(checkpoint)
+    onnx_model, onnx_config = load_onnx(exported)
+    assert onnx_config["classes"] == config["classes"] and onnx_config["palette"] == config["palette"]
+    assert onnx_model.config == model.config and onnx_model.size is None
+    with torch.inference_mode():
+        for size in ((64, 96), (72, 100)):  # 72×100: not a multiple of the output stride
+            image = check_image(size).repeat(2, 1, 1, 1)
+            assert agreement(onnx_model(image), model(image)) >= FP32_AGREEMENT
+
+
+def test_int8_export_through_the_cli(capsys, checkpoint, tmp_path):
+    out = tmp_path / "model.int8.onnx"
+    code, stdout, _ = run(capsys, [
+        "export", "--weights", str(checkpoint), "--out", str(out), "--size", "64x96", "--quantize", "int8",
+        "--calibration", "toy", *TOY_DATA, "--calibration-images", "2",
+    ])  # fmt: skip
+    assert code == 0 and stdout.startswith(f"wrote {out} (onnx, int8, 64x96)")
+    model, config = load_onnx(out)
+    assert model.size == (64, 96) and config["classes"] == list(TOY.classes)
+    labels = model(check_image((64, 96))).argmax(1)
+    assert labels.shape == (1, 64, 96) and 0 <= labels.min() and labels.max() < TOY.num_classes
+    square = tmp_path / "square.png"
+    cv2.imwrite(str(square), np.zeros((64, 64, 3), np.uint8))
+    err = error_line(capsys, ["predict", str(square), "--weights", str(out), "--out", str(tmp_path / "predicted")])
+    assert "exported for 64×96 images (H×W) and cannot take 64×64" in err
+    assert not list((tmp_path / "predicted").rglob("*.png"))
+
+
+def test_predict_with_onnx_weights_gives_pytorchs_labels(capsys, checkpoint, exported, tmp_path):
+    scene = build_dataset("toy", None, "val", size=(64, 96), length=1)[0]["image"].permute(1, 2, 0).numpy()
+    cv2.imwrite(str(tmp_path / "scene.png"), cv2.cvtColor(scene, cv2.COLOR_RGB2BGR))
+    labels = {}
+    for name, weights in (("torch", checkpoint), ("onnx", exported)):
+        code, _, err = run(capsys, ["predict", str(tmp_path / "scene.png"), "--weights", str(weights),
+                                    "--out", str(tmp_path / name), "--save", "label"])  # fmt: skip
+        assert code == 0, err
+        labels[name] = cv2.imread(str(tmp_path / name / "scene_label.png"), cv2.IMREAD_UNCHANGED)
+    assert (labels["torch"] == labels["onnx"]).mean() >= FP32_AGREEMENT
+
+
+def test_eval_with_onnx_weights_and_with_the_onnxruntime_backend(capsys, checkpoint, exported):
+    scores = {}
+    for name, extra in (("torch", ["--weights", str(checkpoint)]), ("onnx", ["--weights", str(exported)]),
+                        ("backend", ["--weights", str(checkpoint), "--backend", "onnxruntime"])):  # fmt: skip
+        code, out, err = run(capsys, [*TOY_EVAL, *extra])
+        assert code == 0, err
+        scores[name] = json.loads(out)["mIoU"]
+    assert scores["onnx"] == pytest.approx(scores["torch"], abs=1e-3)
+    assert scores["backend"] == pytest.approx(scores["onnx"], abs=1e-6)
+
+
+def test_bf16_autocast_evaluates(capsys, checkpoint):
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no bf16")
+    code, out, err = run(capsys, [*TOY_EVAL, "--weights", str(checkpoint), "--precision", "bf16"])
+    assert code == 0, err
+    assert 0 <= json.loads(out)["mIoU"] <= 1
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--format", "tflite"], "--format"),
+    (["--size", "16x64"], "--size"),
+    (["--size", "64x96", "--dynamic"], "--dynamic"),
+    (["--quantize", "int8"], "--calibration"),
+    (["--calibration", "toy"], "--quantize"),
+    (["--quantize", "int4", "--calibration", "toy"], "--quantize"),
+])  # fmt: skip
+def test_bad_export_options_are_one_line_and_write_nothing(capsys, checkpoint, tmp_path, args, flag):
+    out = tmp_path / "model.onnx"
+    assert flag in fails(capsys, ["export", "--weights", str(checkpoint), "--out", str(out), *args])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_must_be_an_onnx_file(capsys, checkpoint, tmp_path):
+    assert "--out" in fails(capsys, ["export", "--weights", str(checkpoint), "--out", str(tmp_path / "model.pt")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_library_errors_name_the_parameters(checkpoint, tmp_path):
+    model, config = load_model(checkpoint)
+    with pytest.raises(SettingError, match="^size 20x64") as error:
+        export(model, config, tmp_path / "m.onnx", size=(20, 64))
+    assert error.value.settings == ["size"]
+
+
+def test_onnx_weights_errors_are_one_line(capsys, exported, tmp_path):
+    scene = tmp_path / "scene.png"
+    cv2.imwrite(str(scene), np.zeros((64, 64, 3), np.uint8))
+    out = ["--out", str(tmp_path / "out")]
+    assert "--backend torch" in fails(capsys, ["predict", str(scene), "--weights", str(exported), "--backend", "torch", *out])
+    assert "--precision bf16" in fails(capsys, ["predict", str(scene), "--weights", str(exported), "--precision", "bf16", *out])
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    assert "not an ONNX model" in fails(capsys, ["predict", str(scene), "--weights", str(broken), *out])
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((20, 64, 3), np.uint8))
+    assert "at least 32×32" in error_line(capsys, ["predict", str(tiny), "--weights", str(exported), *out])
+    assert not (tmp_path / "out" / "tiny_label.png").exists()
+
+
+def test_missing_onnxruntime_is_one_line(capsys, checkpoint, exported, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    scene = tmp_path / "scene.png"
+    cv2.imwrite(str(scene), np.zeros((64, 64, 3), np.uint8))
+    err = fails(capsys, ["predict", str(scene), "--weights", str(exported), "--out", str(tmp_path / "out")])
+    assert "onnxruntime is not installed: pip install 'segrefine[onnx]'" in err
+    err = error_line(capsys, [*TOY_EVAL, "--weights", str(checkpoint), "--backend", "onnxruntime"])
+    assert "onnxruntime is not installed" in err
