@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.meta import CITYSCAPES_PALETTE
-from segrefine.engine.evaluate import cityscapes_label_ids, evaluate_predictions
+from segrefine.data.cityscapes import label_ids as cityscapes_label_ids
+from segrefine.engine.evaluate import evaluate_predictions
 from segrefine.engine.metrics import SegmentationMetrics
 
 

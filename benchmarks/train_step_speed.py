@@ -15,7 +15,7 @@ import time
 import torch
 
 from segrefine.engine.losses import segmentation_loss
-from segrefine import ModelConfig, build_model
+from segrefine import build_model
 
 
 def step_seconds(model, optimizer, batch: int, size: tuple[int, int], bf16: bool, channels_last: bool) -> float:

@@ -113,20 +113,42 @@ def decode_failure(error: cv2.error) -> str:
     return "a corrupt or unsupported image (opencv cannot decode it)"
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise."""
+def decode(path: str | os.PathLike, flags: int, what: str, error: type[SegrefineError] = SegrefineError) -> np.ndarray:
+    """Decode an image file with opencv (`flags`: cv2.IMREAD_*); a missing, unreadable or undecodable file raises
+    `error` as one line "cannot read WHAT PATH: why"."""
     try:
         data = np.fromfile(os.fspath(path), dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
     except OSError as e:
-        raise UnreadableInput(f"cannot read image {path}: {e.strerror or e}") from None
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     with opencv_silent():
         try:
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+            pixels = cv2.imdecode(data, flags) if data.size else None
         except cv2.error as e:
-            raise UnreadableInput(f"cannot read image {path}: {decode_failure(e)}") from None
-    if image is None:
-        raise UnreadableInput(f"cannot read image {path}: not a decodable image (corrupt, empty or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            raise error(f"cannot read {what} {path}: {decode_failure(e)}") from None
+    if pixels is None:
+        raise error(f"cannot read {what} {path}: not a decodable image (corrupt, empty or unsupported format)")
+    return pixels
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise."""
+    return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR, "image", UnreadableInput), cv2.COLOR_BGR2RGB)
+
+
+def read_label_map(path: str | os.PathLike, what: str = "label file") -> np.ndarray:
+    """An H×W map of class ids as stored (uint8 or uint16); a grey map saved as RGB is accepted."""
+    label = decode(path, cv2.IMREAD_UNCHANGED, what)
+    if label.ndim == 3:
+        # A grey map saved as RGB is fine; a colour-coded or palette map is not a map of class ids.
+        if not all(np.array_equal(label[..., 0], label[..., c]) for c in range(1, label.shape[2])):
+            raise SegrefineError(
+                f"{what} {path} has {label.shape[2]} different channels; it must be a single-channel PNG of class "
+                "ids (colour or palette PNGs are not supported)"
+            )
+        label = label[..., 0]
+    if label.dtype not in (np.uint8, np.uint16):
+        raise SegrefineError(f"{what} {path} has {label.dtype} pixels; it must be an 8- or 16-bit PNG")
+    return label
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN
 from segrefine.data.transforms import eval_transform, normalize
-from segrefine.engine.evaluate import LABEL_IDS_DIR, cityscapes_label_ids, evaluate_model, evaluate_predictions
+from segrefine.data.cityscapes import label_ids as cityscapes_label_ids
+from segrefine.engine.evaluate import LABEL_IDS_DIR, evaluate_model, evaluate_predictions
 from segrefine.engine.inference import predict_logits
 from segrefine.engine.metrics import SegmentationMetrics, summary
 from segrefine.errors import SegrefineError

@@ -1,11 +1,9 @@
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from segrefine.models.memory import ClassMemory
 

@@ -1,8 +1,5 @@
 """`segrefine predict` through the real entry point: files, folders, globs, videos, skipping, failures, messages."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2

@@ -1,8 +1,6 @@
 """`segrefine visualize`: every picture kind; `report` and `offsets` (on a real photo) through the real entry point."""
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np

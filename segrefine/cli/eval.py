@@ -8,31 +8,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import Dataset, Subset
 
 from segrefine.cli.options import (
-    BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, load_weights, parse_inference, parse_key_values,
+    BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, parse_inference, parse_key_values,
 )  # fmt: skip
-from segrefine.engine.backends import for_inference
-from segrefine.data import DATASETS, build_dataset, dataset_meta
-from segrefine.engine import distributed
-from segrefine.engine.evaluate import evaluate_model, evaluate_predictions
-from segrefine.engine.device import resolve_device
-from segrefine.errors import SegrefineError
+from segrefine.data import DATASETS
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-_INFERENCE_ONLY = "--mode, --crop, --stride, --scales, --flip, --batch-size and --save-predictions"
-
-
-def _limited(dataset: Dataset, limit: int | None) -> Dataset:
-    return Subset(dataset, range(min(limit, len(dataset)))) if limit is not None else dataset
-
 
 def _fraction(x: float | None) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
@@ -104,39 +93,18 @@ def evaluate(
     precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
-    if weights is not None and predictions is not None:
-        raise SegrefineError("give either --weights REF (evaluate a model) or --predictions DIR (evaluate saved PNGs)")
-    if predictions is not None and (
-        mode != "whole" or crop or stride or scales or flip or batch_size != 1 or save_predictions
-    ):
-        raise SegrefineError(f"{_INFERENCE_ONLY} apply only with --weights, not with --predictions")
+    from segrefine.engine.evaluate import evaluate as run_evaluation
+
     inference = parse_inference(mode, crop, stride, scales)
-    crop_size, stride_size, scale_list = inference["crop"], inference["stride"], inference["scales"]
-    options = parse_key_values(dataset_option, "--dataset-option")
-    run_device = resolve_device(device)
-
-    meta = dataset_meta(dataset, data_root)
-    data = _limited(build_dataset(dataset, data_root, split, **options), limit)
-    ctx = distributed.setup(run_device.type)
-    try:
-        if predictions is None:
-            model, config, weights = load_weights(weights, run_device, meta, announce=ctx.is_main)
-            model = for_inference(model, run_device, backend=backend, precision=precision)
-            report = evaluate_model(
-                model, data, meta, mode=mode, crop=crop_size, stride=stride_size, scales=scale_list, flip=flip,
-                batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,
-                progress=True,
-            )  # fmt: skip
-            source = {"weights": weights}
-        else:
-            report = evaluate_predictions(predictions, data, meta, device=run_device, workers=workers, progress=True)
-            source = {"predictions": str(predictions)}
-    finally:
-        distributed.teardown()
-
-    if not ctx.is_main:  # under torchrun every process evaluates its share; rank 0 alone reports
+    report = run_evaluation(
+        weights, dataset, data_root=data_root, split=split, predictions=predictions, mode=mode,
+        crop=inference["crop"], stride=inference["stride"], scales=inference["scales"], flip=flip,
+        batch_size=batch_size, device=device, workers=workers, save_predictions=save_predictions,
+        dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, backend=backend,
+        precision=precision, progress=True, on_message=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every process evaluates its share; rank 0 alone reports
         return
-    report = {**report, "dataset": dataset, "split": split, **source}
     if as_json:
         typer.echo(json.dumps(report, allow_nan=False))
     else:

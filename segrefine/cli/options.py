@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from segrefine.engine.inference import check_scales
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, worded
 from segrefine.imageio import folder_problem
 
 if TYPE_CHECKING:
@@ -32,24 +32,17 @@ def output_folder(out: Path) -> Path:
 def load_weights(
     weights: str | None, device: "str | torch.device", dataset: "DatasetMeta | None" = None, *, announce: bool = True
 ) -> tuple[Any, dict[str, Any], str]:
-    """Load --weights, by default the shipped model (the dataset's own default when it has one); returns the model,
-    its config and the reference used. With `dataset`, a model whose classes cannot score it is refused (another
-    class count, or other names for the default model) and other names for given weights are warned about.
-    `announce` says on stderr which model it is."""
-    from segrefine.hub import class_mismatch, default_model, describe, load_model
+    """`segrefine.hub.load_for_dataset` for the CLI: warnings on stderr, and with `announce` a line naming the model."""
+    from segrefine.hub import describe, load_for_dataset
 
-    ref = weights or default_model(dataset.name if dataset is not None else None).name
-    model, config = load_model(ref, device)
-    mismatch = class_mismatch(ref, config, dataset.name, dataset.classes) if dataset is not None else None
-    if mismatch and weights is None:
-        raise SegrefineError(f"{mismatch}: pass --weights with a model trained on {dataset.name}")
-    if mismatch and config["model"].get("num_classes") != dataset.num_classes:
-        raise SegrefineError(mismatch)
-    if mismatch:
-        print(f"segrefine: warning: {mismatch}; using them anyway", file=sys.stderr)
+    model, config, ref = load_for_dataset(weights, dataset, device, warn=_warning)
     if announce:
         print(describe(ref, config), file=sys.stderr)
     return model, config, ref
+
+
+def _warning(message: str) -> None:
+    print(f"segrefine: warning: {worded(message)}", file=sys.stderr)
 
 
 def parse_size(text: str, option: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 
 from segrefine.data.meta import IGNORE_INDEX, DatasetMeta
 from segrefine.errors import SegrefineError
-from segrefine.imageio import decode_failure, opencv_silent, read_image
+from segrefine.imageio import read_image, read_label_map
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -60,24 +60,7 @@ def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarr
 
 def read_label(path: Path) -> np.ndarray:
     """H×W label map as stored (uint8 or uint16)."""
-    try:
-        with opencv_silent():
-            label = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error as e:
-        raise SegrefineError(f"cannot read label file {path}: {decode_failure(e)}") from None
-    if label is None:
-        raise SegrefineError(f"cannot read label file {path} (missing, empty or not an image)")
-    if label.ndim == 3:
-        # A grey map saved as RGB is fine; a colour-coded or palette map is not a map of class ids.
-        if not all(np.array_equal(label[..., 0], label[..., c]) for c in range(1, label.shape[2])):
-            raise SegrefineError(
-                f"label file {path} has {label.shape[2]} different channels; labels must be single-channel "
-                "PNGs of class ids (colour or palette PNGs are not supported)"
-            )
-        label = label[..., 0]
-    if label.dtype not in (np.uint8, np.uint16):
-        raise SegrefineError(f"label file {path} has {label.dtype} pixels; labels must be 8- or 16-bit PNGs")
-    return label
+    return read_label_map(path)
 
 
 def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta) -> np.ndarray:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from segrefine.data.base import (
     FileSet, PairedFiles, Transform, find_root, first_complete, identity_lut, pair_files, table_lut,
 )  # fmt: skip
-from segrefine.data.meta import CITYSCAPES, CITYSCAPES_LABEL_TO_TRAIN, DatasetMeta
+from segrefine.data.meta import CITYSCAPES, CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, DatasetMeta
 
 SPLITS = ("train", "val", "test")
 LAYOUT = (
@@ -16,6 +18,22 @@ LAYOUT = (
     "official table, every other id ignored) or <frame>_gtFine_labelTrainIds.png (used when every frame of the "
     "split has one)"
 )
+
+
+def _train_to_label_lut() -> np.ndarray:
+    lut = np.zeros(256, np.uint8)  # anything that is no train id becomes 0, "unlabeled" (not evaluated)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        if train_id != IGNORE_INDEX:
+            lut[train_id] = label_id
+    return lut
+
+
+_LABEL_ID_LUT = _train_to_label_lut()
+
+
+def label_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Train ids (uint8 H×W) -> the official label ids that cityscapesscripts and the benchmark server evaluate."""
+    return _LABEL_ID_LUT[train_ids]
 
 
 def meta(root: str | os.PathLike | None = None) -> DatasetMeta:

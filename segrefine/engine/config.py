@@ -90,6 +90,12 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
+    def from_recipe(cls, dataset: str, recipe: str = "", **settings: Any) -> "TrainConfig":
+        """The dataset's recipe (or the named one) with `settings` changed, e.g.
+        `TrainConfig.from_recipe("toy", iters=50, srm="bilinear")`; network switches may be given flat or as `model`."""
+        return resolve_config({}, {"dataset": dataset, "recipe": recipe or None, **settings})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Settings as stored in a run's config.json ("train") or a config file: `model` a table of ModelConfig
         fields (older runs list them at the top level), tuples as lists."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import SettingError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

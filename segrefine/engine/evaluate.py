@@ -17,30 +17,35 @@ counted twice, and the counts are summed across processes before the scores are 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, DatasetMeta
+from segrefine.data import cityscapes
+from segrefine.data.meta import IGNORE_INDEX, DatasetMeta
+from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import normalize
+from segrefine.engine import distributed
+from segrefine.engine.backends import for_inference
+from segrefine.engine.device import resolve_device
 from segrefine.engine.inference import predict_logits
 from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
-from segrefine.imageio import decode_failure, opencv_silent, write_image
-from segrefine.errors import SegrefineError
+from segrefine.imageio import read_label_map, write_image
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub import describe, load_for_dataset
 
 __all__ = [
     "LABEL_IDS_DIR",
     "UNIT",
     "PredictionWriter",
-    "cityscapes_label_ids",
+    "evaluate",
     "evaluate_model",
     "evaluate_predictions",
 ]
@@ -49,24 +54,6 @@ UNIT = "fraction"  # every score in every output is a fraction in [0, 1]
 LABEL_IDS_DIR = "labelIds"  # Cityscapes: subfolder of --save-predictions with the official label-id encoding
 
 Size = tuple[int, int]
-
-
-# --- Cityscapes label-id encoding ------------------------------------------------------------------------------
-
-def _train_to_label_lut() -> np.ndarray:
-    lut = np.zeros(256, np.uint8)  # anything that is no train id becomes 0, "unlabeled" (not evaluated)
-    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
-        if train_id != IGNORE_INDEX:
-            lut[train_id] = label_id
-    return lut
-
-
-_CITYSCAPES_LABEL_LUT = _train_to_label_lut()
-
-
-def cityscapes_label_ids(train_ids: np.ndarray) -> np.ndarray:
-    """Cityscapes train ids (uint8 H×W) -> the official label ids that cityscapesscripts and the server evaluate."""
-    return _CITYSCAPES_LABEL_LUT[train_ids]
 
 
 # --- writing predictions ---------------------------------------------------------------------------------------
@@ -94,7 +81,7 @@ class PredictionWriter:
         train_ids = pred.to(device="cpu", dtype=torch.uint8).numpy()
         write_image(self.folder / f"{name}.png", train_ids)
         if self.label_ids is not None:
-            write_image(self.label_ids / f"{name}.png", cityscapes_label_ids(train_ids))
+            write_image(self.label_ids / f"{name}.png", cityscapes.label_ids(train_ids))
 
 
 # --- reading predictions ---------------------------------------------------------------------------------------
@@ -103,19 +90,7 @@ def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray 
     """A saved H×W map of train ids (255 allowed: no class), checked against its label; None if the file is missing."""
     if not path.is_file():
         return None
-    data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
-    try:
-        with opencv_silent():
-            pred = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except cv2.error as e:
-        raise SegrefineError(f"prediction file {path} cannot be read: {decode_failure(e)}") from None
-    if pred is None:
-        raise SegrefineError(f"prediction file {path} cannot be read as an image")
-    if pred.ndim != 2 or pred.dtype not in (np.uint8, np.uint16):
-        raise SegrefineError(
-            f"prediction file {path} must be a single-channel 8- or 16-bit PNG of train ids, "
-            f"got {pred.shape[2] if pred.ndim == 3 else 1} channel(s) of {pred.dtype}"
-        )
+    pred = read_label_map(path, "prediction file")
     height, width = label.shape[-2:]
     if pred.shape != (height, width):
         raise SegrefineError(
@@ -369,3 +344,73 @@ def evaluate_predictions(
         description=f"eval {meta.name} (saved predictions)",
     )  # fmt: skip
     return {**scores, "num_images": len(dataset), "mode": "predictions", "unit": UNIT}
+
+
+def evaluate(
+    weights: str | Path | None = None,
+    dataset: str = "camvid",
+    *,
+    data_root: str | Path | None = None,
+    split: str = "val",
+    predictions: str | Path | None = None,
+    mode: str = "whole",
+    crop: Size | None = None,
+    stride: Size | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 1,
+    device: str | torch.device = "auto",
+    workers: int = 0,
+    save_predictions: str | Path | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    backend: str | None = None,
+    precision: str = "fp32",
+    progress: bool = False,
+    on_message: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Score a model (`weights`: any weights reference, default the shipped model) or saved prediction PNGs
+    (`predictions`: a folder of `<image stem>.png` train ids) on a dataset split; every score is a fraction.
+
+    The report holds mIoU, mAcc, aAcc, fwIoU, boundary_mIoU, per_class, num_images, the inference options, and
+    dataset, split and weights (or predictions). `limit` scores only the first N images. `on_message` receives the
+    line naming the model and any warning. Under torchrun every process calls this and gets the report.
+    """
+    if weights is not None and predictions is not None:
+        raise SettingError("give either `weights` (score a model) or `predictions` (score saved PNGs), not both")
+    if predictions is not None and (
+        mode != "whole" or crop or stride or tuple(scales) != (1.0,) or flip or batch_size != 1 or save_predictions
+    ):
+        raise SettingError(
+            "`mode`, `crop`, `stride`, `scales`, `flip`, `batch_size` and `save_predictions` apply only with "
+            "`weights`, not with `predictions`"
+        )
+    if limit is not None and limit < 1:
+        raise SettingError(f"`limit` must be at least 1, got {limit}")
+    run_device = resolve_device(device)
+    meta = dataset_meta(dataset, data_root)
+    data = build_dataset(dataset, data_root, split, **dict(dataset_options or {}))
+    if limit is not None:
+        data = Subset(data, range(min(limit, len(data))))
+    ctx = distributed.setup(run_device.type)
+    say = on_message if ctx.is_main else None
+    try:
+        if predictions is None:
+            model, config, ref = load_for_dataset(weights, meta, run_device, warn=say)
+            if say is not None:
+                say(describe(ref, config))
+            model = for_inference(model, run_device, backend=backend, precision=precision)
+            report = evaluate_model(
+                model, data, meta, mode=mode, crop=crop, stride=stride, scales=scales, flip=flip,
+                batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,
+                progress=progress,
+            )  # fmt: skip
+            source = {"weights": ref}
+        else:
+            report = evaluate_predictions(
+                predictions, data, meta, device=run_device, workers=workers, progress=progress
+            )
+            source = {"predictions": str(predictions)}
+    finally:
+        distributed.teardown()
+    return {**report, "dataset": dataset, "split": split, **source}

@@ -19,7 +19,7 @@ from segrefine.hub.checkpoint import (
     rebuild,
     save_checkpoint,
 )
-from segrefine.hub.pretrained import SegRefineModel, build_model, load_model
+from segrefine.hub.pretrained import SegRefineModel, build_model, load_for_dataset, load_model
 from segrefine.hub.reference import HubUnreachable, ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
 from segrefine.hub.registry import (
     DEFAULT_TASK, BackboneEntry, ModelEntry, Registry, default_model, default_weights, load_registry,
@@ -47,6 +47,7 @@ __all__ = [
     "fetch_backbone",
     "build_model",
     "load_backbone_weights",
+    "load_for_dataset",
     "load_model",
     "load_weights_file",
     "load_registry",

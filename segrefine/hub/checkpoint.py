@@ -5,7 +5,6 @@ Pickled files are never loaded: `load_state` sniffs the first bytes and refuses 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence

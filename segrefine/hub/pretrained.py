@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,13 @@ from typing import Any
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
-from segrefine.errors import SegrefineError
+from segrefine.data.meta import DatasetMeta
+from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub import checkpoint
 from segrefine.hub.card import model_card
 from segrefine.hub.onnx import is_onnx, load_onnx
-from segrefine.hub.checkpoint import load_weights_file, read_config, save_checkpoint
+from segrefine.hub.checkpoint import class_mismatch, load_weights_file, read_config, save_checkpoint
+from segrefine.hub.registry import default_model
 from segrefine.hub.reference import resolve
 from segrefine.hub.upload import upload_checkpoint
 from segrefine.models.config import ModelConfig
@@ -150,3 +152,27 @@ def load_model(
     model = checkpoint.rebuild(config)
     load_weights_file(model, weights.weights_path, str(ref))
     return model.to(device).eval(), config
+
+
+def load_for_dataset(
+    weights: str | Path | None,
+    meta: DatasetMeta | None,
+    device: str | torch.device = "cpu",
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """Load `weights` (default: the shipped model for `meta`'s dataset, else for segmentation) to score or show
+    `meta`'s dataset; returns (model, config, the reference used).
+
+    A model whose classes cannot score the dataset is refused: another class count, or other class names for the
+    default model; other names for given weights only call `warn`."""
+    ref = str(weights) if weights is not None else default_model(meta.name if meta is not None else None).name
+    model, config = load_model(ref, device)
+    mismatch = class_mismatch(ref, config, meta.name, meta.classes) if meta is not None else None
+    if mismatch and weights is None:
+        raise SettingError(f"{mismatch}: pass `weights` with a model trained on {meta.name}")
+    if mismatch and config["model"].get("num_classes") != meta.num_classes:
+        raise SegrefineError(mismatch)
+    if mismatch and warn is not None:
+        warn(f"{mismatch}; using them anyway")
+    return model, config, ref

@@ -1,0 +1,97 @@
+"""The public Python API: build_model, SegRefineModel's Hub-style save/load, evaluate, TrainConfig.from_recipe."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import segrefine
+from segrefine.data import dataset_meta
+from segrefine.errors import SegrefineError, SettingError
+
+TOY = dataset_meta("toy")
+INFO = {"dataset": "toy", "classes": list(TOY.classes), "palette": [list(c) for c in TOY.palette]}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A lite toy model saved with save_pretrained, with metrics for its card."""
+    torch.manual_seed(0)
+    model = segrefine.build_model("lite", TOY.num_classes, aux=False)
+    model.info = {**INFO, "metrics": {"mIoU": 0.5, "boundary_mIoU": 0.25, "split": "val"}}
+    folder = tmp_path_factory.mktemp("saved")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_build_model_takes_variant_and_classes_positionally():
+    model = segrefine.build_model("lite", 5, srm="bilinear", memory=True)
+    assert isinstance(model, torch.nn.Module) and isinstance(model, segrefine.SegRefineModel)
+    config = model.config
+    assert (config.variant, config.num_classes, config.srm, config.memory) == ("lite", 5, "bilinear", True)
+    with pytest.raises(SegrefineError, match="unknown model switches: sr_mode"):
+        segrefine.build_model("lite", 5, sr_mode="full")
+    with pytest.raises(SegrefineError, match="variant must be one of"):
+        segrefine.build_model("huge", 5)
+
+
+def test_save_pretrained_writes_a_hub_model_folder(saved):
+    model, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"] == model.config.to_dict() and config["classes"] == INFO["classes"]
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "segrefine" and meta["pipeline_tag"] == "image-segmentation"
+    results = meta["model-index"][0]["results"]
+    assert results[0]["task"]["type"] == "image-segmentation"
+    assert results[0]["dataset"]["split"] == "val"
+    assert {"type": "mean_iou", "value": 50.0, "name": "mIoU"} in [
+        {k: m[k] for k in ("type", "value", "name")} for r in results for m in r["metrics"]
+    ]
+
+
+def test_from_pretrained_and_weights_load_strictly(saved):
+    model, folder = saved
+    x = torch.randn(1, 3, 64, 64)
+    loaded = segrefine.SegRefineModel.from_pretrained(folder)
+    assert not loaded.training and loaded.info["dataset"] == "toy"
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    built = segrefine.build_model("lite", TOY.num_classes, weights=folder, aux=False).eval()
+    with torch.no_grad():
+        assert torch.equal(built(x), loaded(x))
+    with pytest.raises(SegrefineError, match=r"do not fit the requested model: num_classes 4 \(weights: 9\)"):
+        segrefine.build_model("lite", 4, weights=folder)
+    with pytest.raises(SegrefineError, match="srm 'flow'"):
+        segrefine.build_model("lite", TOY.num_classes, weights=folder, srm="flow")
+
+
+def test_save_pretrained_needs_class_names():
+    with pytest.raises(SegrefineError, match="class names and palette"):
+        segrefine.build_model("lite", 2).save_pretrained("unused")
+
+
+def test_evaluate_returns_fractions_and_names_python_parameters(saved):
+    _, folder = saved
+    report = segrefine.evaluate(folder, "toy", dataset_options={"length": 2, "size": (64, 64)}, device="cpu")
+    assert 0.0 <= report["mIoU"] <= 1.0 and report["num_images"] == 2 and report["weights"] == str(folder)
+    with pytest.raises(SettingError, match="^give either weights") as error:
+        segrefine.evaluate(folder, "toy", predictions="somewhere")
+    assert error.value.settings == ["weights", "predictions"]  # the CLI shows them as --weights and --predictions
+
+
+def test_train_config_from_recipe_holds_the_model_config():
+    config = segrefine.TrainConfig.from_recipe("toy", iters=5, srm="bilinear", memory=True)
+    assert config.iters == 5 and config.crop == (128, 128)  # the rest from the toy recipe
+    assert config.model == segrefine.ModelConfig(srm="bilinear", memory=True)
+    assert segrefine.TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(SettingError, match="^iters must be a positive integer"):
+        segrefine.TrainConfig.from_recipe("toy", iters=0)
+
+
+def test_public_names_are_importable_without_torch_until_used():
+    assert set(segrefine.__all__) >= {"build_model", "SegRefineModel", "load", "Predictor", "evaluate", "train"}
+    for name in segrefine.__all__:
+        assert getattr(segrefine, name) is not None
