@@ -20,7 +20,8 @@ import torch
 
 from segrefine.data.meta import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from segrefine.data.toy import render
-from segrefine.engine.predictor import Predictor, resolve_device
+from segrefine.engine.device import resolve_device
+from segrefine.engine.predictor import Predictor
 from segrefine import build_model
 from segrefine.models import VARIANTS
 

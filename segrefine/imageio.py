@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -149,6 +149,12 @@ def read_label_map(path: str | os.PathLike, what: str = "label file") -> np.ndar
     if label.dtype not in (np.uint8, np.uint16):
         raise SegrefineError(f"{what} {path} has {label.dtype} pixels; it must be an 8- or 16-bit PNG")
     return label
+
+
+def check_alpha(alpha: float) -> None:
+    """Overlay weights are fractions."""
+    if not 0.0 <= alpha <= 1.0:
+        raise SettingError(f"`alpha` must be between 0 and 1, got {alpha}")
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:

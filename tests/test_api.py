@@ -7,7 +7,8 @@ import torch
 
 import segrefine
 from segrefine.data import build_dataset, dataset_meta
-from segrefine.engine.predictor import Predictor, UnreadableInput, load, read_image, write_image
+from segrefine.engine.predictor import Predictor, load
+from segrefine.imageio import UnreadableInput, read_image, write_image
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_checkpoint
 from segrefine import build_model

@@ -487,3 +487,19 @@ def test_model_card_without_metrics():
     meta = yaml.safe_load(card.split("---\n", 2)[1])
     assert "model-index" not in meta and "metrics" not in meta and "resnet50" in meta["tags"]
     assert "## Results" not in card
+
+
+def test_model_push_to_hub_and_from_pretrained_round_trip(hub):
+    from segrefine import SegRefineModel, build_model
+
+    model = build_model("lite", 3, aux=False).eval()
+    model.info = {"dataset": "toy", "classes": list(CLASSES), "palette": [list(c) for c in PALETTE],
+                  "metrics": {"mIoU": 0.5, "split": "val"}}  # fmt: skip
+    url = model.push_to_hub("alice/lite")
+    assert url.startswith(f"{hub.url}/alice/lite/commit/")
+    files = hub.files("alice/lite")
+    assert {"README.md", "config.json", "model.safetensors"} <= set(files)
+    card = files["README.md"].decode()
+    assert "library_name: segrefine" in card and "model-index" in card and "mean_iou" in card
+    loaded = SegRefineModel.from_pretrained("alice/lite")
+    assert same_state(loaded, model) and loaded.info["metrics"]["mIoU"] == 0.5

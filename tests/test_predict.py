@@ -9,7 +9,7 @@ import torch
 
 from segrefine.cli.predict import parse_save
 from segrefine.data import build_dataset, dataset_meta
-from segrefine.engine.predictor import check_alpha
+from segrefine.imageio import check_alpha
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_checkpoint
 from segrefine import build_model

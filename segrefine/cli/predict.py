@@ -13,7 +13,8 @@ from segrefine.cli.options import (
     BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, output_folder, parse_inference,
 )  # fmt: skip
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save
-from segrefine.engine.predictor import Predictor, check_alpha, load
+from segrefine.engine.predictor import Predictor, load
+from segrefine.imageio import check_alpha
 from segrefine.errors import SegrefineError, worded
 
 DEFAULT_OUT = Path("runs", "predict")

@@ -22,7 +22,7 @@ import numpy as np
 
 from segrefine.engine.progress import progress_bar
 from segrefine.errors import SegrefineError
-from segrefine.imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableInput, read_image, write_image
+from segrefine.imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image
 
 if TYPE_CHECKING:
     from segrefine.engine.predictor import Predictor
@@ -190,7 +190,7 @@ def _write(predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: 
 
 def predict_files(
     predictor: Predictor,
-    inputs: Sequence[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     out: str | os.PathLike,
     *,
     save: Sequence[str] = OUTPUTS,
@@ -199,11 +199,16 @@ def predict_files(
     progress: bool = False,
     on_message: Callable[[str], None] | None = None,
 ) -> PredictReport:
-    """Segment image files, folders (recursively), globs and videos into `out`; see this module for the names.
+    """Segment image files, folders (recursively), globs and videos into `out`: `<name>_label.png` (train ids),
+    `_color.png`, `_overlay.png` (the kinds in `save`), `<name>_overlay.mp4` for a video; see this module for names.
 
-    Unreadable or missing inputs are reported (in the result and through `on_message`) and skipped; images of one
-    size are batched up to the predictor's batch size. `progress` shows a bar on a terminal.
+    Existing outputs are kept unless `overwrite`. Unreadable or missing inputs are reported (in the result's
+    `failed` and through `on_message`) and skipped; images of one size are batched up to the predictor's batch
+    size. `progress` shows a bar on a terminal.
     """
+    check_alpha(alpha)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     kinds = check_save(save)
     out = Path(out)
     report = PredictReport(out)

@@ -30,23 +30,13 @@ from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import MODES, check_scales, predict_logits
 from segrefine.engine.device import resolve_device
-from segrefine.engine.predict_files import OUTPUTS, PredictReport, predict_files
+from segrefine.engine.predict_files import PredictReport, predict_files
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.registry import DEFAULT_TASK
 from segrefine import imageio
-from segrefine.imageio import UnreadableInput, atomic_write, opencv_silent, read_image, write_image
+from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image, write_image
 
-__all__ = [
-    "DEFAULT_TASK",
-    "PredictReport",
-    "Predictor",
-    "UnreadableInput",
-    "check_alpha",
-    "load",
-    "read_image",
-    "resolve_device",
-    "write_image",
-]
+__all__ = ["Predictor", "load"]
 
 VIDEO_FOURCC = "mp4v"
 FALLBACK_FPS = 25.0  # for containers that do not record a frame rate
@@ -80,12 +70,6 @@ def _runs(sizes: Sequence[Size], limit: int) -> Iterator[list[int]]:
     for indices in groups.values():
         for start in range(0, len(indices), limit):
             yield indices[start : start + limit]
-
-
-def check_alpha(alpha: float) -> None:
-    """Overlay weights are fractions."""
-    if not 0.0 <= alpha <= 1.0:
-        raise SettingError(f"`alpha` must be between 0 and 1, got {alpha}")
 
 
 @dataclass(eq=False)
@@ -152,26 +136,7 @@ class Predictor:
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _rgb(image)
         return imageio.overlay(rgb, label, self.palette, alpha)
 
-    def predict_files(
-        self,
-        inputs: Sequence[str | os.PathLike] | str | os.PathLike,
-        out: str | os.PathLike,
-        *,
-        save: Sequence[str] = OUTPUTS,
-        alpha: float = 0.5,
-        overwrite: bool = False,
-        progress: bool = False,
-        on_message: Callable[[str], None] | None = None,
-    ) -> PredictReport:
-        """Segment image files, folders (recursively), globs and videos into `out`: `<name>_label.png` (train ids),
-        `_color.png`, `_overlay.png` (the kinds in `save`) and `<name>_overlay.mp4` for videos; existing outputs are
-        kept unless `overwrite`. Unreadable inputs are skipped and listed in the report's `failed`."""
-        check_alpha(alpha)
-        if isinstance(inputs, (str, os.PathLike)):
-            inputs = [inputs]
-        return predict_files(
-            self, inputs, out, save=save, alpha=alpha, overwrite=overwrite, progress=progress, on_message=on_message
-        )
+    predict_files = predict_files  # the predict job over files, folders, globs and videos (predict_files.py)
 
     def predict_video(
         self,
