@@ -30,11 +30,10 @@ from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import MODES, check_scales, predict_logits
 from segrefine.engine.device import resolve_device
-from segrefine.engine.predict_files import PredictReport, predict_files
+from segrefine.engine.predict_files import predict_files
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub.registry import DEFAULT_TASK
 from segrefine import imageio
-from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image, write_image
+from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image
 
 __all__ = ["Predictor", "load"]
 
