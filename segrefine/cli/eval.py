@@ -10,16 +10,16 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from segrefine.cli.options import (
-    BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, parse_inference, parse_key_values,
+    BACKEND_HELP, PRECISION_HELP, Backend, Crop, DataRoot, DatasetName, DatasetOptions, Device, Flip, Mode,
+    Precision, Scales, Stride, Weights, parse_inference, parse_key_values,
 )  # fmt: skip
-from segrefine.data import DATASETS
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -59,24 +59,18 @@ def _print_tables(report: dict[str, Any], title: str) -> None:
 
 
 def evaluate(
-    dataset: Annotated[str, typer.Option("--dataset", help=f"Dataset: {', '.join(DATASETS)}.")],
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Dataset root folder.")] = None,
-    weights: Annotated[
-        Optional[str], typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id, exported .onnx file.")
-    ] = None,
+    dataset: DatasetName,
+    data_root: DataRoot = None,
+    weights: Weights = None,
     predictions: Annotated[
         Optional[Path], typer.Option("--predictions", help="Evaluate saved <image stem>.png train-id maps instead.")
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "val",
-    mode: Annotated[Literal["whole", "slide"], typer.Option("--mode", help="Whole image or sliding window.")] = "whole",
-    crop: Annotated[Optional[str], typer.Option("--crop", help="Sliding-window size HxW (--mode slide).")] = None,
-    stride: Annotated[
-        Optional[str], typer.Option("--stride", help="Sliding-window stride HxW (default: 2/3 of the crop).")
-    ] = None,
-    scales: Annotated[
-        Optional[str], typer.Option("--scales", help="Comma-separated test scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75.")
-    ] = None,
-    flip: Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")] = False,
+    mode: Mode = "whole",
+    crop: Crop = None,
+    stride: Stride = None,
+    scales: Scales = None,
+    flip: Flip = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (same-size runs).")] = 1,
     device: Device = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = DEFAULT_WORKERS,
@@ -85,9 +79,7 @@ def evaluate(
         Optional[Path],
         typer.Option("--save-predictions", help="Write <image stem>.png train ids here (Cityscapes: also labelIds/)."),
     ] = None,
-    dataset_option: Annotated[
-        Optional[list[str]], typer.Option("--dataset-option", help="Dataset option KEY=VALUE (repeatable).")
-    ] = None,
+    dataset_option: DatasetOptions = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
     backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
     precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -113,6 +113,22 @@ SrmMask = Literal[SRM_MASKS]  # type: ignore[valid-type]
 CrmMode = Literal[CRM_MODES]  # type: ignore[valid-type]
 SrmKernel = Literal["1", "3", "5"]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")]
+
+# Options several subcommands share, defined once.
+Weights = Annotated[
+    Optional[str],
+    typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, Hub id owner/name or owner/name@revision, or an exported .onnx file (default: the shipped model)."),
+]
+DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")]
+DatasetOptions = Annotated[
+    Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable).")
+]
+Mode = Annotated[Literal["whole", "slide"], typer.Option("--mode", help="Whole image or sliding window.")]
+Crop = Annotated[Optional[str], typer.Option("--crop", help="Sliding-window size HxW (--mode slide).")]
+Stride = Annotated[Optional[str], typer.Option("--stride", help="Sliding-window stride HxW (default: 2/3 of the crop).")]
+Scales = Annotated[Optional[str], typer.Option("--scales", help="Comma-separated test scales, e.g. 0.75,1.0,1.25.")]
+Flip = Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")]
 
 from segrefine.engine.backends import BACKENDS, PRECISIONS  # noqa: E402
 

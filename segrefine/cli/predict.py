@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from segrefine.cli.options import (
-    BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, output_folder, parse_inference,
+    BACKEND_HELP, PRECISION_HELP, Backend, Crop, Device, Flip, Mode, Precision, Scales, Stride, Weights,
+    output_folder, parse_inference,
 )  # fmt: skip
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save
 from segrefine.engine.predictor import Predictor, load
@@ -52,22 +53,17 @@ def predict(
     inputs: Annotated[
         list[str], typer.Argument(help="Image files, folders (searched recursively), quoted globs or videos.", show_default=False)
     ],
-    weights: Annotated[
-        Optional[str],
-        typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, Hub id owner/name or owner/name@revision, or an exported .onnx file (default: the registry's default checkpoint)."),
-    ] = None,
+    weights: Weights = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=output_folder)] = DEFAULT_OUT,
     save: Annotated[
         str, typer.Option("--save", help="Outputs per image: label (train-id PNG), color, overlay; videos give overlays.")
     ] = ",".join(OUTPUTS),
     alpha: Annotated[float, typer.Option("--alpha", help="Weight of the class colours in overlays, 0 to 1.")] = 0.5,
-    mode: Annotated[Literal["whole", "slide"], typer.Option("--mode", help="Whole image or sliding window.")] = "whole",
-    crop: Annotated[Optional[str], typer.Option("--crop", help="Sliding-window size HxW (--mode slide).")] = None,
-    stride: Annotated[
-        Optional[str], typer.Option("--stride", help="Sliding-window stride HxW (default: 2/3 of the crop).")
-    ] = None,
-    scales: Annotated[Optional[str], typer.Option("--scales", help="Comma-separated test scales, e.g. 0.75,1.0,1.25.")] = None,
-    flip: Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")] = False,
+    mode: Mode = "whole",
+    crop: Crop = None,
+    stride: Stride = None,
+    scales: Scales = None,
+    flip: Flip = False,
     device: Device = "auto",
     batch_size: Annotated[
         Optional[int],

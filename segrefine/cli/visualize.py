@@ -13,7 +13,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from segrefine.cli.options import Device, load_weights, output_folder, parse_key_values
+from segrefine.cli.options import (
+    DataRoot, DatasetName, DatasetOptions, Device, Weights, load_weights, output_folder, parse_key_values,
+)  # fmt: skip
 from segrefine.errors import SegrefineError
 
 app = typer.Typer(
@@ -27,17 +29,8 @@ app = typer.Typer(
 DEFAULT_OUT = Path("runs/visualize")
 
 Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.", callback=output_folder)]
-Weights = Annotated[
-    Optional[str],
-    typer.Option("--weights", help="Weights: file, checkpoint or run folder, registry name, Hub id (default: the shipped model)."),
-]
-DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")]
-DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")]
 Split = Annotated[str, typer.Option("--split", help="Dataset split.")]
 Num = Annotated[int, typer.Option("--num", min=1, help="Number of samples, spread evenly over the split.")]
-DatasetOptions = Annotated[
-    Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable).")
-]
 Images = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
 
 
