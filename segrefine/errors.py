@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from typing import Any
 
 _SETTING = re.compile(r"`(\w+)`")
 
@@ -45,3 +48,43 @@ class SettingError(SegrefineError):
     def worded(self, word: Callable[[str], str]) -> SegrefineError:
         """The same message with each setting's name replaced by `word(name)`."""
         return SegrefineError(worded(str(self.args[0]), word))
+
+
+_KINDS = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false"}
+
+
+def check_fields(settings: Any) -> None:
+    """Check every field of a settings dataclass against its annotation ("int", "str | None", "tuple[int, int]",
+    "dict[...]", or another settings dataclass); numbers must be finite. A mismatch is a SettingError naming it."""
+    for f in fields(settings):
+        _check_type(f.name, getattr(settings, f.name), str(f.type))
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    options = [a.strip() for a in annotation.split("|")]
+    if value is None and "None" in options:
+        return
+    kind = options[0]
+    if kind.startswith("tuple["):
+        items = [i.strip() for i in kind[len("tuple["):-1].split(",")]
+        ok = isinstance(value, tuple) and len(value) == len(items) and all(_fits(v, i) for v, i in zip(value, items))
+        what = f"{len(items)} {'integers' if items[0] == 'int' else 'finite numbers'}"
+    elif kind.startswith("dict["):
+        ok, what = isinstance(value, dict), "a table of KEY = VALUE options"
+    elif kind in _KINDS:
+        ok, what = _fits(value, kind), _KINDS[kind]
+    else:  # a nested settings dataclass, named by its class
+        ok, what = is_dataclass(value) and type(value).__name__ == kind, f"a {kind}"
+    if not ok:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise SettingError(f"`{name}` must be {what}{' or none' if 'None' in options else ''}, got {shown!r}")
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, str)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -12,7 +11,7 @@ from typing import Any
 
 from segrefine.engine.recipes import RECIPES
 from segrefine.data.statistics import CLASS_WEIGHTS
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.models.config import OUTPUT_STRIDE, ModelConfig
 
 
@@ -59,8 +58,7 @@ class TrainConfig:
     out: str | None = field(default=None, metadata=_help("Run folder (default: runs/train/expN)."))
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+        check_fields(self)
         for name in ("iters", "batch_size", "log_every"):
             if getattr(self, name) <= 0:
                 raise SettingError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
@@ -107,41 +105,6 @@ class TrainConfig:
 
 
 _TUPLES = ("crop", "scale")
-_KINDS = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false"}
-
-
-def _check_type(name: str, value: Any, annotation: str) -> None:
-    """A setting's value against its field's annotation (e.g. "int", "str | None", "tuple[int, int]");
-    numbers must be finite."""
-    options = [a.strip() for a in annotation.split("|")]
-    if value is None and "None" in options:
-        return
-    kind = options[0]
-    if kind == "ModelConfig":
-        ok, what = isinstance(value, ModelConfig), "a ModelConfig"
-    elif kind.startswith("tuple["):
-        items = [i.strip() for i in kind[len("tuple["):-1].split(",")]
-        ok = isinstance(value, tuple) and len(value) == len(items) and all(_fits(v, i) for v, i in zip(value, items))
-        what = f"{len(items)} {'integers' if items[0] == 'int' else 'finite numbers'}"
-    elif kind.startswith("dict["):
-        ok, what = isinstance(value, dict), "a table of KEY = VALUE options"
-    else:
-        ok, what = _fits(value, kind), _KINDS[kind]
-    if not ok:
-        shown = list(value) if isinstance(value, tuple) else value
-        raise SettingError(f"`{name}` must be {what}{' or none' if 'None' in options else ''}, got {shown!r}")
-
-
-def _fits(value: Any, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, str)
-
-
 def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
     """Recipe defaults of the chosen dataset, then the config file's settings, then the flags given."""
     settings = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}

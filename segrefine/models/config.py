@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.models.registry import VARIANTS
 
 SRM_MODES = ("bilinear", "flow", "full")
@@ -30,15 +30,17 @@ class ModelConfig:
     aux: bool = field(default=True, metadata={"help": "Train with the auxiliary FCN head on C4."})
 
     def __post_init__(self) -> None:
-        _check("variant", self.variant, tuple(VARIANTS))
-        _check("srm", self.srm, SRM_MODES)
-        _check("srm_mask", self.srm_mask, SRM_MASKS)
-        _check("srm_kernel", self.srm_kernel, SRM_KERNELS)
-        _check("crm", self.crm, CRM_MODES)
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise SegrefineError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        check_fields(self)
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise SettingError(
+                    f"`{f.name}` must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}"
+                )
+        if self.num_classes < 1:
+            raise SettingError(f"`num_classes` must be a positive integer, got {self.num_classes!r}")
         if self.memory_dim < 0:
-            raise SegrefineError(f"memory_dim must be >= 0, got {self.memory_dim}")
+            raise SettingError(f"`memory_dim` must be >= 0, got {self.memory_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +53,3 @@ class ModelConfig:
             raise SegrefineError(f"unknown model config keys: {', '.join(unknown)}")
         return cls(**data)
 
-
-def _check(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise SegrefineError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
