@@ -135,9 +135,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR, "image", UnreadableInput), cv2.COLOR_BGR2RGB)
 
 
-def read_label_map(path: str | os.PathLike, what: str = "label file") -> np.ndarray:
-    """An H×W map of class ids as stored (uint8 or uint16); a grey map saved as RGB is accepted."""
+def read_label_map(path: str | os.PathLike, what: str = "label file", *, grey_rgb: bool = True) -> np.ndarray:
+    """An H×W map of class ids as stored (uint8 or uint16); a grey map saved as RGB is accepted if `grey_rgb`."""
     label = decode(path, cv2.IMREAD_UNCHANGED, what)
+    if label.ndim == 3 and not grey_rgb:
+        raise SegrefineError(f"{what} {path} has {label.shape[2]} channels; it must be a single-channel PNG of class ids")
     if label.ndim == 3:
         # A grey map saved as RGB is fine; a colour-coded or palette map is not a map of class ids.
         if not all(np.array_equal(label[..., 0], label[..., c]) for c in range(1, label.shape[2])):

@@ -106,7 +106,7 @@ def test_load_without_reference_uses_and_names_it():
 
 def test_an_empty_registry_never_falls_back_to_random_weights():
     empty = validate_registry({"schema_version": 1, "models": [], "backbones": []}, "test")
-    with pytest.raises(SegrefineError, match="holds no trained segrefine checkpoint.*segrefine train.*--weights"):
+    with pytest.raises(SegrefineError, match="holds no trained segrefine checkpoint.*pass it as weights"):
         default_weights(DEFAULT_TASK, empty)
 
 

@@ -337,7 +337,7 @@ def test_tokens_and_private_repos(tmp_path, hf, tiny_models, monkeypatch):
         with pytest.raises(SegrefineError, match="pushing to the Hub needs a Hugging Face token .*pass token"):
             upload_checkpoint(tmp_path / "ckpt", "alice/private", private=True)
         assert not server.requests
-        with pytest.raises(SegrefineError, match="refused access to alice/private .*--token"):
+        with pytest.raises(SegrefineError, match="refused access to alice/private .*with token or set HF_TOKEN"):
             upload_checkpoint(tmp_path / "ckpt", "alice/private", private=True, token="hf_wrong")
         upload_checkpoint(tmp_path / "ckpt", "alice/private", private=True, token="hf_secret")
         assert server.repos["alice/private"].private

@@ -120,10 +120,10 @@ def test_bad_scales(scales):
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"mode": "tiles"}, "--mode"),
-        ({"mode": "slide"}, "--crop"),
-        ({"mode": "slide", "crop": (8, 8), "stride": (9, 4)}, "--stride"),
-        ({"mode": "slide", "crop": (0, 8)}, "--crop"),
+        ({"mode": "tiles"}, "^mode must be one of"),
+        ({"mode": "slide"}, "^crop is required"),
+        ({"mode": "slide", "crop": (8, 8), "stride": (9, 4)}, "^stride must be"),
+        ({"mode": "slide", "crop": (0, 8)}, "^crop must be positive"),
         ({"flip": True, "flip_pairs": [(0, K)]}, "flip pair"),
     ],
 )

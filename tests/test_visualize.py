@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from segrefine.cli import main
-from segrefine.cli import visualize as cli
+from segrefine.cli import visualize as visualize_cli
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_checkpoint
@@ -140,7 +140,7 @@ def test_attention_on_a_model_without_attention_is_one_clear_error(plain_checkpo
     path = tmp_path / "image.png"
     cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(SegrefineError, match=r"--weights .*crm=off"):
-        cli.attention(images=[path], weights=str(plain_checkpoint), device="cpu", out=tmp_path)
+        visualize_cli.attention(images=[path], weights=str(plain_checkpoint), device="cpu", out=tmp_path)
     assert not list(tmp_path.glob("*attention*.png"))
 
 
@@ -166,7 +166,7 @@ def test_memory_on_a_model_without_memory_is_one_clear_error(plain_checkpoint, t
     with pytest.raises(SegrefineError, match="no class memory"):
         slot_similarity(build_model(variant="lite", num_classes=3))
     with pytest.raises(SegrefineError, match=r"--weights .*memory=off"):
-        cli.memory(weights=str(plain_checkpoint), out=tmp_path)
+        visualize_cli.memory(weights=str(plain_checkpoint), out=tmp_path)
 
 
 # --- eval reports ------------------------------------------------------------------------------------------------
@@ -196,22 +196,22 @@ def test_report_pictures(cli, tmp_path, capsys):
     assert _png(tmp_path / "out" / "eval-confusion.png").shape[0] >= 300
 
     path.write_text(json.dumps(_report(confusion=False)))
-    cli.report(eval_json=path, out=tmp_path / "only")
+    visualize_cli.report(eval_json=path, out=tmp_path / "only")
     assert [p.name for p in (tmp_path / "only").iterdir()] == ["eval-iou.png"]
     assert "no \"confusion\"" in capsys.readouterr().err
 
     path.write_text(json.dumps({"mIoU": 0.5}))
     with pytest.raises(SegrefineError, match="per_class"):
-        cli.report(eval_json=path, out=tmp_path)
+        visualize_cli.report(eval_json=path, out=tmp_path)
     path.write_text(json.dumps({**_report(), "confusion": [[1, 2], [3, 4]]}))
     with pytest.raises(SegrefineError, match="3×3"):
-        cli.report(eval_json=path, out=tmp_path)
+        visualize_cli.report(eval_json=path, out=tmp_path)
 
 
 # --- dataset samples and errors ----------------------------------------------------------------------------------
 
 def test_dataset_mode_writes_one_picture_per_sample(tmp_path, capsys):
-    cli.dataset(dataset="toy", split="val", num=2, dataset_option=TOY_DATA[3::2], out=tmp_path)
+    visualize_cli.dataset(dataset="toy", split="val", num=2, dataset_option=TOY_DATA[3::2], out=tmp_path)
     written = capsys.readouterr().out.split()
     assert [p.rsplit("/", 1)[-1] for p in written] == ["dataset-toy_val_000000.png", "dataset-toy_val_000002.png"]
     picture = _png(written[0])
@@ -235,7 +235,7 @@ def test_error_map_colours():
 
 
 def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
-    cli.errors(weights=str(toy_run), dataset="toy", num=1, dataset_option=TOY_DATA[3::2], device="cpu", out=tmp_path)
+    visualize_cli.errors(weights=str(toy_run), dataset="toy", num=1, dataset_option=TOY_DATA[3::2], device="cpu", out=tmp_path)
     (path,) = capsys.readouterr().out.split()
     assert _png(path).shape[1] >= 2 * 384
     root = tmp_path / "two-classes"  # a `folder` dataset whose classes do not match the checkpoint
@@ -245,7 +245,7 @@ def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
     cv2.imwrite(str(root / "images" / "a.png"), np.zeros((32, 32, 3), np.uint8))
     cv2.imwrite(str(root / "masks" / "a.png"), np.zeros((32, 32), np.uint8))
     with pytest.raises(SegrefineError, match="9 classes but dataset folder has 2"):
-        cli.errors(weights=str(toy_run), dataset="folder", data_root=root, device="cpu", out=tmp_path)
+        visualize_cli.errors(weights=str(toy_run), dataset="folder", data_root=root, device="cpu", out=tmp_path)
 
 
 # --- a real photograph, and the real entry point -----------------------------------------------------------------
@@ -262,10 +262,10 @@ def test_predict_and_visualize_a_real_street_photo(cli, shared_data, toy_run, tm
     offsets = _png(written)
     assert offsets.shape[1] >= 2 * 1024 and offsets.shape[0] >= 4 * 512  # image row + three levels
 
-    cli.attention(images=[street], weights=str(toy_run), points="100,200;400,900", device="cpu", out=out)
+    visualize_cli.attention(images=[street], weights=str(toy_run), points="100,200;400,900", device="cpu", out=out)
     channel, spatial = capsys.readouterr().out.split()
     assert channel.endswith("street-cityscapes-512x1024-channel-attention.png")
     assert _png(channel).shape[0] >= 640
     assert _png(spatial).shape[1] >= 2 * 1024
     with pytest.raises(SegrefineError, match="outside the 512"):
-        cli.attention(images=[street], weights="never-loaded", points="600,10", device="cpu", out=out)
+        visualize_cli.attention(images=[street], weights="never-loaded", points="600,10", device="cpu", out=out)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from segrefine.cli.options import (
     BACKEND_HELP, PRECISION_HELP, Backend, Crop, DataRoot, DatasetName, DatasetOptions, Device, Flip, Mode,
-    Precision, Scales, Stride, Weights, parse_inference, parse_key_values,
+    Precision, Scales, Stride, Weights, parse_inference, parse_key_values, warning,
 )  # fmt: skip
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -93,7 +93,7 @@ def evaluate(
         crop=inference["crop"], stride=inference["stride"], scales=inference["scales"], flip=flip,
         batch_size=batch_size, device=device, workers=workers, save_predictions=save_predictions,
         dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, backend=backend,
-        precision=precision, progress=True, on_message=lambda line: print(line, file=sys.stderr),
+        precision=precision, progress=True, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
     )  # fmt: skip
     if os.environ.get("RANK", "0") != "0":  # under torchrun every process evaluates its share; rank 0 alone reports
         return

@@ -35,13 +35,14 @@ def load_weights(
     """`segrefine.hub.load_for_dataset` for the CLI: warnings on stderr, and with `announce` a line naming the model."""
     from segrefine.hub import describe, load_for_dataset
 
-    model, config, ref = load_for_dataset(weights, dataset, device, warn=_warning)
+    model, config, ref = load_for_dataset(weights, dataset, device, warn=warning)
     if announce:
         print(describe(ref, config), file=sys.stderr)
     return model, config, ref
 
 
-def _warning(message: str) -> None:
+def warning(message: str) -> None:
+    """A library warning on stderr, settings worded as flags."""
     print(f"segrefine: warning: {worded(message)}", file=sys.stderr)
 
 

@@ -90,7 +90,7 @@ def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray 
     """A saved H×W map of train ids (255 allowed: no class), checked against its label; None if the file is missing."""
     if not path.is_file():
         return None
-    pred = read_label_map(path, "prediction file")
+    pred = read_label_map(path, "prediction file", grey_rgb=False)  # what PredictionWriter writes, nothing else
     height, width = label.shape[-2:]
     if pred.shape != (height, width):
         raise SegrefineError(
@@ -368,13 +368,14 @@ def evaluate(
     precision: str = "fp32",
     progress: bool = False,
     on_message: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Score a model (`weights`: any weights reference, default the shipped model) or saved prediction PNGs
     (`predictions`: a folder of `<image stem>.png` train ids) on a dataset split; every score is a fraction.
 
     The report holds mIoU, mAcc, aAcc, fwIoU, boundary_mIoU, per_class, num_images, the inference options, and
     dataset, split and weights (or predictions). `limit` scores only the first N images. `on_message` receives the
-    line naming the model and any warning. Under torchrun every process calls this and gets the report.
+    line naming the model, `on_warning` any warning. Under torchrun every process calls this and gets the report.
     """
     if weights is not None and predictions is not None:
         raise SettingError("give either `weights` (score a model) or `predictions` (score saved PNGs), not both")
@@ -396,7 +397,7 @@ def evaluate(
     say = on_message if ctx.is_main else None
     try:
         if predictions is None:
-            model, config, ref = load_for_dataset(weights, meta, run_device, warn=say)
+            model, config, ref = load_for_dataset(weights, meta, run_device, warn=on_warning if ctx.is_main else None)
             if say is not None:
                 say(describe(ref, config))
             model = for_inference(model, run_device, backend=backend, precision=precision)

@@ -128,7 +128,7 @@ def load_weights_file(module: nn.Module, path: str | Path, source: str) -> None:
         raise SegrefineError(f"weights in {source} do not fit the model: {_listing('shape mismatches', mismatched)}") from None
     except (SafetensorError, OSError) as e:
         raise SegrefineError(f"{path} is not a readable safetensors file: {_one_line(e)}") from None
-    _refuse_misfit(source, missing, sorted(unexpected), [])
+    _refuse_misfit(source, sorted(missing), sorted(unexpected), [])
 
 
 def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
