@@ -19,7 +19,6 @@ from huggingface_hub import constants
 from safetensors.torch import load_file
 
 from hub_server import HubServer
-from segrefine.cli import main
 from segrefine.data import dataset_layouts, dataset_meta
 from segrefine.engine import train as engine_train
 from segrefine.engine.checkpoint import write_trainer_state
@@ -34,13 +33,10 @@ TINY = ["--dataset", "toy", "--dataset-option", "length=4", "--dataset-option", 
         "--batch-size", "2", "--workers", "0", "--device", "cpu", "--eval-every", "0"]
 
 
-def segrefine(capsys, *args) -> tuple[int, str, list[str]]:
-    """(exit code, stdout, stderr lines) of one in-process command."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return done.value.code, captured.out, captured.err.strip().splitlines()
+def segrefine(cli, *args) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, stderr lines) of one in-process command (the `cli` fixture)."""
+    result = cli(*args)
+    return result.returncode, result.stdout, result.stderr.strip().splitlines()
 
 
 def one_error(lines: list[str], code: int = 2) -> str:
@@ -91,9 +87,9 @@ def street(tmp_path) -> Path:
         (["--resume", "--overwrite"], "give one of them"),
     ],
 )
-def test_bad_train_options_are_one_line_and_write_nothing(capsys, tmp_path, monkeypatch, args, message):
+def test_bad_train_options_are_one_line_and_write_nothing(cli, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "2", *args, "--out", tmp_path / "run")
+    code, _, lines = segrefine(cli, "train", *TINY, "--iters", "2", *args, "--out", tmp_path / "run")
     assert code == 2 and message in one_error(lines)
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
 
@@ -110,18 +106,18 @@ def test_bad_train_options_are_one_line_and_write_nothing(capsys, tmp_path, monk
         ("c.toml", 'dataset = "toy"\nscale = [0.5, "2"]\n', "scale (from --config c.toml) must be 2 finite numbers"),
     ],
 )
-def test_config_values_of_the_wrong_type_name_the_setting(capsys, tmp_path, monkeypatch, name, text, message):
+def test_config_values_of_the_wrong_type_name_the_setting(cli, tmp_path, monkeypatch, name, text, message):
     monkeypatch.chdir(tmp_path)
     Path(name).write_text(text)
-    code, _, lines = segrefine(capsys, "train", "--config", name)
+    code, _, lines = segrefine(cli, "train", "--config", name)
     assert code == 2 and message in one_error(lines)
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_flag_overriding_the_config_is_named_as_the_flag(capsys, tmp_path, monkeypatch):
+def test_a_flag_overriding_the_config_is_named_as_the_flag(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("c.json").write_text('{"dataset": "toy", "lr": 0.5}')
-    code, _, lines = segrefine(capsys, "train", "--config", "c.json", "--lr", "nan")
+    code, _, lines = segrefine(cli, "train", "--config", "c.json", "--lr", "nan")
     assert code == 2 and one_error(lines) == "segrefine: error: --lr must be a finite number, got nan"
 
 
@@ -138,9 +134,9 @@ def test_library_errors_name_the_python_parameter():
 # --- training keeps what it finished ---------------------------------------------------------------------------
 
 
-def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(capsys, tmp_path):
+def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(cli, tmp_path):
     run = tmp_path / "run"
-    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "8", "--lr", "1e8", "--save-every", "1",
+    code, _, lines = segrefine(cli, "train", *TINY, "--iters", "8", "--lr", "1e8", "--save-every", "1",
                                "--log-every", "100", "--out", run)  # fmt: skip
     line = one_error(lines)
     assert code == 2 and len(lines) == 1, lines
@@ -154,27 +150,27 @@ def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(capsys, tmp
     assert not (run / "eval.json").exists()
 
 
-def test_an_existing_run_is_refused_unless_resume_or_overwrite(capsys, tmp_path):
+def test_an_existing_run_is_refused_unless_resume_or_overwrite(cli, tmp_path):
     run = tmp_path / "run"
-    code, out, _ = segrefine(capsys, "train", *TINY, "--iters", "1", "--out", run)
+    code, out, _ = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
     assert code == 0 and out.strip() == f"run folder: {run}"
     weights = run / "checkpoints" / "last" / "model.safetensors"
     before = weights.read_bytes(), (run / "log.jsonl").read_text()
 
-    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "1", "--seed", "5", "--out", run)
+    code, _, lines = segrefine(cli, "train", *TINY, "--iters", "1", "--seed", "5", "--out", run)
     assert code == 2 and len(lines) == 1
     assert f"--out {run} already holds a training run: continue it with --resume, replace it with --overwrite" in lines[0]
     assert (weights.read_bytes(), (run / "log.jsonl").read_text()) == before
 
     (run / "checkpoints" / "best" / "stale").write_text("from the old run")
-    code, _, _ = segrefine(capsys, "train", *TINY, "--iters", "1", "--seed", "5", "--overwrite", "--out", run)
+    code, _, _ = segrefine(cli, "train", *TINY, "--iters", "1", "--seed", "5", "--overwrite", "--out", run)
     assert code == 0 and weights.read_bytes() != before[0]
     assert not (run / "checkpoints" / "best" / "stale").exists()
     assert json.loads((run / "config.json").read_text())["train"]["seed"] == 5
 
     # A finished run resumed: one line saying so, exit 0, nothing rewritten.
     state = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    code, out, lines = segrefine(capsys, "train", "--resume", "--out", run)
+    code, out, lines = segrefine(cli, "train", "--resume", "--out", run)
     assert code == 0 and lines == [f"run {run} is already complete (1 of 1 iterations): nothing to resume"]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == state
 
@@ -187,7 +183,7 @@ def test_checkpoint_files_get_the_normal_file_mode(tmp_path):
     assert modes == dict.fromkeys(("config.json", "model.safetensors", "trainer.safetensors", "trainer.json"), FILE_MODE)
 
 
-def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_iteration(capsys, tmp_path, monkeypatch):
+def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_iteration(cli, tmp_path, monkeypatch):
     run = tmp_path / "run"
     args = [*TINY, "--iters", "6", "--save-every", "2", "--log-every", "1", "--out", run]
     loss, calls = engine_train.segmentation_loss, []
@@ -199,7 +195,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_i
         return loss(*a, **k)
 
     monkeypatch.setattr(engine_train, "segmentation_loss", interrupted_at_the_fourth_step)
-    code, _, lines = segrefine(capsys, "train", *args)
+    code, _, lines = segrefine(cli, "train", *args)
     assert code == 130
     assert one_error(lines) == (
         f"segrefine: error: interrupted at iteration 3; the last checkpoint ({run}/checkpoints/last) holds iteration 2: "
@@ -210,19 +206,19 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_i
     assert logged == [1, 2, 3]
 
     monkeypatch.setattr(engine_train, "segmentation_loss", loss)
-    code, out, lines = segrefine(capsys, "train", "--resume", "--out", run)
+    code, out, lines = segrefine(cli, "train", "--resume", "--out", run)
     assert code == 0 and lines[0] == "resuming from iteration 2", lines
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["iter"] for r in records if "val" in r] == [6]
 
 
-def test_ctrl_c_before_the_first_checkpoint(capsys, tmp_path, monkeypatch):
+def test_ctrl_c_before_the_first_checkpoint(cli, tmp_path, monkeypatch):
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine_train, "segmentation_loss", interrupt)
-    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "3", "--out", tmp_path / "run")
+    code, _, lines = segrefine(cli, "train", *TINY, "--iters", "3", "--out", tmp_path / "run")
     assert code == 130
     assert "interrupted at iteration 0, before the first checkpoint: nothing to resume" in one_error(lines)
 
@@ -249,9 +245,9 @@ def _folder_dataset(root: Path, image: np.ndarray | None, label: np.ndarray) -> 
         (None, np.zeros((40, 40), np.uint8), r"cannot read image \S+a.png: not a decodable image"),
     ],
 )
-def test_errors_in_dataloader_workers_are_the_adapters_one_line(capsys, tmp_path, image, label, message):
+def test_errors_in_dataloader_workers_are_the_adapters_one_line(cli, tmp_path, image, label, message):
     root = _folder_dataset(tmp_path / "data", image, label)
-    code, _, lines = segrefine(capsys, "train", "--dataset", "folder", "--data-root", root, "--crop", "32x32",
+    code, _, lines = segrefine(cli, "train", "--dataset", "folder", "--data-root", root, "--crop", "32x32",
                                "--batch-size", "1", "--iters", "2", "--workers", "1", "--device", "cpu",
                                "--pretrained-backbone", "none", "--out", tmp_path / "run")  # fmt: skip
     line = one_error(lines)
@@ -264,7 +260,7 @@ def test_errors_in_dataloader_workers_are_the_adapters_one_line(capsys, tmp_path
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "visualize"])
-def test_out_naming_a_file_is_one_line(capsys, tmp_path, monkeypatch, checkpoint, street, command):
+def test_out_naming_a_file_is_one_line(cli, tmp_path, monkeypatch, checkpoint, street, command):
     monkeypatch.chdir(tmp_path)
     taken = tmp_path / "taken"
     taken.write_text("keep me")
@@ -275,13 +271,13 @@ def test_out_naming_a_file_is_one_line(capsys, tmp_path, monkeypatch, checkpoint
     }[command]
     for out, message in ((taken, f"--out {taken} is a file, not a folder"),
                          (taken / "sub", f"--out {taken}/sub: {taken} is a file, not a folder")):  # fmt: skip
-        code, stdout, lines = segrefine(capsys, *args, "--out", out)
+        code, stdout, lines = segrefine(cli, *args, "--out", out)
         assert code == 2 and stdout == "" and len(lines) == 1 and message in one_error(lines)
     assert taken.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["street.png", "taken"]
 
 
 @pytest.mark.parametrize("command", ["train", "predict"])
-def test_out_without_write_permission_is_one_line(capsys, tmp_path, monkeypatch, checkpoint, street, command):
+def test_out_without_write_permission_is_one_line(cli, tmp_path, monkeypatch, checkpoint, street, command):
     locked = tmp_path / "locked"
     locked.mkdir()
     if os.geteuid() == 0:  # root writes anywhere: stand in for a folder it may not write to
@@ -290,7 +286,7 @@ def test_out_without_write_permission_is_one_line(capsys, tmp_path, monkeypatch,
     else:
         locked.chmod(0o500)
     args = ["train", *TINY, "--iters", "1"] if command == "train" else ["predict", street, "--weights", checkpoint]
-    code, _, lines = segrefine(capsys, *args, "--out", locked / "out")
+    code, _, lines = segrefine(cli, *args, "--out", locked / "out")
     assert code == 2 and len(lines) == 1
     assert f"--out {locked}/out: no permission to write in {locked}" in one_error(lines)
     locked.chmod(0o700)
@@ -305,10 +301,10 @@ def test_an_image_too_large_to_decode_is_unreadable(tmp_path):
         read_image(huge_png(tmp_path / "huge.png"))
 
 
-def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(capsys, tmp_path, checkpoint, street):
+def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(cli, tmp_path, checkpoint, street):
     huge = huge_png(tmp_path / "huge.png")
     out = tmp_path / "out"
-    code, stdout, lines = segrefine(capsys, "predict", huge, street, "--weights", checkpoint, "--device", "cpu",
+    code, stdout, lines = segrefine(cli, "predict", huge, street, "--weights", checkpoint, "--device", "cpu",
                                     "--out", out)  # fmt: skip
     assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
     skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
@@ -317,10 +313,10 @@ def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(capsys, 
 
 
 @pytest.mark.parametrize("kind", ["offsets", "attention"])
-def test_visualize_skips_unreadable_images_and_does_the_others(capsys, tmp_path, checkpoint, street, kind):
+def test_visualize_skips_unreadable_images_and_does_the_others(cli, tmp_path, checkpoint, street, kind):
     huge = huge_png(tmp_path / "huge.png")
     out = tmp_path / "out"
-    code, stdout, lines = segrefine(capsys, "visualize", kind, huge, street, "--weights", checkpoint, "--device", "cpu",
+    code, stdout, lines = segrefine(cli, "visualize", kind, huge, street, "--weights", checkpoint, "--device", "cpu",
                                     "--out", out)  # fmt: skip
     assert code == 1
     skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
@@ -357,20 +353,20 @@ def small_checkpoint(tmp_path_factory) -> Path:
                            palette=((0, 0, 0), (9, 9, 9)))  # fmt: skip
 
 
-def test_push_without_a_token_says_so_before_contacting_the_hub(capsys, online, small_checkpoint):
+def test_push_without_a_token_says_so_before_contacting_the_hub(cli, online, small_checkpoint):
     with HubServer() as server:
         online(server.url)
-        code, stdout, lines = segrefine(capsys, "weights", "push", small_checkpoint, "alice/x", "--flops-size", "64x64")
+        code, stdout, lines = segrefine(cli, "weights", "push", small_checkpoint, "alice/x", "--flops-size", "64x64")
         assert not server.requests and "alice/x" not in server.repos
     assert code == 2 and stdout == "" and len(lines) == 1
     assert "pushing to the Hub needs a Hugging Face token with write access: pass --token, set HF_TOKEN" in one_error(lines)
 
 
-def test_push_to_an_unreachable_hub_is_one_line(capsys, online, small_checkpoint):
+def test_push_to_an_unreachable_hub_is_one_line(cli, online, small_checkpoint):
     url = _closed_port_url()
     online(url)
     start = time.perf_counter()
-    code, stdout, lines = segrefine(capsys, "weights", "push", small_checkpoint, "alice/x", "--token", "hf_x",
+    code, stdout, lines = segrefine(cli, "weights", "push", small_checkpoint, "alice/x", "--token", "hf_x",
                                     "--flops-size", "64x64")  # fmt: skip
     assert code == 2 and stdout == "" and len(lines) == 1
     assert f"cannot reach the Hub at {url} to push alice/x" in one_error(lines)
@@ -378,12 +374,12 @@ def test_push_to_an_unreachable_hub_is_one_line(capsys, online, small_checkpoint
 
 
 @pytest.mark.parametrize("offline", [True, False])
-def test_imagenet_backbone_without_the_hub_fails_at_once(capsys, tmp_path, online, monkeypatch, offline):
+def test_imagenet_backbone_without_the_hub_fails_at_once(cli, tmp_path, online, monkeypatch, offline):
     online(_closed_port_url())
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
     run = tmp_path / "run"
     start = time.perf_counter()
-    code, _, lines = segrefine(capsys, "train", *TINY, "--iters", "1", "--pretrained-backbone", "imagenet", "--out", run)
+    code, _, lines = segrefine(cli, "train", *TINY, "--iters", "1", "--pretrained-backbone", "imagenet", "--out", run)
     assert time.perf_counter() - start < 20  # no retries with back-off
     line = one_error(lines)
     assert code == 2 and len(lines) == 1
@@ -396,9 +392,9 @@ def test_imagenet_backbone_without_the_hub_fails_at_once(capsys, tmp_path, onlin
 
 
 @pytest.mark.parametrize("columns", [80, 120])
-def test_datasets_wraps_the_layouts_instead_of_cutting_them(capsys, monkeypatch, columns):
+def test_datasets_wraps_the_layouts_instead_of_cutting_them(cli, monkeypatch, columns):
     monkeypatch.setenv("COLUMNS", str(columns))
-    code, out, _ = segrefine(capsys, "datasets")
+    code, out, _ = segrefine(cli, "datasets")
     assert code == 0 and "…" not in out
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= columns
@@ -414,9 +410,9 @@ def test_datasets_wraps_the_layouts_instead_of_cutting_them(capsys, monkeypatch,
         assert "".join(layout.split()) in "".join(cells[dataset].split()), dataset
 
 
-def test_train_help_says_where_the_recipe_defaults_are(capsys, monkeypatch):
+def test_train_help_says_where_the_recipe_defaults_are(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = segrefine(capsys, "train", "--help")
+    code, out, _ = segrefine(cli, "train", "--help")
     assert code == 0
     text = " ".join(out.split())
     assert "`segrefine datasets` lists each recipe's crop, batch size, iterations, loss, lr and backbone" in text

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import segrefine.hub.reference as reference
-from segrefine.cli import main
 from segrefine.data import dataset_meta
 from segrefine.engine.predictor import load
 from segrefine.errors import SegrefineError
@@ -122,27 +121,24 @@ def test_registry_embedded_entry_rules():
     assert load_registry().model("lite-camvid") is not None
 
 
-def test_eval_without_weights_on_other_classes_asks_for_weights(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["eval", "--dataset", "toy", "--dataset-option", "length=2", "--dataset-option", "size=64x64"])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and err.count("\n") == 1
+def test_eval_without_weights_on_other_classes_asks_for_weights(cli):
+    result = cli("eval", "--dataset", "toy", "--dataset-option", "length=2", "--dataset-option", "size=64x64")
+    err = result.stderr
+    assert result.returncode == 2 and err.count("\n") == 1
     assert "lite-camvid" in err and "11 classes" in err and "toy has 9" in err and "--weights" in err
 
 
-def test_eval_without_weights_on_camvid_names_the_model(tmp_path, capsys):
+def test_eval_without_weights_on_camvid_names_the_model(tmp_path, cli):
     for split in ("val", "valannot"):
         (tmp_path / split).mkdir()
     image = cv2.imread(str(EXAMPLE))[::4, ::4]
     cv2.imwrite(str(tmp_path / "val" / "a.png"), image)
     cv2.imwrite(str(tmp_path / "valannot" / "a.png"), np.full(image.shape[:2], 3, np.uint8))
-    with pytest.raises(SystemExit) as info:
-        main(["eval", "--dataset", "camvid", "--data-root", str(tmp_path), "--json", "--workers", "0", "--device", "cpu"])
-    assert info.value.code == 0
-    captured = capsys.readouterr()
-    report = json.loads(captured.out)
+    captured = cli("eval", "--dataset", "camvid", "--data-root", tmp_path, "--json", "--workers", "0", "--device", "cpu")
+    assert captured.returncode == 0
+    report = json.loads(captured.stdout)
     assert report["weights"] == "lite-camvid" and report["num_images"] == 1
-    assert "model lite-camvid: lite, trained on camvid, 11 classes" in captured.err
+    assert "model lite-camvid: lite, trained on camvid, 11 classes" in captured.stderr
 
 
 def test_predict_the_example_in_an_empty_folder_offline(tmp_path):

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from segrefine.cli import main
 from segrefine.data import dataset_meta
 from segrefine.hub import save_checkpoint
 
@@ -58,14 +57,12 @@ def test_bad_scales_is_one_line_and_exit_2(cli):
     assert result.stderr.count("\n") == 1 and "--scales" in result.stderr and "Traceback" not in result.stderr
 
 
-def _fails(argv, capsys) -> str:
-    """Run the entry point in this process; it must exit 2 with one stderr line, which is returned."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    assert info.value.code == 2, captured.err
-    assert captured.out == "" and captured.err.count("\n") == 1
-    return captured.err
+def _fails(argv, cli) -> str:
+    """Run the command in this process; it must exit 2 with one stderr line, which is returned."""
+    captured = cli(*argv)
+    assert captured.returncode == 2, captured.stderr
+    assert captured.stdout == "" and captured.stderr.count("\n") == 1
+    return captured.stderr
 
 
 def _one_image_folder(root, classes):
@@ -78,37 +75,34 @@ def _one_image_folder(root, classes):
     return root
 
 
-def test_class_count_mismatch_names_both_numbers(checkpoint, tmp_path, capsys):
+def test_class_count_mismatch_names_both_numbers(checkpoint, tmp_path, cli):
     root = _one_image_folder(tmp_path / "data", ("bg", "fg", "other"))
     err = _fails(["eval", "--dataset", "folder", "--data-root", str(root), "--weights", str(checkpoint),
-                  "--workers", "0"], capsys)  # fmt: skip
+                  "--workers", "0"], cli)  # fmt: skip
     assert "trained for 9 classes" in err and "folder has 3 classes" in err
 
 
-def test_other_class_names_are_scored_with_a_warning(checkpoint, tmp_path, capsys):
+def test_other_class_names_are_scored_with_a_warning(checkpoint, tmp_path, cli):
     root = _one_image_folder(tmp_path / "data", [f"class{i}" for i in range(TOY.num_classes)])
-    with pytest.raises(SystemExit) as info:
-        main(["eval", "--dataset", "folder", "--data-root", str(root), "--weights", str(checkpoint), "--workers", "0",
-              "--json"])  # fmt: skip
-    captured = capsys.readouterr()
-    assert info.value.code == 0 and json.loads(captured.out)["num_images"] == 1
-    warning = next(line for line in captured.err.splitlines() if "warning" in line)
+    captured = cli("eval", "--dataset", "folder", "--data-root", root, "--weights", checkpoint, "--workers", "0", "--json")
+    assert captured.returncode == 0 and json.loads(captured.stdout)["num_images"] == 1
+    warning = next(line for line in captured.stderr.splitlines() if "warning" in line)
     assert "class names differ" in warning and "0: road vs class0" in warning and "using them anyway" in warning
 
 
-def test_a_checkpoint_that_does_not_load_names_the_keys(checkpoint, tmp_path, capsys):
+def test_a_checkpoint_that_does_not_load_names_the_keys(checkpoint, tmp_path, cli):
     state = load_file(str(checkpoint / "model.safetensors"))
     dropped = sorted(state)[0]
     del state[dropped]
     save_file(state, str(tmp_path / "model.safetensors"))
     shutil.copy(checkpoint / "config.json", tmp_path / "config.json")
-    err = _fails(["eval", *TOY_OPTIONS, "--weights", str(tmp_path)], capsys)
+    err = _fails(["eval", *TOY_OPTIONS, "--weights", str(tmp_path)], cli)
     assert "missing keys" in err and dropped in err
 
 
-def test_missing_predictions_list_the_stems(tmp_path, capsys):
+def test_missing_predictions_list_the_stems(tmp_path, cli):
     cv2.imwrite(str(tmp_path / "toy_val_000001.png"), np.zeros((64, 96), np.uint8))
-    err = _fails(["eval", *TOY_OPTIONS, "--predictions", str(tmp_path)], capsys)
+    err = _fails(["eval", *TOY_OPTIONS, "--predictions", str(tmp_path)], cli)
     assert "1 of 2 images have no prediction" in err and "toy_val_000000" in err
 
 
@@ -126,19 +120,18 @@ def test_missing_predictions_list_the_stems(tmp_path, capsys):
         (["--weights", "w", "--batch-size", "0"], "--batch-size"),
     ],
 )
-def test_bad_options_are_one_line(args, match, capsys):
-    assert match in _fails(["eval", *TOY_OPTIONS, *args], capsys)
+def test_bad_options_are_one_line(args, match, cli):
+    assert match in _fails(["eval", *TOY_OPTIONS, *args], cli)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_cuda_is_one_line(capsys):
-    assert "CUDA is not available" in _fails(["eval", *TOY_OPTIONS, "--weights", "w", "--device", "cuda"], capsys)
+def test_cuda_without_cuda_is_one_line(cli):
+    assert "CUDA is not available" in _fails(["eval", *TOY_OPTIONS, "--weights", "w", "--device", "cuda"], cli)
 
 
-def test_slide_with_a_crop_larger_than_the_image_works(checkpoint, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["eval", *TOY_OPTIONS, "--weights", str(checkpoint), "--mode", "slide", "--crop", "512x1024", "--json",
-              "--limit", "1"])  # fmt: skip
-    assert info.value.code == 0
-    report = json.loads(capsys.readouterr().out)
+def test_slide_with_a_crop_larger_than_the_image_works(checkpoint, cli):
+    result = cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--mode", "slide", "--crop", "512x1024", "--json",
+                 "--limit", "1")  # fmt: skip
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
     assert report["mode"] == "slide" and report["crop"] == [512, 1024] and report["num_images"] == 1

@@ -105,12 +105,13 @@ def train(
     if resume:
         if config is not None:
             raise SegrefineError("--resume takes its settings from the run folder; drop --config")
-        from segrefine.engine.train import CONFIG_FILE, latest_run_dir
+        from segrefine.engine.train import latest_run_dir
+        from segrefine.hub import CONFIG_NAME
 
         run_dir = out or latest_run_dir()
-        if run_dir is None or not (Path(run_dir) / CONFIG_FILE).is_file():
+        if run_dir is None or not (Path(run_dir) / CONFIG_NAME).is_file():
             raise SegrefineError(f"--resume: no training run found in {out or 'runs/train'} (start one without --resume)")
-        source = Path(run_dir) / CONFIG_FILE
+        source = Path(run_dir) / CONFIG_NAME
         file_settings = read_config_file(source)
     elif config is not None:
         file_settings, source = read_config_file(config), f"--config {config}"

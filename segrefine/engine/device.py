@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from segrefine.errors import SettingError
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); CPU for a model with neither."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -33,7 +33,7 @@ from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import normalize
 from segrefine.engine import distributed
 from segrefine.engine.backends import for_inference
-from segrefine.engine.device import resolve_device
+from segrefine.engine.device import model_device, resolve_device
 from segrefine.engine.inference import predict_logits
 from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
@@ -226,13 +226,6 @@ def _check_classes(model: nn.Module, meta: DatasetMeta) -> None:
         )
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
 def evaluate_model(
     model: nn.Module,
     dataset: Dataset,
@@ -260,7 +253,7 @@ def evaluate_model(
     _check_classes(model, meta)
     if batch_size < 1:
         raise SegrefineError(f"batch size must be at least 1, got {batch_size}")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     scales = tuple(float(s) for s in scales)
     writer = PredictionWriter(save_predictions, meta) if save_predictions is not None else None
     shard = _shard(dataset)

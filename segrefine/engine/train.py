@@ -30,12 +30,11 @@ from segrefine.engine.sampling import SeededSamples, StreamBatchSampler, collate
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.imageio import folder_problem, write_json, write_text
 from segrefine.hub import (
-    RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, HubUnreachable, SegRefineModel, checkpoint_config, fetch_backbone,
+    CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, HubUnreachable, SegRefineModel, checkpoint_config, fetch_backbone,
     load_backbone_weights, load_state, load_weights_file, save_checkpoint,
 )  # fmt: skip
 
 RUNS_ROOT = Path("runs/train")
-CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 EVAL_FILE = "eval.json"
 
@@ -48,8 +47,8 @@ def next_run_dir(root: Path = RUNS_ROOT) -> Path:
 
 
 def latest_run_dir(root: Path = RUNS_ROOT) -> Path | None:
-    runs = [p for p in root.glob("exp*") if (p / CONFIG_FILE).is_file()]
-    return max(runs, key=lambda p: (p / CONFIG_FILE).stat().st_mtime) if runs else None
+    runs = [p for p in root.glob("exp*") if (p / CONFIG_NAME).is_file()]
+    return max(runs, key=lambda p: (p / CONFIG_NAME).stat().st_mtime) if runs else None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -85,7 +84,7 @@ def _init_backbone(model: nn.Module, source: str) -> None:
 
 def holds_run(folder: Path) -> bool:
     """Whether `folder` holds (part of) a training run: its config, its log or its checkpoints."""
-    return any((folder / name).exists() for name in (CONFIG_FILE, LOG_FILE, RUN_CHECKPOINTS))
+    return any((folder / name).exists() for name in (CONFIG_NAME, LOG_FILE, RUN_CHECKPOINTS))
 
 
 def _logged_iteration(line: str) -> int | None:
@@ -223,7 +222,7 @@ class Trainer:
                 "flip_pairs": meta.flip_pairs, "extra": {"train": self.config.to_dict()}}  # fmt: skip
 
     def _write_run_config(self) -> None:
-        write_json(self.run_dir / CONFIG_FILE, checkpoint_config(self.config.model, **self._info()))
+        write_json(self.run_dir / CONFIG_NAME, checkpoint_config(self.config.model, **self._info()))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
@@ -372,7 +371,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     """
     if resume:
         run_dir = Path(config.out) if config.out else latest_run_dir()
-        if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
+        if run_dir is None or not (run_dir / CONFIG_NAME).is_file():
             where = config.out or RUNS_ROOT
             raise SettingError(f"`resume`: no training run found in {where} (start one without `resume`)")
     else:
@@ -410,7 +409,7 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The settings of an existing run; only runtime settings (device, workers, AMP) may change."""
     from segrefine.engine.config import read_config_file
 
-    settings = read_config_file(run_dir / CONFIG_FILE)
+    settings = read_config_file(run_dir / CONFIG_NAME)
     allowed = {"device", "workers", "amp", "out"}
     changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
     if changed:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from segrefine.data.transforms import normalize
+from segrefine.engine.device import model_device
 from segrefine.errors import SegrefineError
 from segrefine.models.segmenter import LEVELS
 
@@ -48,11 +49,6 @@ def require_attention(model: nn.Module) -> None:
         )
 
 
-def _device(model: nn.Module) -> torch.device:
-    tensor = next(model.parameters(), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
 @torch.inference_mode()
 def capture(model: nn.Module, image: Tensor, *, offsets: bool = False, attention: bool = False) -> Capture:
     """Run `model` (eval mode) on one uint8 3×H×W image, recording offsets and/or attention on request."""
@@ -85,7 +81,7 @@ def capture(model: nn.Module, image: Tensor, *, offsets: bool = False, attention
     was_training = model.training
     model.eval()
     try:
-        logits = model(normalize(image[None].to(_device(model))))
+        logits = model(normalize(image[None].to(model_device(model))))
     finally:
         model.train(was_training)
         for handle in handles:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from segrefine.data.transforms import normalize
+from segrefine.engine.device import model_device
 from segrefine.engine.inference import predict_logits
 from segrefine.visualize.draw import (
     IGNORE_COLOR,
@@ -122,6 +123,5 @@ def prediction_picture(
 
 def predict_labels(model: torch.nn.Module, image: Tensor, num_classes: int, size: tuple[int, int]) -> Tensor:
     """Whole-image prediction (H×W train ids at `size`) of one uint8 3×H×W image."""
-    device = next(model.parameters()).device
-    logits = predict_logits(model, normalize(image[None].to(device)), num_classes=num_classes, out_size=size)
+    logits = predict_logits(model, normalize(image[None].to(model_device(model))), num_classes=num_classes, out_size=size)
     return logits.argmax(1)[0].cpu()
