@@ -46,8 +46,12 @@ PILOTS = Path(__file__).resolve().parent / "results" / "camvid-pilots.json"
 def train_command(train: dict, data_root: str, run: Path) -> list[str]:
     """The `segrefine train` command line that reproduces `train`: the recipe plus a flag per changed setting."""
     recipe = resolve_config({}, {"dataset": train["dataset"], "recipe": train["recipe"]}).to_dict()
+    recipe.update(recipe.pop("model"))  # network switches are flags like any other setting
+    train = {**{k: v for k, v in train.items() if k != "model"}, **train.get("model", {})}
     command = ["segrefine", "train", "--dataset", train["dataset"], "--recipe", train["recipe"], "--data-root", data_root]
     for key, value in train.items():
+        if key == "num_classes":  # from the dataset
+            continue
         if key in RUNTIME_SETTINGS or recipe.get(key) == value or (key in ("crop", "scale") and tuple(value) == tuple(recipe[key])):
             continue
         if isinstance(value, bool):
@@ -105,8 +109,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     checkpoint = args.run / RUN_LAST_DIR
     run_config = json.loads((args.run / CONFIG_NAME).read_text())
-    train = TrainConfig(**{**run_config["train"], "crop": tuple(run_config["train"]["crop"]),
-                           "scale": tuple(run_config["train"]["scale"])}).to_dict()
+    train = TrainConfig.from_dict(run_config["train"]).to_dict()
     meta = dataset_meta("camvid")
     val = build_dataset("camvid", args.data_root, "val", eval_transform())
 

@@ -479,7 +479,7 @@ def test_model_card_metadata_and_body():
     assert {m["type"]: m["value"] for m in results["metrics"]} == {"mean_iou": 75.12, "overall_accuracy": 95.0}
     assert "| mIoU | 75.12 |" in body and "12.35 M" in body and "120.5" in body and "1×3×1024×2048" in body
     assert "| 0 | road | 128, 64, 128 | 90.00 |" in body and "| 2 | sky | 70, 130, 180 | – |" in body
-    assert 'load_model("alice/tiny")' in body
+    assert 'SegRefineModel.from_pretrained("alice/tiny")' in body
 
 
 def test_model_card_without_metrics():

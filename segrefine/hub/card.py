@@ -72,55 +72,69 @@ def model_card(
         or None,
     )
 
-    lines = [
-        f"# {name}",
-        "",
-        f"A segrefine `{variant}` semantic segmentation network ({backbone} backbone) "
-        f"trained on **{dataset}** ({len(classes)} classes). Weights: `model.safetensors`; architecture: `config.json`.",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        *(f"| {key} | `{value}` |" for key, value in model.items()),
-        "",
-    ]
-    if scores:
-        lines += [f"## Results ({dataset} {split}, %)", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {100 * value:.2f} |" for key, value in scores.items()]
-        lines.append("")
-    if details:
-        lines += [details.strip(), ""]
-    if params is not None or gmacs is not None:
-        lines += ["## Complexity", "", "| measure | value |", "|---|---|"]
-        if params is not None:
-            lines.append(f"| parameters | {params / 1e6:.2f} M |")
-        if gmacs is not None:
-            at = f" at 1×3×{input_size[0]}×{input_size[1]}" if input_size else ""
-            lines.append(f"| GMACs{at} | {gmacs:.1f} (GFLOPs = 2 × GMACs) |")
-        lines.append("")
-    lines += [
-        "## Usage",
-        "",
-        "```bash",
-        f"segrefine weights pull {ref}",
-        "```",
-        "",
-        "```python",
-        "from segrefine.hub import load_model",
-        "",
-        f'model, config = load_model("{ref}")  # eval mode; input: ImageNet-normalised B×3×H×W, output: B×K×H×W logits',
-        "```",
-        "",
-        "## Classes",
-        "",
-        "| id | name | colour (RGB) |" + (" IoU (%) |" if per_class else ""),
-        "|---|---|---|" + ("---|" if per_class else ""),
-    ]
-    for i, cls in enumerate(classes):
-        colour = ", ".join(map(str, palette[i])) if i < len(palette) else ""
-        row = f"| {i} | {cls} | {colour} |"
-        if per_class:
-            iou = (per_class.get(cls) or {}).get("iou")
-            row += f" {100 * iou:.2f} |" if isinstance(iou, (int, float)) else " – |"
-        lines.append(row)
-    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
-    return str(ModelCard(content))
+    rows = [
+        {"id": i, "name": cls, "colour": ", ".join(map(str, palette[i])) if i < len(palette) else "",
+         "iou": _percent((per_class.get(cls) or {}).get("iou")) if per_class else None}
+        for i, cls in enumerate(classes)
+    ]  # fmt: skip
+    card = ModelCard.from_template(
+        data, template_str=TEMPLATE, name=name, ref=ref, variant=variant, backbone=backbone, dataset=dataset,
+        num_classes=len(classes), settings=model, split=split, scores={k: 100 * v for k, v in scores.items()},
+        details=details.strip(), params=params, gmacs=gmacs, input_size=input_size, rows=rows,
+        per_class=bool(per_class),
+    )  # fmt: skip
+    return str(card)
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "–"
+
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+A segrefine `{{ variant }}` semantic segmentation network ({{ backbone }} backbone) trained on **{{ dataset }}** \
+({{ num_classes }} classes). Weights: `model.safetensors`; architecture: `config.json`.
+
+| setting | value |
+|---|---|
+{% for key, value in settings.items() %}| {{ key }} | `{{ value }}` |
+{% endfor %}
+{% if scores %}## Results ({{ dataset }} {{ split }}, %)
+
+| metric | value |
+|---|---|
+{% for key, value in scores.items() %}| {{ key }} | {{ "%.2f" | format(value) }} |
+{% endfor %}
+{% endif %}{% if details %}{{ details }}
+
+{% endif %}{% if params is not none or gmacs is not none %}## Complexity
+
+| measure | value |
+|---|---|
+{% if params is not none %}| parameters | {{ "%.2f" | format(params / 1e6) }} M |
+{% endif %}{% if gmacs is not none %}| GMACs{% if input_size %} at 1×3×{{ input_size[0] }}×{{ input_size[1] }}{% endif %} | {{ "%.1f" | format(gmacs) }} (GFLOPs = 2 × GMACs) |
+{% endif %}
+{% endif %}## Usage
+
+```bash
+segrefine weights pull {{ ref }}
+segrefine predict street.png --weights {{ ref }}
+```
+
+```python
+import segrefine
+
+model = segrefine.SegRefineModel.from_pretrained("{{ ref }}")  # eval mode; ImageNet-normalised B×3×H×W -> B×K×H×W logits
+predictor = segrefine.load("{{ ref }}")                        # or predict images, folders and videos directly
+```
+
+## Classes
+
+| id | name | colour (RGB) |{% if per_class %} IoU (%) |{% endif %}
+|---|---|---|{% if per_class %}---|{% endif %}
+{% for row in rows %}| {{ row.id }} | {{ row.name }} | {{ row.colour }} |{% if per_class %} {{ row.iou }} |{% endif %}
+{% endfor %}"""
