@@ -128,3 +128,16 @@ def test_eval_model_exports_with_torch_export():
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_untrained_fusion_srm_is_the_bilinear_fusion():
+    """srm_fusion adds an SRM per coarse pyramid level; untrained (zero offsets) it is exactly bilinear upsampling."""
+    torch.manual_seed(0)
+    plain = build_model(num_classes=4).eval()
+    aligned = build_model(num_classes=4, srm_fusion=True).eval()
+    missing, unexpected = aligned.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("fusion_srm.") for k in missing)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(aligned(x), plain(x), atol=1e-5)
+    assert build_model(num_classes=4, srm="bilinear", srm_fusion=True).fusion_srm is None  # nothing to align with

@@ -15,6 +15,7 @@ from segrefine.models.registry import VARIANTS
 from segrefine.models.srm import SemanticRefinement
 
 LEVELS = ("c4", "c3", "c2")  # decoder levels, coarse to fine
+FUSED = ("c5", "c4", "c3")  # pyramid levels brought to the 1/4 grid for the fusion (c2 is that grid)
 
 
 def _resize(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
@@ -37,6 +38,12 @@ class SegRefineNet(nn.Module):
             {name: SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask) for name in LEVELS}
         )
         self.smooth = nn.ModuleDict({name: conv_bn_relu(d, d, 3) for name in LEVELS})
+        # srm_fusion: align the coarser pyramid levels to the finest one with an SRM each before they are
+        # concatenated (as SFNet does), instead of bilinear upsampling.
+        self.fusion_srm = (
+            nn.ModuleDict({name: SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask) for name in FUSED})
+            if config.srm_fusion and config.srm != "bilinear" else None
+        )
         self.fusion = conv_bn_relu(4 * d, d, spec.fusion_kernel)
         self.memory = ClassMemory(d, k, config.memory_dim or d) if config.memory else None
         self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(d, k, 1))
@@ -54,7 +61,11 @@ class SegRefineNet(nn.Module):
             p = self.smooth[name](self.srm[name](lateral, p) + lateral)
             pyramid.append(p)
         fine = pyramid[-1]
-        fused = self.fusion(torch.cat([_resize(q, fine.shape[-2:]) for q in pyramid[:-1]] + [fine], dim=1))
+        if self.fusion_srm is None:
+            coarse = [_resize(q, fine.shape[-2:]) for q in pyramid[:-1]]
+        else:
+            coarse = [self.fusion_srm[name](fine, q) for name, q in zip(FUSED, pyramid[:-1])]
+        fused = self.fusion(torch.cat(coarse + [fine], dim=1))
         if self.memory is not None:
             fused, class_logits, features = self.memory(fused)
         logits = _resize(self.classifier(fused), size)
