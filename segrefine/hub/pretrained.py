@@ -17,16 +17,19 @@ from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub import checkpoint
 from segrefine.hub.card import model_card
 from segrefine.hub.onnx import is_onnx, load_onnx
-from segrefine.hub.checkpoint import class_mismatch, load_weights_file, read_config, save_checkpoint
+from segrefine.hub.checkpoint import (
+    checkpoint_config, class_mismatch, load_weights_file, read_config, save_checkpoint,
+)  # fmt: skip
 from segrefine.hub.registry import default_model
 from segrefine.hub.reference import resolve
 from segrefine.hub.upload import upload_checkpoint
 from segrefine.models.config import ModelConfig
 from segrefine.models.segmenter import SegRefineNet
 
-REPO_URL = "https://github.com/segrefine/segrefine"
 # config.json entries besides the network's own switches ("model") and the version that wrote it.
 _OWN_KEYS = ("model", "segrefine_version")
+# Entries of `info` that checkpoint_config takes by name; the others (train, provenance, ...) pass as extras.
+_NAMED = ("dataset", "classes", "palette", "flip_pairs", "metrics")
 
 
 class SegRefineModel(
@@ -35,7 +38,6 @@ class SegRefineModel(
     library_name="segrefine",
     pipeline_tag="image-segmentation",
     tags=["segrefine", "semantic-segmentation"],
-    repo_url=REPO_URL,
 ):
     """The network plus what its config.json records about the data it learned (`info`: dataset, classes, palette,
     flip pairs, metrics, training settings); saves and loads as a Hub model folder."""
@@ -47,9 +49,16 @@ class SegRefineModel(
     @property
     def checkpoint_config(self) -> dict[str, Any]:
         """The whole config.json of this model: its switches under "model", then `info`."""
-        from segrefine import __version__
+        return checkpoint_config(self.config, **self._checkpoint_info())
 
-        return {"segrefine_version": __version__, "model": self.config.to_dict(), **self.info}
+    def _checkpoint_info(self) -> dict[str, Any]:
+        if not {"classes", "palette"} <= self.info.keys():
+            raise SettingError(
+                "saving a model needs its class names and palette: set `info` (e.g. model.info = {'dataset': ..., "
+                "'classes': [...], 'palette': [...]}); a model from from_pretrained or from training has them"
+            )
+        extra = {k: v for k, v in self.info.items() if k not in _NAMED}
+        return {"dataset": "", **{k: self.info[k] for k in _NAMED if k in self.info}, "extra": extra}
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -75,14 +84,7 @@ class SegRefineModel(
         return model.to(device).eval()
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        if not {"classes", "palette"} <= self.info.keys():
-            raise SegrefineError(
-                "save_pretrained needs the model's class names and palette: set model.info['dataset'], "
-                "model.info['classes'] and model.info['palette'] (a model from from_pretrained or training has them)"
-            )
-        info = dict(self.info)
-        fixed = {key: info.pop(key) for key in ("dataset", "classes", "palette", "flip_pairs", "metrics") if key in info}
-        save_checkpoint(self, save_directory, dataset=fixed.pop("dataset", ""), **fixed, extra=info)
+        save_checkpoint(self, save_directory, **self._checkpoint_info())
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         return ModelCard(model_card(self.checkpoint_config, **kwargs))
