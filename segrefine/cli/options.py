@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import Field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
 from segrefine.engine.inference import check_scales
-from segrefine.errors import SegrefineError, worded
+from segrefine.errors import SegrefineError, flag, worded
 from segrefine.imageio import folder_problem
 
 if TYPE_CHECKING:
@@ -103,16 +106,70 @@ def parse_inference(mode: str, crop: str | None, stride: str | None, scales: str
     }
 
 
-# Choice types for typer options, built from the registries so the CLI never drifts from the model.
-from typing import Literal  # noqa: E402
+def parse_scale(text: str) -> tuple[float, float]:
+    """LOW,HIGH as two numbers; TrainConfig checks that they are finite and 0 < LOW <= HIGH."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SegrefineError(f"--scale must be LOW,HIGH (two numbers, e.g. 0.5,2.0), got {text!r}") from None
+    return low, high
 
-from segrefine.models import CRM_MODES, SRM_MASKS, SRM_MODES, VARIANTS  # noqa: E402
 
-Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
-SrmMode = Literal[SRM_MODES]  # type: ignore[valid-type]
-SrmMask = Literal[SRM_MASKS]  # type: ignore[valid-type]
-CrmMode = Literal[CRM_MODES]  # type: ignore[valid-type]
-SrmKernel = Literal["1", "3", "5"]
+# --- flags made from settings dataclasses (TrainConfig, ModelConfig): name, type, choices and help ---------------
+
+# Settings whose flag takes text that is parsed into the setting's value.
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "crop": lambda text: parse_size(text, "--crop"),
+    "scale": parse_scale,
+    "dataset_options": lambda items: parse_key_values(items, "--dataset-option") or None,
+}
+_SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _config_fields(configs: Sequence[type], exclude: Sequence[str]) -> list[Field]:
+    return [f for config in configs for f in fields(config) if f.name not in exclude]
+
+
+def _option(f: Field) -> inspect.Parameter:
+    """The typer option of one field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory; unset: None."""
+    kind = str(f.type).split("|")[0].strip()
+    name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
+    choices = f.metadata.get("choices", ())
+    if f.name in _PARSERS:
+        annotation: Any = list[str] if f.name == "dataset_options" else str
+    elif choices:
+        annotation = Literal[tuple(str(c) for c in choices)]
+    else:
+        annotation = _SCALAR[kind]
+    if annotation is bool:
+        name = f"{name}/--no-{name[2:]}"
+    option = typer.Option(name, help=f.metadata.get("help", ""), show_default=False)
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[annotation], option]
+    )
+
+
+def with_config_flags(command: Callable[..., Any], configs: Sequence[type], exclude: Sequence[str] = ()) -> None:
+    """Give `command` (whose last parameter is **values) one flag per field of `configs`, for typer to read."""
+    own = list(inspect.signature(command, eval_str=True).parameters.values())[:-1]
+    signature = inspect.Signature(own + [_option(f) for f in _config_fields(configs, exclude)])
+    command.__signature__ = signature  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+
+
+def flag_settings(values: dict[str, Any], configs: Sequence[type], exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """The flags given (not None) as settings: parsed where a flag takes text, numbers for numeric choices."""
+    types = {f.name: str(f.type) for f in _config_fields(configs, exclude)}
+    settings = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in _PARSERS:
+            value = _PARSERS[name](value)
+        elif types[name] == "int" and isinstance(value, str):  # a numeric choice, e.g. --srm-kernel 5
+            value = int(value)
+        settings[name] = value
+    return settings
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")]
 
 # Options several subcommands share, defined once.

@@ -6,29 +6,19 @@ line and the Python API cannot drift apart.
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable
-from dataclasses import Field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from segrefine.cli.options import parse_key_values, parse_size
+from segrefine.cli.options import flag_settings, with_config_flags
 from segrefine.engine.config import TrainConfig, read_config_file, resolve_config
 from segrefine.engine.train import TrainingInterrupted, resumed_config, train as run_training
 from segrefine.errors import Interrupted, SegrefineError, SettingError, flag
 from segrefine.models.config import ModelConfig
 
 
-def parse_scale(text: str) -> tuple[float, float]:
-    """LOW,HIGH as two numbers; TrainConfig checks that they are finite and 0 < LOW <= HIGH."""
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise SegrefineError(f"--scale must be LOW,HIGH (two numbers, e.g. 0.5,2.0), got {text!r}") from None
-    return low, high
 
 EPILOG = (
     "Every setting defaults to the dataset's recipe (or --recipe): `segrefine datasets` lists each recipe's crop, "
@@ -36,53 +26,8 @@ EPILOG = (
     "overrides the recipe, and flags override both. Multi-GPU: torchrun --nproc-per-node N -m segrefine train …"
 )
 
-# Settings whose flag takes text that is parsed into the setting's value.
-_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "crop": lambda text: parse_size(text, "--crop"),
-    "scale": parse_scale,
-    "dataset_options": lambda items: parse_key_values(items, "--dataset-option") or None,
-}
-_SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
-# Settings that are not flags: the class count comes from the dataset.
-_NOT_FLAGS = ("model", "num_classes")
-
-
-def _option(f: Field) -> inspect.Parameter:
-    """The typer option of one config field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory."""
-    kind = str(f.type).split("|")[0].strip()
-    name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
-    choices = f.metadata.get("choices", ())
-    if f.name in _PARSERS:
-        annotation: Any = list[str] if f.name == "dataset_options" else str
-    elif choices:
-        annotation = Literal[tuple(str(c) for c in choices)]
-    else:
-        annotation = _SCALAR[kind]
-    if annotation is bool:
-        name = f"{name}/--no-{name[2:]}"
-    option = typer.Option(name, help=f.metadata.get("help", ""), show_default=False)
-    return inspect.Parameter(
-        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[annotation], option]
-    )
-
-
-def _flag_fields() -> list[Field]:
-    return [f for config in (TrainConfig, ModelConfig) for f in fields(config) if f.name not in _NOT_FLAGS]
-
-
-def _settings(values: dict[str, Any]) -> dict[str, Any]:
-    """Flag values as settings: parsed where a flag takes text, numbers for numeric choices, unset flags left out."""
-    types = {f.name: str(f.type) for f in _flag_fields()}
-    settings = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if name in _PARSERS:
-            value = _PARSERS[name](value)
-        elif types[name] == "int" and isinstance(value, str):  # a numeric choice, e.g. --srm-kernel 5
-            value = int(value)
-        settings[name] = value
-    return settings
+_CONFIGS = (TrainConfig, ModelConfig)
+_NOT_FLAGS = ("model", "num_classes")  # the class count comes from the dataset
 
 
 def train(
@@ -97,7 +42,7 @@ def train(
     recipe, flags override both. A --out folder that already holds a run needs --resume (continue it) or --overwrite
     (start it over).
     """
-    flags = _settings(values)
+    flags = flag_settings(values, _CONFIGS, _NOT_FLAGS)
     out = Path(flags["out"]) if "out" in flags else None
     if resume and overwrite:
         raise SegrefineError("--resume continues a run and --overwrite starts it over: give one of them")
@@ -134,6 +79,4 @@ def train(
         typer.echo(f"run folder: {run_dir}")
 
 
-_own = list(inspect.signature(train, eval_str=True).parameters.values())[:-1]
-train.__signature__ = inspect.Signature(_own + [_option(f) for f in _flag_fields()])  # type: ignore[attr-defined]
-train.__annotations__ = {p.name: p.annotation for p in train.__signature__.parameters.values()}
+with_config_flags(train, _CONFIGS, _NOT_FLAGS)
