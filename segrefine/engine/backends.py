@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from segrefine.errors import SettingError
-from segrefine.hub.onnx import OnnxModel, session
+from segrefine.hub.onnx import OnnxModel, require, session
 
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
@@ -47,6 +47,8 @@ def to_onnxruntime(model: nn.Module, device: torch.device) -> OnnxModel:
     """A PyTorch network exported (any input size) and loaded into onnxruntime."""
     from segrefine.engine.export import to_onnx
 
+    for module in ("onnxruntime", "onnxscript"):  # before the export's seconds of work, not after
+        require(module)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "model.onnx")
         to_onnx(model, {"model": model.config.to_dict()}, path)
