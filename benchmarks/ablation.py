@@ -40,7 +40,10 @@ from segrefine.models import ModelConfig
 from segrefine.models.flops import count_flops
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ablation-camvid.json"
-DEFAULTS = {"srm": "full", "srm_kernel": 3, "srm_mask": "softmax", "srm_fusion": False, "crm": "attention", "memory": False}
+DEFAULTS = {
+    "srm": "full", "srm_kernel": 3, "srm_mask": "softmax", "srm_fusion": False, "srm_local": False, "crm": "attention",
+    "memory": False,
+}  # fmt: skip
 # Each row changes the defaults above; the SRM rows get a third seed because their differences are the smallest.
 ROWS: dict[str, dict] = {
     "srm-bilinear": {"srm": "bilinear"},
@@ -51,6 +54,9 @@ ROWS: dict[str, dict] = {
     # SFNet also aligns the coarser pyramid levels before the fusion; without it three of the four fused inputs
     # are plain bilinear upsamplings.
     "srm-full-fusion": {"srm_fusion": True},
+    # Trained offsets form smooth, image-wide shifts larger inside regions than on boundaries
+    # (benchmarks/srm_offsets.py): bounding them to one coarse cell keeps the module to alignment.
+    "srm-full-local": {"srm_local": True},
     "crm-off": {"crm": "off"},
     "crm-gate": {"crm": "gate"},
     "memory-on": {"memory": True},
@@ -68,6 +74,7 @@ def switches(row: str) -> dict:
 def switch_flags(values: dict) -> list[str]:
     flags = ["--srm", values["srm"], "--srm-kernel", str(values["srm_kernel"]), "--srm-mask", values["srm_mask"]]
     flags.append("--srm-fusion" if values.get("srm_fusion") else "--no-srm-fusion")
+    flags.append("--srm-local" if values.get("srm_local") else "--no-srm-local")
     return [*flags, "--crm", values["crm"], "--memory" if values["memory"] else "--no-memory"]
 
 

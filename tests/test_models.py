@@ -141,3 +141,15 @@ def test_untrained_fusion_srm_is_the_bilinear_fusion():
     with torch.no_grad():
         assert torch.allclose(aligned(x), plain(x), atol=1e-5)
     assert build_model(num_classes=4, srm="bilinear", srm_fusion=True).fusion_srm is None  # nothing to align with
+
+
+def test_local_offsets_stay_within_one_coarse_cell():
+    srm = SemanticRefinement(8, "full", 3, "softmax", local=True)
+    with torch.no_grad():
+        srm.offset.bias.copy_(torch.tensor([50.0, -50.0]))  # far beyond a cell, as an unbounded module could learn
+    fine, coarse = torch.randn(1, 8, 16, 24), torch.randn(1, 8, 8, 6)  # cells of 2 (y) × 4 (x) fine pixels
+    offsets = srm.offsets(fine, coarse)
+    assert offsets[:, 0].abs().max() <= 4 + 1e-5 and offsets[:, 1].abs().max() <= 2 + 1e-5
+    assert offsets[:, 0].abs().max() > 3.9  # saturates at the bound, not at zero
+    plain = SemanticRefinement(8, "full", 3, "softmax", local=True)  # untrained: exactly bilinear still
+    assert torch.allclose(plain(fine, coarse), F.interpolate(coarse, size=(16, 24), mode="bilinear", align_corners=False), atol=1e-6)

@@ -34,14 +34,15 @@ class SegRefineNet(nn.Module):
         c2, c3, c4, c5 = self.backbone.channels
         self.crm = ContextualRefinement(self.backbone.channels, d, d, config.crm)
         self.lateral = nn.ModuleDict({name: conv_bn_relu(c, d, 1) for name, c in zip(LEVELS, (c4, c3, c2))})
-        self.srm = nn.ModuleDict(
-            {name: SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask) for name in LEVELS}
-        )
+        def srm() -> SemanticRefinement:
+            return SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask, config.srm_local)
+
+        self.srm = nn.ModuleDict({name: srm() for name in LEVELS})
         self.smooth = nn.ModuleDict({name: conv_bn_relu(d, d, 3) for name in LEVELS})
         # srm_fusion: align the coarser pyramid levels to the finest one with an SRM each before they are
         # concatenated (as SFNet does), instead of bilinear upsampling.
         self.fusion_srm = (
-            nn.ModuleDict({name: SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask) for name in FUSED})
+            nn.ModuleDict({name: srm() for name in FUSED})
             if config.srm_fusion and config.srm != "bilinear" else None
         )
         self.fusion = conv_bn_relu(4 * d, d, spec.fusion_kernel)

@@ -52,9 +52,11 @@ def aggregate_offsets(offset: Tensor, mask: Tensor, kernel: int) -> Tensor:
 class SemanticRefinement(nn.Module):
     """Align and upsample a coarse map to a fine map's grid (`mode`: bilinear | flow | full)."""
 
-    def __init__(self, channels: int, mode: str = "full", kernel: int = 3, mask: str = "softmax") -> None:
+    def __init__(
+        self, channels: int, mode: str = "full", kernel: int = 3, mask: str = "softmax", local: bool = False
+    ) -> None:
         super().__init__()
-        self.mode, self.kernel, self.mask_activation = mode, kernel, mask
+        self.mode, self.kernel, self.mask_activation, self.local = mode, kernel, mask, local
         if mode == "bilinear":
             return
         half = channels // 2
@@ -72,6 +74,11 @@ class SemanticRefinement(nn.Module):
         upsampled = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
         x = torch.cat((self.reduce_coarse(upsampled), self.reduce_fine(fine)), dim=1)
         offset = self.offset(x)
+        if self.local:
+            # Alignment, not long-range resampling: each initial offset stays within one coarse cell (a smooth
+            # bound: cell·tanh(Δ/cell), the identity near zero), so the mask-weighted mean does too.
+            cell_x, cell_y = fine.shape[-1] / coarse.shape[-1], fine.shape[-2] / coarse.shape[-2]
+            offset = torch.cat((cell_x * torch.tanh(offset[:, :1] / cell_x), cell_y * torch.tanh(offset[:, 1:] / cell_y)), 1)
         if self.mode == "flow":
             return offset
         logits = self.mask(x)
