@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -109,8 +110,11 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     checkpoint = args.run / RUN_LAST_DIR
     run_config = json.loads((args.run / CONFIG_NAME).read_text())
-    train = TrainConfig.from_dict(run_config["train"]).to_dict()
     meta = dataset_meta("camvid")
+    settings = TrainConfig.from_dict(run_config["train"])
+    # The class count the network was built with (older runs did not record it); no paths of the training machine.
+    settings = replace(settings, model=replace(settings.model, num_classes=meta.num_classes), data_root=None, out=None)
+    train = settings.to_dict()
     val = build_dataset("camvid", args.data_root, "val", eval_transform())
 
     model, config = load_model(checkpoint, "cpu")
