@@ -13,7 +13,7 @@ from segrefine.cli.options import (
     BACKEND_HELP, PRECISION_HELP, Backend, Crop, Device, Flip, Mode, Precision, Scales, Stride, Weights,
     output_folder, parse_inference,
 )  # fmt: skip
-from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save
+from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
 from segrefine.imageio import check_alpha
 from segrefine.errors import SegrefineError, worded
@@ -87,20 +87,18 @@ def predict(
     def say(message: str) -> None:
         console.print(f"segrefine: {worded(message)}", markup=False, highlight=False)
 
-    predictor = None
-    if any(Path(i).exists() or set(i) & set("*?[") for i in inputs):
+    loaded: list[Predictor] = []
+
+    def load_predictor() -> Predictor:  # only once some input turned out readable
         predictor = load(
             weights, device, mode=mode, crop=inference["crop"], stride=inference["stride"], scales=inference["scales"],
             flip=flip, batch_size=batch_size, backend=backend, precision=precision,
         )  # fmt: skip
         console.print(predictor.source, markup=False, highlight=False)
-        report = predictor.predict_files(
-            inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say
-        )
-    else:  # nothing to read: no model to load
-        report = PredictReport(out, failed=[(i, f"{i}: no such file or folder") for i in inputs])
-        for _, message in report.failed:
-            say(f"skipped: {message}")
-    typer.echo(_summary(report, predictor))
+        loaded.append(predictor)
+        return predictor
+
+    report = predict_files(load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say)
+    typer.echo(_summary(report, loaded[0] if loaded else None))
     if report.failed:
         raise typer.Exit(1)

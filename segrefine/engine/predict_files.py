@@ -189,7 +189,7 @@ def _write(predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: 
 
 
 def predict_files(
-    predictor: Predictor,
+    predictor: Predictor | Callable[[], Predictor],
     inputs: Sequence[str | os.PathLike] | str | os.PathLike,
     out: str | os.PathLike,
     *,
@@ -204,7 +204,8 @@ def predict_files(
 
     Existing outputs are kept unless `overwrite`. Unreadable or missing inputs are reported (in the result's
     `failed` and through `on_message`) and skipped; images of one size are batched up to the predictor's batch
-    size. `progress` shows a bar on a terminal.
+    size. `progress` shows a bar on a terminal. `predictor` may also be a function that loads one: it is called
+    only when some input can be read, so a run with nothing to do loads no model.
     """
     check_alpha(alpha)
     if isinstance(inputs, (str, os.PathLike)):
@@ -216,6 +217,8 @@ def predict_files(
     jobs = _collect(inputs, out, run)
     if not jobs:
         return report
+    if callable(predictor):
+        predictor = predictor()
     # A broken video is reported in one line of ours; FFmpeg (inside OpenCV) would add its own error lines.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_QUIET))
     bar = progress_bar("[bold]predict", enabled=progress and len(jobs) > 1)
