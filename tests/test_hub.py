@@ -87,7 +87,6 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 def tiny_models(monkeypatch):
     """Checkpoints rebuild as Tiny, and pushes count its parameters instead of running the FLOP counter."""
     monkeypatch.setattr(checkpoint, "rebuild", tiny_rebuild)
-    monkeypatch.setattr(upload, "rebuild", tiny_rebuild)
     monkeypatch.setattr(upload, "_complexity", lambda config, size: SimpleNamespace(params=123_456, gmacs=1.5))
 
 

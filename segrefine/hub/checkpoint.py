@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +188,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
 def rebuild(config: Mapping[str, Any]) -> nn.Module:
     """Build the (untrained) network that a config.json describes."""
     return SegRefineNet(ModelConfig.from_dict(dict(config["model"])))
+
+
+def load_checkpoint(
+    config_path: Path, weights_path: Path, source: str, build: Callable[[dict[str, Any]], nn.Module] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Read a checkpoint's config.json, build the network it describes (`build`, by default `rebuild`) and load its
+    weights strictly; returns (model, config)."""
+    config = read_config(config_path)
+    model = (build or rebuild)(config)
+    load_weights_file(model, weights_path, source)
+    return model, config
 
 
 def load_backbone_weights(backbone: ResNetBackbone, state: Mapping[str, Tensor], source: str) -> None:

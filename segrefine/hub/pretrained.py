@@ -14,11 +14,10 @@ from huggingface_hub import ModelCard, ModelHubMixin
 
 from segrefine.data.meta import DatasetMeta
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub import checkpoint
 from segrefine.hub.card import model_card
 from segrefine.hub.onnx import is_onnx, load_onnx
 from segrefine.hub.checkpoint import (
-    checkpoint_config, class_mismatch, load_weights_file, read_config, save_checkpoint,
+    checkpoint_config, class_mismatch, load_checkpoint, save_checkpoint,
 )  # fmt: skip
 from segrefine.hub.registry import default_model
 from segrefine.hub.reference import resolve
@@ -78,9 +77,11 @@ class SegRefineModel(
                 raise SegrefineError(f"give the revision once: {text!r} already names one, and `revision` is {revision!r}")
             text = f"{text}@{revision}"
         weights = resolve(text, token=token, cache_dir=cache_dir)
-        config = read_config(weights.config_path)
-        model = cls(ModelConfig.from_dict(dict(config["model"])), {k: v for k, v in config.items() if k not in _OWN_KEYS})
-        load_weights_file(model, weights.weights_path, text)
+
+        def build(config: dict[str, Any]) -> SegRefineModel:
+            return cls(ModelConfig.from_dict(dict(config["model"])), {k: v for k, v in config.items() if k not in _OWN_KEYS})
+
+        model, _ = load_checkpoint(weights.config_path, weights.weights_path, text, build)
         return model.to(device).eval()
 
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -150,9 +151,7 @@ def load_model(
     if is_onnx(ref):
         return load_onnx(ref, device)
     weights = resolve(ref, token=token)
-    config = read_config(weights.config_path)
-    model = checkpoint.rebuild(config)
-    load_weights_file(model, weights.weights_path, str(ref))
+    model, config = load_checkpoint(weights.config_path, weights.weights_path, str(ref))
     return model.to(device).eval(), config
 
 

@@ -9,7 +9,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.card import model_card
-from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, load_state_dict_strict, read_config, rebuild
+from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
 from segrefine.hub.reference import HUB_ID, hub_error, resolve_local, transport_errors
 from segrefine.models.config import ModelConfig
 from segrefine.models.flops import FlopReport, count_flops
@@ -38,8 +38,7 @@ def upload_checkpoint(
     if constants.HF_HUB_OFFLINE:
         raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")
     weights = resolve_local(source)
-    config = read_config(weights.config_path)
-    load_state_dict_strict(rebuild(config), load_state(weights.weights_path), str(source))
+    _, config = load_checkpoint(weights.config_path, weights.weights_path, str(source))
     written = weights.config_path.with_name(CARD_NAME)
     if written.is_file():  # a checkpoint folder with its own card (the embedded default) is published unchanged
         card = written.read_text(encoding="utf-8")
