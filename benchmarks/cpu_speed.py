@@ -1,11 +1,14 @@
 """CPU inference speed of `lite` beside smp FPN-R18, in one run: ms per image, GMAC/s and the share of the machine's
 fp32 matmul peak, measured in the same run.
 
-Paths for `lite`: PyTorch eager, eager channels-last, torch.compile (channels-last), bf16 autocast (channels-last),
-onnxruntime fp32 and onnxruntime int8 (static, calibrated on a few toy scenes: speed does not depend on the ranges).
-smp FPN-R18 (segmentation-models-pytorch, a benchmark-only dependency) runs eager and on onnxruntime. Weights are
-random, 19 classes; the ONNX files are exported for the fixed size measured. smp's FPN needs sides that are multiples
-of 32: it runs on the input padded up to them, and its GMACs are counted at that padded size.
+Paths for `lite`: PyTorch eager (the network as built, NCHW input), channels-last (as `segrefine predict` runs it:
+BatchNorm folded, channels-last weights and input), torch.compile and bf16 autocast of that, onnxruntime fp32 and
+onnxruntime int8 (static, calibrated on a few toy scenes: speed does not depend on the ranges). smp FPN-R18
+(segmentation-models-pytorch, a benchmark-only dependency) runs eager, channels-last (BatchNorm folded, as lite's row)
+and on onnxruntime. Weights are random, 19 classes; the ONNX files are exported for the fixed size measured. smp's FPN
+needs sides that are multiples of 32: it runs on the input padded up to them, and its GMACs are counted at that size.
+The paths of one size are timed in interleaved rounds (one call of each per round), so that a machine whose speed
+drifts during the run slows them alike.
 
     python benchmarks/cpu_speed.py                         # 512x1024 and 360x480, every path (several minutes)
     python benchmarks/cpu_speed.py --sizes 64x128 --iters 1 --warmup 1 --skip compile   # a quick check that it runs
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -34,8 +38,9 @@ from segrefine.engine.backends import Autocast
 from segrefine.engine.export import CalibrationImages, check_image, quantize_int8, to_onnx
 from segrefine.hub.onnx import OnnxModel, session
 from segrefine import build_model
+from segrefine.models import fold_batchnorm
 
-PATHS = ("eager", "channels-last", "compile", "bf16", "ort-fp32", "ort-int8", "smp-eager", "smp-ort")
+PATHS = ("eager", "channels-last", "compile", "bf16", "ort-fp32", "ort-int8", "smp-eager", "smp-channels-last", "smp-ort")
 PEAK_SIZE = 2048  # square fp32 matmul that measures the machine's peak
 CLASSES = 19
 
@@ -51,14 +56,19 @@ def cpu_name() -> str:
 
 def seconds_per_call(call: Callable[[], object], warmup: int, iters: int) -> float:
     """Median wall time of `iters` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return interleaved_medians({"call": call}, warmup, iters)["call"]
+
+
+def interleaved_medians(calls: dict[str, Callable[[], object]], warmup: int, iters: int) -> dict[str, float]:
+    """Median wall time of each call over `iters` rounds that make every call once, after `warmup` untimed rounds."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(warmup + iters):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def matmul_peak(warmup: int, iters: int) -> float:
@@ -109,48 +119,48 @@ def onnx_runner(model: nn.Module, size: tuple[int, int], folder: Path, name: str
 
 
 def measure(args: argparse.Namespace, size: tuple[int, int], peak: float, folder: Path) -> list[dict]:
-    """Every path at one size."""
+    """Every path at one size, timed side by side."""
     torch.manual_seed(0)
     lite = build_model(variant="lite", num_classes=CLASSES, aux=False).eval()
     x = check_image(size)
-    lite_gmacs = gmacs(lite, x)
-    rows = []
-
-    def add(path: str, model_name: str, model: Callable[[torch.Tensor], object], count: float, image: torch.Tensor) -> None:
-        if path in args.skip:
-            return
-        with torch.inference_mode():
-            seconds = seconds_per_call(lambda: model(image), args.warmup, args.iters)
-        rate = count / seconds
-        rows.append({"size": f"{size[0]}x{size[1]}", "model": model_name, "path": path, "ms": 1000 * seconds,
-                     "gmacs": count, "gmac_per_s": rate, "peak_share": rate / peak})  # fmt: skip
-        print(f"  {model_name:12s} {path:14s} {1000 * seconds:8.1f} ms  {rate:6.1f} GMAC/s", flush=True)
-
-    add("eager", "lite", lite, lite_gmacs, x)
-    last = build_model(variant="lite", num_classes=CLASSES, aux=False).eval()
-    last.load_state_dict(lite.state_dict())
-    last = last.to(memory_format=torch.channels_last)
     x_last = x.contiguous(memory_format=torch.channels_last)
-    add("channels-last", "lite", last, lite_gmacs, x_last)
-    if "compile" not in args.skip:
-        add("compile", "lite", torch.compile(last), lite_gmacs, x_last)
-    if "bf16" not in args.skip:
-        add("bf16", "lite", Autocast(last), lite_gmacs, x_last)
-    if "ort-fp32" not in args.skip:
-        add("ort-fp32", "lite", onnx_runner(lite, size, folder, "lite"), lite_gmacs, x)
-    if "ort-int8" not in args.skip:
-        add("ort-int8", "lite", onnx_runner(lite, size, folder, "lite", int8=True), lite_gmacs, x)
+    lite_gmacs = gmacs(lite, x)
+    paths: dict[str, tuple[str, Callable[[torch.Tensor], object], float, torch.Tensor]] = {}
 
+    def add(path: str, model_name: str, build: Callable[[], Callable[[torch.Tensor], object]], count: float,
+            image: torch.Tensor) -> None:  # fmt: skip
+        if path not in args.skip:
+            paths[path] = (model_name, build(), count, image)
+
+    def deployed(model: nn.Module) -> nn.Module:
+        return fold_batchnorm(copy.deepcopy(model)).to(memory_format=torch.channels_last)
+
+    add("eager", "lite", lambda: lite, lite_gmacs, x)
+    add("channels-last", "lite", lambda: deployed(lite), lite_gmacs, x_last)
+    add("compile", "lite", lambda: torch.compile(deployed(lite)), lite_gmacs, x_last)
+    add("bf16", "lite", lambda: Autocast(deployed(lite)), lite_gmacs, x_last)
+    add("ort-fp32", "lite", lambda: onnx_runner(lite, size, folder, "lite"), lite_gmacs, x)
+    add("ort-int8", "lite", lambda: onnx_runner(lite, size, folder, "lite", int8=True), lite_gmacs, x)
     fpn = smp_fpn()
     if fpn is None:
         print("  smp FPN-R18 skipped: pip install segmentation-models-pytorch")
-        return rows
-    padded_size = (math.ceil(size[0] / 32) * 32, math.ceil(size[1] / 32) * 32)
-    fpn_gmacs = gmacs(fpn, torch.zeros(1, 3, *padded_size))
-    padded = Padded(fpn, padded_size).eval()
-    add("smp-eager", "smp FPN-R18", padded, fpn_gmacs, x)
-    if "smp-ort" not in args.skip:
-        add("smp-ort", "smp FPN-R18", onnx_runner(padded, size, folder, "fpn"), fpn_gmacs, x)
+    else:
+        padded_size = (math.ceil(size[0] / 32) * 32, math.ceil(size[1] / 32) * 32)
+        fpn_gmacs = gmacs(fpn, torch.zeros(1, 3, *padded_size))
+        padded = Padded(fpn, padded_size).eval()
+        add("smp-eager", "smp FPN-R18", lambda: padded, fpn_gmacs, x)
+        add("smp-channels-last", "smp FPN-R18", lambda: deployed(padded), fpn_gmacs, x_last)
+        add("smp-ort", "smp FPN-R18", lambda: onnx_runner(padded, size, folder, "fpn"), fpn_gmacs, x)
+
+    with torch.inference_mode():
+        calls = {path: (lambda m=model, i=image: m(i)) for path, (_, model, _, image) in paths.items()}
+        seconds = interleaved_medians(calls, args.warmup, args.iters)
+    rows = []
+    for path, (model_name, _, count, _) in paths.items():
+        rate = count / seconds[path]
+        rows.append({"size": f"{size[0]}x{size[1]}", "model": model_name, "path": path, "ms": 1000 * seconds[path],
+                     "gmacs": count, "gmac_per_s": rate, "peak_share": rate / peak})  # fmt: skip
+        print(f"  {model_name:12s} {path:18s} {1000 * seconds[path]:8.1f} ms  {rate:6.1f} GMAC/s", flush=True)
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The SRM's and CRM's fast paths give the outputs of the plain formulations they replaced (within 1e-5)."""
+"""The network's fast paths give the outputs of the plain formulations they replaced (within 1e-5)."""
 
 import math
 
@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from segrefine import build_model
-from segrefine.models import crm, srm
+from segrefine.models import crm, fold_batchnorm, srm
 from segrefine.models.crm import ChannelAttention, SpatialAttention
+from segrefine.models.fusion import Fusion
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
 
@@ -21,6 +22,20 @@ def unfold_aggregate(offset, mask, kernel):
     padded = F.pad(offset, [kernel // 2] * 4, mode="replicate")
     neighbours = F.unfold(padded, kernel).view(b, 2, kernel * kernel, h, w)
     return (neighbours * mask.unsqueeze(1)).sum(dim=2)
+
+
+def plain_offsets(module, fine, coarse):
+    """The SRM's offsets as the method states them: upsample, then reduce; offset and mask from their own convolutions."""
+    upsampled = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    x = torch.cat((module.reduce_coarse(upsampled), module.reduce_fine(fine)), dim=1)
+    if module.mode == "flow":
+        return module.offset(x)
+    return unfold_aggregate(module.offset(x), module.mask(x).softmax(dim=1), module.kernel)
+
+
+def plain_fusion(module, coarse, fine, to_fine):
+    """Every level brought to the fine grid, concatenated, then the fusion's conv-BN-ReLU."""
+    return module[2](module[1](module[0](torch.cat([to_fine(n, q, fine, q) for n, q in coarse.items()] + [fine], dim=1))))
 
 
 def channel_attention(module, x):
@@ -57,10 +72,10 @@ def test_warp_keeps_a_channels_last_network_channels_last():
     torch.testing.assert_close(out, srm.warp(source.contiguous(), offset), **TOLERANCE)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_whole_network_matches_the_plain_formulations(monkeypatch, channels_last):
+@pytest.mark.parametrize("channels_last, switches", [(False, {}), (True, {}), (False, {"srm_fusion": True}), (False, {"srm": "flow"})])
+def test_whole_network_matches_the_plain_formulations(monkeypatch, channels_last, switches):
     torch.manual_seed(0)
-    model = build_model(variant="lite", num_classes=5).eval()
+    model = build_model(variant="lite", num_classes=5, **switches).eval()
     with torch.no_grad():  # trained-looking modules: non-zero offsets, masks and attention scales
         for module in model.modules():
             if isinstance(module, srm.SemanticRefinement):
@@ -72,7 +87,8 @@ def test_whole_network_matches_the_plain_formulations(monkeypatch, channels_last
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         fast = model(x)
-        monkeypatch.setattr(srm, "aggregate_offsets", unfold_aggregate)
+        monkeypatch.setattr(srm.SemanticRefinement, "offsets", plain_offsets)
+        monkeypatch.setattr(Fusion, "forward", plain_fusion)
         monkeypatch.setattr(crm.ChannelAttention, "forward", channel_attention)
         monkeypatch.setattr(crm.SpatialAttention, "forward", spatial_attention)
         plain = model(x)
@@ -85,3 +101,40 @@ def test_export_pooling_matches_adaptive_average_pooling(monkeypatch, size_in, s
     x = torch.randn(2, 4, *size_in)
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     torch.testing.assert_close(crm.pool_to(x, size_out), F.adaptive_avg_pool2d(x, size_out), **TOLERANCE)
+
+
+@pytest.mark.parametrize("batch, source, out", [(1, (5, 7), (10, 14)), (2, (6, 4), (13, 9)), (1, (1, 1), (3, 2))])
+def test_export_warping_matches_grid_sample(batch, source, out):
+    """The gather-based sampling used in exports gives grid_sample's numbers, borders (and beyond) included."""
+    torch.manual_seed(0)
+    image = torch.randn(batch, 3, *source)
+    grid = torch.rand(batch, *out, 2) * 2.6 - 1.3  # a quarter of the points outside the image
+    expected = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = srm.gather_bilinear(image, grid)
+    assert sampled.is_contiguous()
+    torch.testing.assert_close(sampled, expected, **TOLERANCE)
+
+
+def test_network_runs_channels_last_inside_and_answers_in_the_input_layout():
+    model = build_model(variant="lite", num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        plain, last = model(x), model(x.contiguous(memory_format=torch.channels_last))
+    assert plain.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(plain, last, **TOLERANCE)
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=5, aux=True).eval()
+    with torch.no_grad():  # running statistics and affine parameters a trained network would have
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.2), module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5), module.bias.normal_(0, 0.2)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-5)

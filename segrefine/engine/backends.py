@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from segrefine.errors import SettingError
 from segrefine.hub.onnx import OnnxModel, require, session
+from segrefine.models import fold_batchnorm
 
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
@@ -61,7 +62,8 @@ def for_inference(
     """`model`, as `load_model` gave it, set up to run on `backend` at `precision`.
 
     An exported .onnx model runs on onnxruntime only; a PyTorch one runs on onnxruntime after an export to memory
-    (`backend="onnxruntime"`). `backend=None` keeps the model's own. bf16 autocast is for the torch backend.
+    (`backend="onnxruntime"`). `backend=None` keeps the model's own. bf16 autocast is for the torch backend. A
+    PyTorch model is set up in place, for inference only: eval mode, BatchNorm folded into the convolutions.
     """
     exported = isinstance(model, OnnxModel)
     if backend is not None and backend not in BACKENDS:
@@ -76,7 +78,9 @@ def for_inference(
         problem = bf16_problem(device)
         if problem:
             raise SettingError(f"`precision` bf16: {problem}")
-        return Autocast(model)
     if backend == "onnxruntime" and not exported:
         return to_onnxruntime(model, device)
-    return model
+    if exported:
+        return model
+    model = fold_batchnorm(model)
+    return Autocast(model) if precision == "bf16" else model

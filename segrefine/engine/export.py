@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import fnmatch
 import io
 import json
@@ -30,7 +31,7 @@ from segrefine.data.transforms import normalize
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
 from segrefine.imageio import atomic_write
-from segrefine.models import OUTPUT_STRIDE
+from segrefine.models import OUTPUT_STRIDE, fold_batchnorm
 
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
@@ -131,7 +132,8 @@ def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike
     if size is None:
         shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
     sample = torch.zeros(1, 3, *(size or TRACE_SIZE))
-    model = model.cpu().float().eval()
+    # A folded copy: onnxruntime folds a BatchNorm only into the convolution right before it, not one after a sum.
+    model = fold_batchnorm(copy.deepcopy(model).cpu().float())
     # The exporter reports its steps on stdout, which belongs to the command's own output.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from segrefine.models.config import CRM_MODES, OUTPUT_STRIDE, SRM_KERNELS, SRM_MASKS, SRM_MODES, ModelConfig
+from segrefine.models.fold import fold_batchnorm
 from segrefine.models.registry import VARIANTS
 from segrefine.models.segmenter import SegRefineNet
 
 
-__all__ = ["ModelConfig", "OUTPUT_STRIDE", "SegRefineNet", "VARIANTS", "SRM_MODES", "SRM_MASKS", "SRM_KERNELS", "CRM_MODES"]
+__all__ = ["ModelConfig", "OUTPUT_STRIDE", "SegRefineNet", "VARIANTS", "SRM_MODES", "SRM_MASKS", "SRM_KERNELS", "CRM_MODES", "fold_batchnorm"]
