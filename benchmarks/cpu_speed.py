@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from segrefine.data import build_dataset
 from segrefine.engine.backends import Autocast
@@ -39,6 +38,7 @@ from segrefine.engine.export import CalibrationImages, check_image, quantize_int
 from segrefine.hub.onnx import OnnxModel, session
 from segrefine import build_model
 from segrefine.models import fold_batchnorm
+from segrefine.models.flops import count_module_flops
 
 PATHS = ("eager", "channels-last", "compile", "bf16", "ort-fp32", "ort-int8", "smp-eager", "smp-channels-last", "smp-ort")
 PEAK_SIZE = 2048  # square fp32 matmul that measures the machine's peak
@@ -78,11 +78,8 @@ def matmul_peak(warmup: int, iters: int) -> float:
 
 
 def gmacs(model: nn.Module, x: torch.Tensor) -> float:
-    """Multiply-accumulates of one forward (FlopCounterMode counts 2 FLOPs per MAC)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 2e9
+    """Multiply-accumulates of one forward, counted as `segrefine flops` counts them."""
+    return count_module_flops(model, x)[0] / 2e9
 
 
 def smp_fpn() -> nn.Module | None:
@@ -122,7 +119,7 @@ def measure(args: argparse.Namespace, size: tuple[int, int], peak: float, folder
     """Every path at one size, timed side by side."""
     torch.manual_seed(0)
     lite = build_model(variant="lite", num_classes=CLASSES, aux=False).eval()
-    x = check_image(size)
+    x = check_image(size).contiguous()  # NCHW, as torch.randn or torchvision's transforms give it
     x_last = x.contiguous(memory_format=torch.channels_last)
     lite_gmacs = gmacs(lite, x)
     paths: dict[str, tuple[str, Callable[[torch.Tensor], object], float, torch.Tensor]] = {}

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from segrefine.models.config import ModelConfig
 from segrefine.models.segmenter import SegRefineNet
@@ -25,6 +25,16 @@ UNCOUNTED = (
     "activations and other element-wise ops",
     "pooling",
 )
+
+
+# FlopCounterMode knows the fused attention kernels of CUDA but not the CPU's, which PyTorch picks for some inputs: the
+# CRM's attention MACs would be left out of counts made on a CPU.
+_CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_ATTENTION not in flop_registry:
+
+    @register_flop_formula(_CPU_ATTENTION)
+    def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 @dataclass(frozen=True)
