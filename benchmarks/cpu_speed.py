@@ -12,6 +12,8 @@ drifts during the run slows them alike.
 
     python benchmarks/cpu_speed.py                         # 512x1024 and 360x480, every path (several minutes)
     python benchmarks/cpu_speed.py --sizes 64x128 --iters 1 --warmup 1 --skip compile   # a quick check that it runs
+    python benchmarks/cpu_speed.py --sizes 512x1024 --skip eager,channels-last,compile,bf16,ort-int8,smp-eager,\
+        smp-channels-last --variant-switches srm=bilinear srm=flow crm=off      # what the SRM and CRM cost on onnxruntime
 """
 
 from __future__ import annotations
@@ -138,6 +140,11 @@ def measure(args: argparse.Namespace, size: tuple[int, int], peak: float, folder
     add("bf16", "lite", lambda: Autocast(deployed(lite)), lite_gmacs, x_last)
     add("ort-fp32", "lite", lambda: onnx_runner(lite, size, folder, "lite"), lite_gmacs, x)
     add("ort-int8", "lite", lambda: onnx_runner(lite, size, folder, "lite", int8=True), lite_gmacs, x)
+    for text in args.variant_switches:  # where does the time go: lite with one switch changed, on onnxruntime fp32
+        key, value = text.split("=", 1)
+        torch.manual_seed(0)
+        other = build_model(variant="lite", num_classes=CLASSES, aux=False, **{key: value}).eval()
+        paths[f"ort-fp32 {text}"] = (f"lite {text}", onnx_runner(other, size, folder, f"lite-{key}"), gmacs(other, x), x)
     fpn = smp_fpn()
     if fpn is None:
         print("  smp FPN-R18 skipped: pip install segmentation-models-pytorch")
@@ -182,6 +189,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--skip", default="", help=f"comma-separated paths to leave out: {', '.join(PATHS)}")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--variant-switches", nargs="*", default=[], metavar="SWITCH=VALUE",
+                        help="also time lite with this switch changed on onnxruntime fp32 (e.g. srm=bilinear crm=off)")
     args = parser.parse_args()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = args.skip - set(PATHS)
