@@ -39,6 +39,7 @@ from segrefine.engine.backends import Autocast
 from segrefine.engine.export import CalibrationImages, check_image, quantize_int8, to_onnx
 from segrefine.hub.onnx import OnnxModel, session
 from segrefine import build_model
+from segrefine.cli.options import parse_key_values
 from segrefine.models import fold_batchnorm
 from segrefine.models.flops import count_module_flops
 
@@ -141,10 +142,9 @@ def measure(args: argparse.Namespace, size: tuple[int, int], peak: float, folder
     add("ort-fp32", "lite", lambda: onnx_runner(lite, size, folder, "lite"), lite_gmacs, x)
     add("ort-int8", "lite", lambda: onnx_runner(lite, size, folder, "lite", int8=True), lite_gmacs, x)
     for text in args.variant_switches:  # where does the time go: lite with one switch changed, on onnxruntime fp32
-        key, value = text.split("=", 1)
         torch.manual_seed(0)
-        other = build_model(variant="lite", num_classes=CLASSES, aux=False, **{key: value}).eval()
-        paths[f"ort-fp32 {text}"] = (f"lite {text}", onnx_runner(other, size, folder, f"lite-{key}"), gmacs(other, x), x)
+        other = build_model(variant="lite", num_classes=CLASSES, aux=False, **parse_key_values([text], "--variant-switches"))
+        paths[f"ort-fp32 {text}"] = (f"lite {text}", onnx_runner(other.eval(), size, folder, "lite-variant"), gmacs(other, x), x)
     fpn = smp_fpn()
     if fpn is None:
         print("  smp FPN-R18 skipped: pip install segmentation-models-pytorch")

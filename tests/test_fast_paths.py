@@ -28,9 +28,15 @@ def plain_offsets(module, fine, coarse):
     """The SRM's offsets as the method states them: upsample, then reduce; offset and mask from their own convolutions."""
     upsampled = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
     x = torch.cat((module.reduce_coarse(upsampled), module.reduce_fine(fine)), dim=1)
+    offset = module.offset(x)
+    if module.local:
+        cell = torch.tensor([fine.shape[-1] / coarse.shape[-1], fine.shape[-2] / coarse.shape[-2]]).view(1, 2, 1, 1)
+        offset = cell * torch.tanh(offset / cell)
     if module.mode == "flow":
-        return module.offset(x)
-    return unfold_aggregate(module.offset(x), module.mask(x).softmax(dim=1), module.kernel)
+        return offset
+    logits = module.mask(x)
+    weights = logits.softmax(dim=1) if module.mask_activation == "softmax" else logits.sigmoid() / logits.sigmoid().sum(1, keepdim=True)
+    return unfold_aggregate(offset, weights, module.kernel)
 
 
 def plain_fusion(module, coarse, fine, to_fine):
@@ -72,7 +78,11 @@ def test_warp_keeps_a_channels_last_network_channels_last():
     torch.testing.assert_close(out, srm.warp(source.contiguous(), offset), **TOLERANCE)
 
 
-@pytest.mark.parametrize("channels_last, switches", [(False, {}), (True, {}), (False, {"srm_fusion": True}), (False, {"srm": "flow"})])
+@pytest.mark.parametrize(
+    "channels_last, switches",
+    [(False, {}), (True, {}), (False, {"srm_fusion": True}), (False, {"srm": "flow"}),
+     (False, {"srm_kernel": 5, "srm_mask": "sigmoid", "srm_local": True, "srm_fusion": True})],
+)  # fmt: skip
 def test_whole_network_matches_the_plain_formulations(monkeypatch, channels_last, switches):
     torch.manual_seed(0)
     model = build_model(variant="lite", num_classes=5, **switches).eval()
@@ -124,9 +134,10 @@ def test_network_runs_channels_last_inside_and_answers_in_the_input_layout():
     torch.testing.assert_close(plain, last, **TOLERANCE)
 
 
-def test_folding_batchnorm_keeps_the_outputs():
+@pytest.mark.parametrize("variant", ["lite", "base"])  # torchvision's BasicBlock and Bottleneck
+def test_folding_batchnorm_keeps_the_outputs(variant):
     torch.manual_seed(0)
-    model = build_model(variant="lite", num_classes=5, aux=True).eval()
+    model = build_model(variant=variant, num_classes=5, aux=True).eval()
     with torch.no_grad():  # running statistics and affine parameters a trained network would have
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -137,4 +148,4 @@ def test_folding_batchnorm_keeps_the_outputs():
         expected = model(x)
         folded = fold_batchnorm(model)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-        torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(folded(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=0)

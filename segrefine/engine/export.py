@@ -132,8 +132,7 @@ def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike
     if size is None:
         shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
     sample = torch.zeros(1, 3, *(size or TRACE_SIZE))
-    # A folded copy: onnxruntime folds a BatchNorm only into the convolution right before it, not one after a sum.
-    model = fold_batchnorm(copy.deepcopy(model).cpu().float())
+    model = inference_copy(model)
     # The exporter reports its steps on stdout, which belongs to the command's own output.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
@@ -143,6 +142,14 @@ def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {CONFIG_KEY: json.dumps(dict(config))})
     onnx.save(proto, os.fspath(path))
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` on the CPU in fp32 and eval mode with BatchNorm folded; the caller's model is left as it is.
+
+    Folded here because onnxruntime folds a BatchNorm only into the convolution right before it, not one after a sum.
+    """
+    return fold_batchnorm(copy.deepcopy(model).cpu().float())
 
 
 def check_image(size: Size) -> Tensor:
@@ -217,10 +224,11 @@ def export(
 
     `size` (H, W) fixes the input size; without it the file takes any size of at least OUTPUT_STRIDE. The fp32 graph
     must give PyTorch's label on FP32_AGREEMENT of the check image's pixels. `quantize="int8"` writes the statically
-    quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset. The model is
-    moved to the CPU in fp32 and eval mode.
+    quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset. The export and
+    the check use a CPU fp32 eval-mode copy of `model`; `model` itself is not changed.
     """
     check_export_options(out, size, quantize, calibration, calibration_images)
+    model = inference_copy(model)
     image = check_image(size or CHECK_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp, "model.onnx")

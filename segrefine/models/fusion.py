@@ -15,7 +15,11 @@ ToFine = Callable[[str, Tensor, Tensor, Tensor], Tensor]
 
 
 class Fusion(nn.Sequential):
-    """conv(k×k)-BN-ReLU over `levels` maps of `channels` each (parameters named as in `conv_bn_relu`)."""
+    """conv(k×k)-BN-ReLU over `levels` maps of `channels` each (parameters named as in `conv_bn_relu`).
+
+    With a 1×1 kernel the convolution runs per level, but its BatchNorm still follows the (linear) sum of their outputs,
+    so folding it into the convolution's weights stays exact.
+    """
 
     def __init__(self, channels: int, levels: int, kernel: int) -> None:
         super().__init__(*conv_bn_relu(levels * channels, channels, kernel))

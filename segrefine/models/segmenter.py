@@ -10,10 +10,10 @@ from segrefine.models.backbone import ResNetBackbone
 from segrefine.models.config import ModelConfig
 from segrefine.models.crm import ContextualRefinement
 from segrefine.models.fusion import Fusion
-from segrefine.models.layers import conv_bn_relu
+from segrefine.models.layers import conv_bn_relu, memory_format
 from segrefine.models.memory import ClassMemory
 from segrefine.models.registry import VARIANTS
-from segrefine.models.srm import SemanticRefinement, warp
+from segrefine.models.srm import SemanticRefinement
 
 LEVELS = ("c4", "c3", "c2")  # decoder levels, coarse to fine
 FUSED = ("c5", "c4", "c3")  # pyramid levels brought to the 1/4 grid for the fusion (c2 is that grid)
@@ -21,11 +21,6 @@ FUSED = ("c5", "c4", "c3")  # pyramid levels brought to the 1/4 grid for the fus
 
 def _resize(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _layout(x: Tensor) -> torch.memory_format:
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class SegRefineNet(nn.Module):
@@ -63,10 +58,10 @@ class SegRefineNet(nn.Module):
         aligns `coarse` to `fine`."""
         if self.fusion_srm is None:
             return _resize(values, fine.shape[-2:])
-        return warp(values, self.fusion_srm[name].offsets(fine, coarse))
+        return self.fusion_srm[name](fine, coarse, values)
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        size, layout = x.shape[-2:], _layout(x)
+        size, layout = x.shape[-2:], memory_format(x)
         if x.device.type == "cpu" and not torch.compiler.is_exporting():
             # oneDNN's CPU convolutions run 10-20% faster channels-last, and NCHW max pooling is slower still: the
             # network runs channels-last inside and gives its logits back in the input's layout.

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segrefine.models.layers import memory_format
+
 
 def base_grid(height: int, width: int, like: Tensor) -> Tensor:
     """Normalised (x, y) coordinates of the pixel centres of a height×width grid, shape 1×H×W×2."""
@@ -32,9 +34,7 @@ def warp(source: Tensor, offset: Tensor) -> Tensor:
     sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # grid_sample writes NCHW whatever the source's layout: a channels-last network stays channels-last here rather
     # than mixing layouts in the next add and converting inside the next convolution.
-    if source.is_contiguous(memory_format=torch.channels_last) and not source.is_contiguous():
-        return sampled.contiguous(memory_format=torch.channels_last)
-    return sampled
+    return sampled.contiguous(memory_format=memory_format(source))
 
 
 def gather_bilinear(source: Tensor, grid: Tensor) -> Tensor:
@@ -128,7 +128,9 @@ class SemanticRefinement(nn.Module):
             weights = weights / weights.sum(dim=1, keepdim=True)
         return aggregate_offsets(offset, weights, self.kernel)
 
-    def forward(self, fine: Tensor, coarse: Tensor) -> Tensor:
+    def forward(self, fine: Tensor, coarse: Tensor, values: Tensor | None = None) -> Tensor:
+        """`coarse` aligned and upsampled to `fine`'s grid; or `values` (on `coarse`'s grid) moved as `coarse` is."""
+        values = coarse if values is None else values
         if self.mode == "bilinear":
-            return F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return warp(coarse, self.offsets(fine, coarse))
+            return F.interpolate(values, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return warp(values, self.offsets(fine, coarse))
