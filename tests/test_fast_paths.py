@@ -149,3 +149,12 @@ def test_folding_batchnorm_keeps_the_outputs(variant):
         folded = fold_batchnorm(model)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
         torch.testing.assert_close(folded(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
+
+
+def test_class_labels_are_the_argmax_over_classes_in_any_layout():
+    from segrefine.engine.inference import class_labels
+
+    logits = torch.randn(2, 7, 13, 17)
+    expected = logits.argmax(1)
+    assert torch.equal(class_labels(logits), expected)
+    assert torch.equal(class_labels(logits.contiguous(memory_format=torch.channels_last)), expected)

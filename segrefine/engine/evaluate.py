@@ -34,7 +34,7 @@ from segrefine.data.transforms import normalize
 from segrefine.engine import distributed
 from segrefine.engine.backends import for_inference
 from segrefine.engine.device import model_device, resolve_device
-from segrefine.engine.inference import predict_logits
+from segrefine.engine.inference import class_labels, predict_logits
 from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
 from segrefine.imageio import read_label_map, write_image
@@ -268,7 +268,7 @@ def evaluate_model(
                     model, images, num_classes=meta.num_classes, mode=mode, crop=crop, stride=stride,
                     scales=scales, flip=flip, flip_pairs=meta.flip_pairs, out_size=run[0]["label"].shape[-2:],
                 )  # fmt: skip
-                preds = logits.argmax(1)
+                preds = class_labels(logits)
                 del logits, images
                 for sample, pred in zip(run, preds):
                     if writer is not None:

@@ -28,7 +28,7 @@ from torch import nn
 
 from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
-from segrefine.engine.inference import MODES, check_scales, predict_logits
+from segrefine.engine.inference import MODES, check_scales, class_labels, predict_logits
 from segrefine.engine.device import resolve_device
 from segrefine.engine.predict_files import predict_files
 from segrefine.errors import SegrefineError, SettingError
@@ -211,7 +211,7 @@ class Predictor:
                 self.model, batch, num_classes=self.num_classes, mode=self.mode, crop=self.crop, stride=self.stride,
                 scales=self.scales, flip=self.flip, flip_pairs=self.flip_pairs,
             )  # fmt: skip
-        return list(logits.argmax(1).to(torch.uint8).cpu().numpy())
+        return list(class_labels(logits).to(torch.uint8).cpu().numpy())
 
 
 def _frame_batches(capture: cv2.VideoCapture, size: int) -> Iterator[list[np.ndarray]]:

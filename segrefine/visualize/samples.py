@@ -10,7 +10,7 @@ from torch import Tensor
 
 from segrefine.data.transforms import normalize
 from segrefine.engine.device import model_device
-from segrefine.engine.inference import predict_logits
+from segrefine.engine.inference import class_labels, predict_logits
 from segrefine.visualize.draw import (
     IGNORE_COLOR,
     Image,
@@ -124,4 +124,4 @@ def prediction_picture(
 def predict_labels(model: torch.nn.Module, image: Tensor, num_classes: int, size: tuple[int, int]) -> Tensor:
     """Whole-image prediction (H×W train ids at `size`) of one uint8 3×H×W image."""
     logits = predict_logits(model, normalize(image[None].to(model_device(model))), num_classes=num_classes, out_size=size)
-    return logits.argmax(1)[0].cpu()
+    return class_labels(logits)[0].cpu()
