@@ -135,3 +135,9 @@ def test_bad_options(options, match):
 def test_wrong_number_of_classes():
     with pytest.raises(SegrefineError, match="5 classes"):
         predict_logits(_pointwise_model(), _images(), num_classes=5)
+
+
+def test_predict_logits_builds_no_autograd_graph():
+    """Callers outside an inference block (visualize, scripts) get no graph kept alive over their logits."""
+    out = predict_logits(_pointwise_model().eval(), torch.randn(1, 3, 8, 8), num_classes=K)
+    assert torch.is_inference(out) and not out.requires_grad

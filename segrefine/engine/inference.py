@@ -94,7 +94,6 @@ def _flip_permutation(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> 
     return order
 
 
-@torch.inference_mode()
 def class_labels(logits: Tensor) -> Tensor:
     """B×H×W: the argmax over the K classes of B×K×H×W logits."""
     # On a CPU the reduction runs over contiguous memory in channels-last (each pixel's K scores side by side) and
@@ -104,6 +103,7 @@ def class_labels(logits: Tensor) -> Tensor:
     return logits.argmax(1)
 
 
+@torch.inference_mode()
 def predict_logits(
     model: nn.Module,
     images: Tensor,
