@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from segrefine.data.toy import render
 from segrefine.data.transforms import normalize
+from segrefine.engine.inference import class_labels
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
 from segrefine.imageio import atomic_write
@@ -125,6 +126,11 @@ def check_export_options(
 def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None = None) -> None:
     """Write the eval-mode network as ONNX: input "image" B×3×H×W, output "logits" B×K×H×W, any batch size, and any
     height and width of at least OUTPUT_STRIDE unless `size` fixes them; `config` goes into the metadata."""
+    _write_onnx(inference_copy(model), config, path, size)
+
+
+def _write_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None) -> None:
+    """`to_onnx` of a model `inference_copy` already prepared."""
     onnx = require("onnx")
     require("onnxscript")  # the exporter's ONNX builder
     batch = torch.export.Dim("batch")
@@ -132,7 +138,6 @@ def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike
     if size is None:
         shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
     sample = torch.zeros(1, 3, *(size or TRACE_SIZE))
-    model = inference_copy(model)
     # The exporter reports its steps on stdout, which belongs to the command's own output.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
@@ -161,8 +166,8 @@ def check_image(size: Size) -> Tensor:
 @torch.inference_mode()
 def label_agreement(model: nn.Module, path: str | os.PathLike, image: Tensor) -> float:
     """Share of pixels of `image` on which the ONNX file in `path` gives the label the PyTorch `model` gives."""
-    expected = model(image).argmax(1)
-    got = OnnxModel(session(path), model.config)(image).argmax(1)
+    expected = class_labels(model(image))
+    got = class_labels(OnnxModel(session(path), model.config)(image))
     return (expected == got).float().mean().item()
 
 
@@ -232,7 +237,7 @@ def export(
     image = check_image(size or CHECK_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp, "model.onnx")
-        to_onnx(model, config, fp32, size)
+        _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
         agreement = label_agreement(model, fp32, image)
         if agreement < FP32_AGREEMENT:
             raise SegrefineError(
