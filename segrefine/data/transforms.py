@@ -7,6 +7,7 @@ normalised with the ImageNet mean/std, label int64 h×w.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,6 +86,128 @@ class RandomFlip(v2.RandomHorizontalFlip):
         return out
 
 
+class RandomWhiteBalance(v2.Transform):
+    """A camera's colour cast: each channel multiplied by its own gain, log-uniform in [1/max_gain, max_gain].
+
+    Other cameras, white balances and lighting tint a street differently; a network trained on one camera learns
+    its tint (CamVid's grey asphalt reads as another class under a warmer camera) unless the tint varies in training.
+    """
+
+    def __init__(self, max_gain: float = 1.5, p: float = 0.8) -> None:
+        super().__init__()
+        if max_gain < 1:
+            raise ValueError(f"max_gain must be >= 1, got {max_gain}")
+        self.max_gain, self.p = float(max_gain), float(p)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()).item() < self.p
+        log_gain = torch.empty(3).uniform_(-1.0, 1.0) * math.log(self.max_gain)
+        return {"gain": log_gain.exp() if apply else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["gain"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return _scaled(inpt, lambda x: x * params["gain"].view(3, 1, 1))
+
+
+class RandomGamma(v2.Transform):
+    """A sensor's tone curve: x ** gamma (x in [0, 1]), gamma log-uniform in [1/max_gamma, max_gamma]."""
+
+    def __init__(self, max_gamma: float = 1.5, p: float = 0.5) -> None:
+        super().__init__()
+        if max_gamma < 1:
+            raise ValueError(f"max_gamma must be >= 1, got {max_gamma}")
+        self.max_gamma, self.p = float(max_gamma), float(p)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()).item() < self.p
+        gamma = math.exp(torch.empty(()).uniform_(-1.0, 1.0).item() * math.log(self.max_gamma))
+        return {"gamma": gamma if apply else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["gamma"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return _scaled(inpt, lambda x: x.clamp(min=0).pow(params["gamma"]))
+
+
+class RandomSensorNoise(v2.Transform):
+    """Gaussian read noise of a standard deviation drawn from [0, max_sigma] (in units of the full [0, 1] range)."""
+
+    def __init__(self, max_sigma: float = 0.03, p: float = 0.2) -> None:
+        super().__init__()
+        self.max_sigma, self.p = float(max_sigma), float(p)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()).item() < self.p
+        sigma = torch.rand(()).item() * self.max_sigma
+        height, width = _size(flat_inputs)
+        return {"noise": torch.randn(3, height, width) * sigma if apply else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["noise"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return _scaled(inpt, lambda x: x + params["noise"])
+
+
+class RandomVignette(v2.Transform):
+    """Lens vignetting: brightness falling off towards the corners, by up to `max_strength` there."""
+
+    def __init__(self, max_strength: float = 0.4, p: float = 0.2) -> None:
+        super().__init__()
+        self.max_strength, self.p = float(max_strength), float(p)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()).item() < self.p
+        strength = torch.rand(()).item() * self.max_strength
+        height, width = _size(flat_inputs)
+        y = torch.linspace(-1.0, 1.0, height).view(-1, 1)
+        x = torch.linspace(-1.0, 1.0, width).view(1, -1)
+        falloff = 1.0 - strength * (x.square() + y.square()) / 2.0  # 1 at the centre, 1 - strength in the corners
+        return {"falloff": falloff if apply else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["falloff"] is None or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return _scaled(inpt, lambda x: x * params["falloff"])
+
+
+def _scaled(image: tv_tensors.Image, operation: Any) -> tv_tensors.Image:
+    """`operation` applied to the image as float in [0, 1], the result clamped and back in the image's dtype."""
+    is_uint8 = image.dtype == torch.uint8
+    x = image.as_subclass(torch.Tensor).float()
+    x = operation(x / 255.0 if is_uint8 else x).clamp_(0.0, 1.0)
+    out = x.mul_(255.0).round_().to(torch.uint8) if is_uint8 else x.to(image.dtype)
+    return tv_tensors.wrap(out, like=image)
+
+
+PHOTOMETRIC = ("none", "jitter", "camera")
+
+
+def photometric_steps(kind: str) -> list[v2.Transform]:
+    """The image-only distortions of training; labels pass through them untouched.
+
+    `jitter`: mmsegmentation's PhotoMetricDistortion (contrast and saturation 0.5-1.5, hue ±18°).
+    `camera`: what changes between cameras: white balance, tone curve, stronger colour, monochrome, lens blur,
+    sensor noise, JPEG compression and vignetting, so that the network does not key on one camera's rendering.
+    """
+    if kind == "none":
+        return []
+    if kind == "jitter":
+        return [v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05)]
+    if kind == "camera":
+        return [
+            RandomWhiteBalance(max_gain=1.5, p=0.8),
+            RandomGamma(max_gamma=1.5, p=0.5),
+            v2.ColorJitter(brightness=0.3, contrast=0.5, saturation=0.6, hue=0.08),
+            v2.RandomGrayscale(p=0.1),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.2),
+            RandomSensorNoise(max_sigma=0.03, p=0.2),
+            v2.RandomApply([v2.JPEG((30, 95))], p=0.3),
+            RandomVignette(max_strength=0.4, p=0.2),
+        ]
+    raise ValueError(f"photometric must be one of {', '.join(PHOTOMETRIC)}, got {kind!r}")
+
+
 def _to_model_input() -> list[v2.Transform]:
     return [
         v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
@@ -97,18 +220,17 @@ def train_transform(
     crop: int | tuple[int, int],
     scale: tuple[float, float] = (0.5, 2.0),
     flip_pairs: Sequence[Sequence[int]] = (),
-    jitter: bool = True,
+    photometric: str = "jitter",
 ) -> v2.Compose:
-    """Random scale, random crop (padding image 0 / label 255 where the image is smaller), flip, jitter, normalise."""
+    """Random scale, random crop (padding image 0 / label 255 where the image is smaller), flip, photometric
+    distortion (see `photometric_steps`), normalise."""
     size = (crop, crop) if isinstance(crop, int) else tuple(crop)
     steps: list[v2.Transform] = [
         RandomScale(scale),
         v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
         RandomFlip(0.5, flip_pairs),
+        *photometric_steps(photometric),
     ]
-    if jitter:
-        # close to mmsegmentation's PhotoMetricDistortion: contrast and saturation 0.5-1.5, hue ±18°
-        steps.append(v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05))
     return v2.Compose(steps + _to_model_input())
 
 

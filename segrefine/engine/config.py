@@ -11,6 +11,7 @@ from typing import Any
 
 from segrefine.engine.recipes import RECIPES
 from segrefine.data.statistics import CLASS_WEIGHTS
+from segrefine.data.transforms import PHOTOMETRIC
 from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.models.config import OUTPUT_STRIDE, ModelConfig
 
@@ -48,6 +49,8 @@ class TrainConfig:
     train_split: str = field(default="train", metadata=_help("Split to train on (camvid: trainval for the papers' protocol)."))
     val_split: str = field(default="val", metadata=_help("Split to validate on."))
     pretrained_backbone: str = field(default="none", metadata=_help("imagenet, a Hub repo id, a .safetensors file, or none."))
+    init_weights: str = field(default="none", metadata=_help("Start from a trained network of the same switches and classes (a registry name, checkpoint folder or Hub repo): fine-tuning; none starts from `pretrained_backbone`."))
+    photometric: str = field(default="jitter", metadata=_help("Image-only distortions: jitter (colour jitter) or camera (white balance, tone curve, monochrome, blur, noise, JPEG, vignetting: for photos from other cameras).", PHOTOMETRIC))
     eval_every: int = field(default=0, metadata=_help("Validate every N iterations (0: at the end only)."))
     save_every: int = field(default=0, metadata=_help("Write the `last` checkpoint every N iterations (0: at each validation)."))
     log_every: int = field(default=10, metadata=_help("Log every N iterations."))
@@ -81,6 +84,10 @@ class TrainConfig:
             raise SettingError(f"`loss` must be ce or ohem, got {self.loss!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise SettingError(f"`class_weight` must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+        if self.photometric not in PHOTOMETRIC:
+            raise SettingError(f"`photometric` must be one of {', '.join(PHOTOMETRIC)}, got {self.photometric!r}")
+        if not self.init_weights:
+            raise SettingError("`init_weights` must name weights, or be none")
         if not DEVICE.fullmatch(self.device):
             raise SettingError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 

@@ -22,6 +22,8 @@ class Recipe:
     train_split: str = "train"
     val_split: str = "val"
     amp: bool | None = None  # None: on for CUDA, off on CPU
+    photometric: str = "jitter"
+    init_weights: str = "none"
 
 
 RECIPES: dict[str, Recipe] = {
@@ -38,6 +40,12 @@ RECIPES: dict[str, Recipe] = {
     # autocast); see weights/lite-camvid/README.md for how it was chosen.
     "camvid-cpu": Recipe("camvid", crop=(256, 256), batch_size=8, iters=6_000, loss="ce", eval_every=2_000,
                          lr=0.05, scale=(0.5, 1.5), pretrained_backbone="none", class_weight="enet", amp=True),
+    # Fine-tunes a camvid-cpu network (`init_weights`: its run folder) for photos from any camera: camera-style
+    # photometric distortion and a wider scale range, at a fine-tuning learning rate; fp32, about 80 minutes on a
+    # 2-core CPU without AVX-512. See benchmarks/cross_camera.py for what it changes.
+    "camvid-cpu-camera": Recipe("camvid", crop=(256, 256), batch_size=8, iters=1_200, loss="ce", eval_every=400,
+                                lr=0.01, scale=(0.5, 2.0), pretrained_backbone="none", class_weight="enet",
+                                photometric="camera"),
     "folder": Recipe("folder", crop=(512, 512), batch_size=8, iters=20_000, loss="ce", eval_every=2_000),
     # About 9 minutes on 2 CPU cores, ~87% val mIoU for `lite`: see benchmarks/learnability.py.
     "toy": Recipe("toy", crop=(128, 128), batch_size=8, iters=600, loss="ce", eval_every=200, scale=(0.75, 1.5),

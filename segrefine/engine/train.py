@@ -31,7 +31,7 @@ from segrefine.errors import SegrefineError, SettingError
 from segrefine.imageio import folder_problem, write_json, write_text
 from segrefine.hub import (
     CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, HubUnreachable, SegRefineModel, checkpoint_config, fetch_backbone,
-    load_backbone_weights, load_state, load_weights_file, save_checkpoint,
+    load_backbone_weights, load_state, load_state_dict_strict, load_weights_file, resolve, save_checkpoint,
 )  # fmt: skip
 
 RUNS_ROOT = Path("runs/train")
@@ -80,6 +80,12 @@ def _init_backbone(model: nn.Module, source: str) -> None:
                 f"{e}; or set `pretrained_backbone` to none (no ImageNet initialisation) or to a local .safetensors file"
             ) from None
     load_backbone_weights(backbone, state, source)
+
+
+def _init_network(model: nn.Module, ref: str) -> None:
+    """Every weight from a trained checkpoint of the same switches and classes (strict: a misfit names its keys)."""
+    weights = resolve(ref)
+    load_state_dict_strict(model, load_state(weights.weights_path), f"`init_weights` {ref}")
 
 
 def holds_run(folder: Path) -> bool:
@@ -140,7 +146,7 @@ class Trainer:
         options = dict(config.dataset_options)
         self.train_set = build_dataset(
             config.dataset, config.data_root, config.train_split,
-            train_transform(config.crop, config.scale, self.meta.flip_pairs), **options,
+            train_transform(config.crop, config.scale, self.meta.flip_pairs, config.photometric), **options,
         )
         self.val_set = build_dataset(config.dataset, config.data_root, config.val_split, eval_transform(), **options)
         if len(self.train_set) == 0:
@@ -158,7 +164,9 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         model = SegRefineModel(cfg.model, self._info())
-        if cfg.pretrained_backbone != "none":
+        if cfg.init_weights != "none":
+            _init_network(model, cfg.init_weights)
+        elif cfg.pretrained_backbone != "none":
             _init_backbone(model, cfg.pretrained_backbone)
         # channels-last runs the convolutions 1.3-1.5× faster on CPU and on CUDA tensor cores
         model.to(self.device, memory_format=torch.channels_last)
