@@ -1,5 +1,5 @@
-"""Ablation of the refinement modules on CamVid: every row is one switch setting of `lite`, trained with the same
-short schedule and seeds, then scored on val.
+"""Ablation on CamVid: every row is one switch setting of `lite` (or one training ingredient), trained with the same
+short schedule and seeds, then scored on val and, with --shared, on other cameras' frames.
 
     python benchmarks/ablation.py --data-root ../shared/data/camvid                 # every row, every seed
     python benchmarks/ablation.py --data-root ../shared/data/camvid --rows srm-bilinear srm-full --seeds 0
@@ -10,6 +10,10 @@ The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the
 shipped `lite-camvid` model (standing in for the ImageNet initialisation of the papers, which cannot be downloaded
 here), with the decoder, CRM, SRM and memory trained from scratch; `--backbone none` trains everything from scratch.
 Evaluation is on the val frames at their full 360×480.
+
+With `--shared ../shared/data` each row is also scored across cameras (benchmarks/cross_camera.py): the mIoU of
+every other camera's labelled frames (CamVid classes, cityscapes:camvid class map) and the share of the street
+photo's asphalt labelled Road.
 
 Results go to benchmarks/results/ablation-camvid.json (`--results` to change it): {"schedule": {...}, "rows":
 [{"row", "dataset", "switches", "seed", "iters", "crop", "mIoU", "boundary_mIoU", "boundary_mIoU_3px", "per_class",
@@ -39,6 +43,9 @@ from segrefine.hub import build_model, load_model
 from segrefine.models import ModelConfig
 from segrefine.models.flops import count_flops
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
+from cross_camera import other_camera_scores as other_cameras  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "ablation-camvid.json"
 DEFAULTS = {
     "srm": "full", "srm_kernel": 3, "srm_mask": "softmax", "srm_fusion": False, "srm_local": False, "crm": "attention",
@@ -57,18 +64,31 @@ ROWS: dict[str, dict] = {
     # Trained offsets form smooth, image-wide shifts larger inside regions than on boundaries
     # (benchmarks/srm_offsets.py): bounding them to one coarse cell keeps the module to alignment.
     "srm-full-local": {"srm_local": True},
+    # Training ingredients for photos from other cameras (model switches at their defaults).
+    "photometric-none": {"photometric": "none"},
+    "photometric-camera": {"photometric": "camera"},
+    "photometric-camera-scale2": {"photometric": "camera", "scale": [0.5, 2.0]},
     "crm-off": {"crm": "off"},
     "crm-gate": {"crm": "gate"},
     "memory-on": {"memory": True},
 }
-SEEDS = {name: (0, 1, 2) if name.startswith(("srm-bilinear", "srm-flow", "srm-full")) else (0, 1) for name in ROWS}
+SEEDS = {
+    name: (0, 1, 2) if name.startswith(("srm-bilinear", "srm-flow", "srm-full", "photometric")) else (0, 1)
+    for name in ROWS
+}
+TRAIN_SETTINGS = ("photometric", "scale")  # row keys that are training settings, not network switches
 SCHEDULE = {"iters": 300, "crop": [160, 160], "batch_size": 8, "lr": 0.02, "scale": [0.5, 1.5]}
 TIGHT_BOUNDARY_PX = 3
 TIMING_SIZE = (360, 480)
 
 
 def switches(row: str) -> dict:
-    return {**DEFAULTS, **ROWS[row]}
+    return {**DEFAULTS, **{k: v for k, v in ROWS[row].items() if k not in TRAIN_SETTINGS}}
+
+
+def train_settings(row: str) -> dict:
+    """The row's training settings that differ from the schedule's."""
+    return {k: v for k, v in ROWS[row].items() if k in TRAIN_SETTINGS}
 
 
 def switch_flags(values: dict) -> list[str]:
@@ -99,7 +119,9 @@ def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, b
             "train", "--dataset", "camvid", "--recipe", "camvid-cpu", "--data-root", data_root,
             "--iters", str(schedule["iters"]), "--crop", "{}x{}".format(*schedule["crop"]),
             "--batch-size", str(schedule["batch_size"]), "--lr", str(schedule["lr"]),
-            "--scale", "{},{}".format(*schedule["scale"]), "--pretrained-backbone", backbone, "--seed", str(seed),
+            "--scale", "{},{}".format(*train_settings(row).get("scale", schedule["scale"])),
+            "--photometric", train_settings(row).get("photometric", "jitter"),
+            "--pretrained-backbone", backbone, "--seed", str(seed),
             "--eval-every", "0", "--save-every", "100", "--log-every", "50", "--workers", "1", "--out", str(run),
             *switch_flags(switches(row)),
         ]  # fmt: skip
@@ -122,7 +144,7 @@ def latency_ms(values: dict, repeats: int = 5) -> float:
     return round(statistics.median(times), 1)
 
 
-def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str) -> dict:
+def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str, shared: Path | None) -> dict:
     report = json.loads((run / "eval.json").read_text())
     model, config = load_model(run / "checkpoints" / "last")
     meta = dataset_meta("camvid")
@@ -138,7 +160,8 @@ def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str) ->
         "boundary_mIoU_3px": tight_report["boundary_mIoU"],
         "per_class": {name: c["iou"] for name, c in report["per_class"].items()},
         "params": flops.params, "gmacs": round(flops.gmacs, 3), "ms": latency_ms(switches(row)),
-        "train_s": round(times[-1] - times[0], 1) if times else None,
+        "train_s": round(times[-1] - times[0], 1) if times else None, "settings": train_settings(row),
+        **({"cross_camera": other_cameras(str(run / "checkpoints" / "last"), shared)} if shared else {}),
     }  # fmt: skip
 
 
@@ -163,8 +186,9 @@ def table(rows: list[dict]) -> str:
     """Markdown table: mean ± half the range over seeds, per row."""
     thin = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist", "Fence")
     lines = [
-        "| row | seeds | mIoU | boundary mIoU | boundary mIoU (3 px) | " + " | ".join(thin) + " | GMACs | ms |",
-        "|---|---|---|---|---|" + "---|" * len(thin) + "---|---|",
+        "| row | seeds | mIoU | boundary mIoU | boundary mIoU (3 px) | " + " | ".join(thin)
+        + " | GMACs | ms | other cameras mIoU | asphalt → Road |",
+        "|---|---|---|---|---|" + "---|" * len(thin) + "---|---|---|---|",
     ]
     for name in ROWS:
         group = [r for r in rows if r["row"] == name]
@@ -177,9 +201,15 @@ def table(rows: list[dict]) -> str:
 
         scores = [cell([r[k] for r in group]) for k in ("mIoU", "boundary_mIoU", "boundary_mIoU_3px")]
         per_class = [cell([r["per_class"][c] for r in group]) for c in thin]
+        scored = [r["cross_camera"] for r in group if "cross_camera" in r]
+        cameras = [
+            cell([statistics.fmean(e["mIoU"] for e in c.values() if "mIoU" in e) for c in scored]) if scored else "",
+            cell([c["street-photo"]["asphalt_road"] for c in scored if "street-photo" in c]) if scored else "",
+        ]
         lines.append(
             f"| {name} | {len(group)} | " + " | ".join(scores + per_class)
-            + f" | {group[0]['gmacs']:.2f} | {statistics.median(r['ms'] for r in group):.0f} |"
+            + f" | {group[0]['gmacs']:.2f} | {statistics.median(r['ms'] for r in group):.0f} | "
+            + " | ".join(cameras) + " |"
         )
     return "\n".join(lines)
 
@@ -195,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="where the run folders go")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--time", action="store_true", help="only remeasure the ms of every row already done")
+    parser.add_argument("--shared", type=Path, help="also score each row on other cameras' frames in this folder")
     args = parser.parse_args(argv)
 
     schedule = {**SCHEDULE, "iters": args.iters, "crop": [args.crop, args.crop], "backbone": args.backbone}
@@ -212,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             if (row, seed) in done or (args.seeds is not None and seed not in args.seeds):
                 continue
             run = train_row(row, seed, schedule, args.data_root, args.runs, backbone)
-            results["rows"].append(score_row(row, seed, run, schedule, args.data_root))
+            results["rows"].append(score_row(row, seed, run, schedule, args.data_root, args.shared))
             save_results(results, args.results)
     print(table(results["rows"]))
 

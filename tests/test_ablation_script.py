@@ -25,6 +25,40 @@ def _camvid(root: Path) -> Path:
     return root
 
 
+def _other_camera(root: Path) -> Path:
+    """A KITTI-layout folder of two frames (Cityscapes label ids) and a street photo, as ../shared/data holds them."""
+    rng = np.random.default_rng(1)
+    for folder in ("images", "labelIds"):
+        (root / "kitti-like" / folder).mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(root / "kitti-like" / "images" / f"k{i}.png"), rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+        label = np.array([7, 8, 11, 21, 23, 26], np.uint8).repeat(16)[None].repeat(64, 0)
+        cv2.imwrite(str(root / "kitti-like" / "labelIds" / f"k{i}.png"), label)
+    (root / "images").mkdir()
+    photo = rng.integers(0, 255, (512, 1024, 3), dtype=np.uint8)
+    cv2.imwrite(str(root / "images" / "street-cityscapes-512x1024.png"), photo)
+    return root
+
+
+def test_training_ingredient_rows_are_scored_across_cameras(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    results = tmp_path / "ablation.json"
+    argv = ["--data-root", str(_camvid(tmp_path / "camvid")), "--rows", "photometric-camera-scale2",
+            "--seeds", "0", "--iters", "2", "--crop", "64", "--backbone", "none", "--runs", str(tmp_path / "runs"),
+            "--results", str(results), "--shared", str(_other_camera(tmp_path / "shared"))]  # fmt: skip
+    ablation.main(argv)
+    (row,) = json.loads(results.read_text())["rows"]
+    assert row["settings"] == {"photometric": "camera", "scale": [0.5, 2.0]}
+    train = json.loads((tmp_path / "runs" / "photometric-camera-scale2-seed0" / "config.json").read_text())["train"]
+    assert train["photometric"] == "camera" and train["scale"] == [0.5, 2.0]
+    cameras = row["cross_camera"]
+    assert set(cameras) == {"kitti-like", "street-photo"} and cameras["kitti-like"]["images"] == 2
+    assert 0 <= cameras["kitti-like"]["mIoU"] <= 1 and 0 <= cameras["street-photo"]["asphalt_road"] <= 1
+    assert "| photometric-camera-scale2 | 1 |" in capsys.readouterr().out
+
+
 def test_two_iteration_smoke_run_writes_resumable_rows(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
     ablation = importlib.util.module_from_spec(spec)

@@ -204,3 +204,33 @@ def test_stream_sampler_resumes_and_shards():
     assert sorted(i for b in batches for _, i in b[:]) and {i for b in batches[:2] for _, i in b} | {batches[2][0][1]} == set(range(5))
     rank0, rank1 = (StreamBatchSampler(5, 1, seed=1, rank=r, world_size=2) for r in (0, 1))
     assert [next(iter(rank0)), next(iter(rank1))] == [batches[0][:1], batches[0][1:]]
+
+
+def test_init_weights_starts_from_a_trained_network_and_refuses_a_misfit(cli, tmp_path):
+    from segrefine.engine.config import TrainConfig
+    from segrefine.engine.train import Trainer
+
+    first = tmp_path / "first"
+    assert cli("train", *TOY, "--iters", "1", "--eval-every", "0", "--out", first).returncode == 0
+    trained = _weights(first)
+    settings = dict(dataset_options={"length": 6, "size": (64, 96)}, crop=(64, 64), batch_size=2, workers=0,
+                    device="cpu", iters=1, seed=5)  # fmt: skip
+    trainer = Trainer(TrainConfig.from_recipe("toy", init_weights=str(first), **settings), tmp_path / "second")
+    trainer._build()
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items())
+    scratch = Trainer(TrainConfig.from_recipe("toy", **settings), tmp_path / "third")
+    scratch._build()
+    assert not torch.equal(scratch.model.state_dict()["classifier.1.weight"], trained["classifier.1.weight"])
+
+    misfit = cli("train", *TOY, "--srm", "bilinear", "--iters", "1", "--init-weights", first, "--out", tmp_path / "x")
+    assert misfit.returncode != 0 and "Traceback" not in misfit.stderr
+    assert len(misfit.stderr.strip().splitlines()) == 1 and "--init-weights" in misfit.stderr, misfit.stderr
+
+
+def test_photometric_setting_reaches_the_run_config_and_is_checked(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", *TOY, "--iters", "1", "--eval-every", "0", "--photometric", "camera", "--out", run).returncode == 0
+    assert json.loads((run / "config.json").read_text())["train"]["photometric"] == "camera"
+    bad = cli("train", *TOY, "--iters", "1", "--photometric", "sepia", "--out", tmp_path / "bad")
+    assert bad.returncode != 0 and "--photometric" in bad.stderr and not (tmp_path / "bad").exists()

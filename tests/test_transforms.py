@@ -51,7 +51,7 @@ def test_random_scale_resizes_masks_by_nearest():
 
 def test_crop_pads_label_with_ignore_and_image_with_zero():
     sample = _sample(20, 30, values=(1, 2))
-    out = train_transform(64, scale=(1.0, 1.0), jitter=False)(sample)
+    out = train_transform(64, scale=(1.0, 1.0), photometric="none")(sample)
     padded = out["label"] == 255
     assert padded.sum() == 64 * 64 - 20 * 30
     zero = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8))

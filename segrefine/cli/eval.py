@@ -83,6 +83,15 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
     backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
     precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+    class_map: Annotated[
+        Optional[str],
+        typer.Option(
+            "--class-map",
+            help="Score a model trained on other classes: cityscapes:camvid (either way round), or a JSON file "
+            '{"finer class": "coarser class" or null}; scores are in the coarser classes.',
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
     from segrefine.engine.evaluate import evaluate as run_evaluation
@@ -93,7 +102,7 @@ def evaluate(
         crop=inference["crop"], stride=inference["stride"], scales=inference["scales"], flip=flip,
         batch_size=batch_size, device=device, workers=workers, save_predictions=save_predictions,
         dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, backend=backend,
-        precision=precision, progress=True, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
+        precision=precision, progress=True, class_map=class_map, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
     )  # fmt: skip
     if os.environ.get("RANK", "0") != "0":  # under torchrun every process evaluates its share; rank 0 alone reports
         return

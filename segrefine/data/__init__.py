@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
-from segrefine.data import ade20k, bdd100k, camvid, cityscapes, cocostuff, folder, lip, toy
+from segrefine.data import ade20k, bdd100k, camvid, cityscapes, cocostuff, folder, kitti, lip, toy
 from segrefine.data.base import Transform
 from segrefine.data.meta import DatasetMeta
 from segrefine.errors import SegrefineError
@@ -46,6 +46,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "lip": DatasetSpec(lip.build, lip.meta, lip.LAYOUT, lip.SPLITS),
     "cocostuff": DatasetSpec(cocostuff.build, cocostuff.meta, cocostuff.LAYOUT, cocostuff.SPLITS),
     "camvid": DatasetSpec(camvid.build, camvid.meta, camvid.LAYOUT, camvid.SPLITS),
+    "kitti": DatasetSpec(kitti.build, kitti.meta, kitti.LAYOUT, kitti.SPLITS),
     "folder": DatasetSpec(folder.build, folder.meta, folder.LAYOUT, folder.SPLITS),
     "toy": DatasetSpec(toy.build, toy.meta, toy.LAYOUT, toy.SPLITS),
 }

@@ -69,6 +69,7 @@ CITYSCAPES_LABEL_TO_TRAIN: dict[int, int] = {
 
 CITYSCAPES = DatasetMeta("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
 BDD100K = DatasetMeta("bdd100k", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+KITTI = DatasetMeta("kitti", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
 
 # --- ADE20K (SceneParsing / ADEChallengeData2016): 150 classes ---------------------------------------------
 

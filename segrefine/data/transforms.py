@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -171,6 +172,31 @@ class RandomVignette(v2.Transform):
         return _scaled(inpt, lambda x: x * params["falloff"])
 
 
+class RandomJpeg(v2.Transform):
+    """JPEG compression at a quality drawn from `quality` (through OpenCV: torchvision's own encoder is deprecated)."""
+
+    def __init__(self, quality: tuple[int, int] = (30, 95), p: float = 0.3) -> None:
+        super().__init__()
+        if not 1 <= quality[0] <= quality[1] <= 100:
+            raise ValueError(f"quality must be LOW,HIGH within 1..100, got {quality}")
+        self.quality, self.p = (int(quality[0]), int(quality[1])), float(p)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()).item() < self.p
+        quality = int(torch.randint(self.quality[0], self.quality[1] + 1, ()).item())
+        return {"quality": quality if apply else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["quality"] is None or not isinstance(inpt, tv_tensors.Image) or inpt.dtype != torch.uint8:
+            return inpt
+        rgb = inpt.as_subclass(torch.Tensor).permute(1, 2, 0).contiguous().numpy()
+        ok, data = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, params["quality"]])
+        if not ok:  # OpenCV without a JPEG codec: leave the image as it is
+            return inpt
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
+        return tv_tensors.wrap(torch.from_numpy(decoded).permute(2, 0, 1).contiguous(), like=inpt)
+
+
 def _scaled(image: tv_tensors.Image, operation: Any) -> tv_tensors.Image:
     """`operation` applied to the image as float in [0, 1], the result clamped and back in the image's dtype."""
     is_uint8 = image.dtype == torch.uint8
@@ -202,7 +228,7 @@ def photometric_steps(kind: str) -> list[v2.Transform]:
             v2.RandomGrayscale(p=0.1),
             v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.2),
             RandomSensorNoise(max_sigma=0.03, p=0.2),
-            v2.RandomApply([v2.JPEG((30, 95))], p=0.3),
+            RandomJpeg((30, 95), p=0.3),
             RandomVignette(max_strength=0.4, p=0.2),
         ]
     raise ValueError(f"photometric must be one of {', '.join(PHOTOMETRIC)}, got {kind!r}")

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segrefine.data import cityscapes
+from segrefine.data.class_map import Scoring, cross_taxonomy, load_class_map
 from segrefine.data.meta import IGNORE_INDEX, DatasetMeta
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import normalize
@@ -39,7 +40,7 @@ from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
 from segrefine.imageio import read_label_map, write_image
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub import describe, load_for_dataset
+from segrefine.hub import default_model, describe, load_for_dataset, load_model
 
 __all__ = [
     "LABEL_IDS_DIR",
@@ -218,6 +219,20 @@ def _score(
     return summary(result, meta.classes)
 
 
+def _mapped(labels: Tensor, lut: np.ndarray | None) -> Tensor:
+    """Class ids sent through a class map's lookup table (255 stays 255); unchanged without one."""
+    if lut is None:
+        return labels
+    return torch.from_numpy(lut).to(labels.device)[labels.long().clamp(0, IGNORE_INDEX)]
+
+
+def _model_meta(config: Mapping[str, Any]) -> DatasetMeta:
+    """The classes a checkpoint predicts, from its config.json."""
+    palette = tuple(tuple(int(v) for v in color) for color in config["palette"])
+    flip_pairs = tuple(tuple(int(v) for v in pair) for pair in config.get("flip_pairs") or ())
+    return DatasetMeta(str(config.get("dataset") or "model"), tuple(config["classes"]), palette, flip_pairs=flip_pairs)
+
+
 def _check_classes(model: nn.Module, meta: DatasetMeta) -> None:
     num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if num_classes is not None and num_classes != meta.num_classes:
@@ -242,14 +257,19 @@ def evaluate_model(
     save_predictions: str | Path | None = None,
     boundary_ratio: float | None = BOUNDARY_RATIO,
     progress: bool = True,
+    scoring: Scoring | None = None,
 ) -> dict[str, Any]:
     """Scores (fractions in [0, 1]) of `model` on every image of `dataset`, plus num_images, mode and options.
 
     Inference options are those of `predict_logits`; horizontal flip swaps `meta.flip_pairs`. Logits are resized
     to the label size before the argmax. `device` defaults to the model's; the model is moved there, run in eval
     mode and put back into the mode it was in. `save_predictions` writes one train-id PNG per image (see
-    `PredictionWriter`). Under torch.distributed every process must call this; all get the same result.
+    `PredictionWriter`). `scoring` scores a model of other classes through a class map (`cross_taxonomy`); saved
+    predictions keep the model's classes. Under torch.distributed every process must call this; all get the same
+    result.
     """
+    scoring = scoring or Scoring(meta, meta, meta)
+    meta = scoring.model
     _check_classes(model, meta)
     if batch_size < 1:
         raise SegrefineError(f"batch size must be at least 1, got {batch_size}")
@@ -273,14 +293,14 @@ def evaluate_model(
                 for sample, pred in zip(run, preds):
                     if writer is not None:
                         writer.write(sample["name"], pred)
-                    yield pred, sample["label"]
+                    yield _mapped(pred, scoring.prediction_lut), _mapped(sample["label"], scoring.label_lut)
 
     was_training = model.training
     model.to(device).eval()
     try:
         scores = _score(
-            pairs(), meta, total=len(shard), device=device, boundary_ratio=boundary_ratio, progress=progress,
-            description=f"eval {meta.name} ({mode})",
+            pairs(), scoring.scored, total=len(shard), device=device, boundary_ratio=boundary_ratio,
+            progress=progress, description=f"eval {scoring.dataset.name} ({mode})",
         )  # fmt: skip
     finally:
         model.train(was_training)
@@ -360,6 +380,7 @@ def evaluate(
     backend: str | None = None,
     precision: str = "fp32",
     progress: bool = False,
+    class_map: str | Path | None = None,
     on_message: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -367,7 +388,9 @@ def evaluate(
     (`predictions`: a folder of `<image stem>.png` train ids) on a dataset split; every score is a fraction.
 
     The report holds mIoU, mAcc, aAcc, fwIoU, boundary_mIoU, per_class, num_images, the inference options, and
-    dataset, split and weights (or predictions). `limit` scores only the first N images. `on_message` receives the
+    dataset, split and weights (or predictions). `class_map` scores a model trained on other classes: a built-in
+    map (`cityscapes:camvid`, either way round) or a JSON file {"finer class": "coarser class" or null}; scores
+    are then in the coarser classes. `limit` scores only the first N images. `on_message` receives the
     line naming the model, `on_warning` any warning. Under torchrun every process calls this and gets the report.
     """
     if weights is not None and predictions is not None:
@@ -381,6 +404,9 @@ def evaluate(
         )
     if limit is not None and limit < 1:
         raise SettingError(f"`limit` must be at least 1, got {limit}")
+    if class_map is not None and predictions is not None:
+        raise SettingError("`class_map` applies only with `weights`: saved predictions do not say their classes")
+    mapping = load_class_map(class_map) if class_map is not None else None
     run_device = resolve_device(device)
     meta = dataset_meta(dataset, data_root)
     data = build_dataset(dataset, data_root, split, **dict(dataset_options or {}))
@@ -390,16 +416,22 @@ def evaluate(
     say = on_message if ctx.is_main else None
     try:
         if predictions is None:
-            model, config, ref = load_for_dataset(weights, meta, run_device, warn=on_warning if ctx.is_main else None)
+            if mapping is None:
+                model, config, ref = load_for_dataset(weights, meta, run_device, warn=on_warning if ctx.is_main else None)
+                scoring = None
+            else:
+                ref = str(weights) if weights is not None else default_model().name
+                model, config = load_model(ref, run_device)
+                scoring = cross_taxonomy(mapping, _model_meta(config), meta)
             if say is not None:
                 say(describe(ref, config))
             model = for_inference(model, run_device, backend=backend, precision=precision)
             report = evaluate_model(
                 model, data, meta, mode=mode, crop=crop, stride=stride, scales=scales, flip=flip,
                 batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,
-                progress=progress,
+                progress=progress, scoring=scoring,
             )  # fmt: skip
-            source = {"weights": ref}
+            source = {"weights": ref, **({"class_map": mapping.name} if mapping is not None else {})}
         else:
             report = evaluate_predictions(
                 predictions, data, meta, device=run_device, workers=workers, progress=progress

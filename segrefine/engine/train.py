@@ -84,8 +84,12 @@ def _init_backbone(model: nn.Module, source: str) -> None:
 
 def _init_network(model: nn.Module, ref: str) -> None:
     """Every weight from a trained checkpoint of the same switches and classes (strict: a misfit names its keys)."""
-    weights = resolve(ref)
-    load_state_dict_strict(model, load_state(weights.weights_path), f"`init_weights` {ref}")
+    try:
+        load_state_dict_strict(model, load_state(resolve(ref).weights_path), ref)
+    except SettingError:
+        raise
+    except SegrefineError as e:  # worded as the setting, so the CLI names its flag
+        raise SettingError(f"`init_weights`: {e}") from None
 
 
 def holds_run(folder: Path) -> bool:
@@ -164,10 +168,11 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         model = SegRefineModel(cfg.model, self._info())
-        if cfg.init_weights != "none":
-            _init_network(model, cfg.init_weights)
-        elif cfg.pretrained_backbone != "none":
-            _init_backbone(model, cfg.pretrained_backbone)
+        if not self.resume:  # a resumed run takes every weight from its checkpoint below
+            if cfg.init_weights != "none":
+                _init_network(model, cfg.init_weights)
+            elif cfg.pretrained_backbone != "none":
+                _init_backbone(model, cfg.pretrained_backbone)
         # channels-last runs the convolutions 1.3-1.5× faster on CPU and on CUDA tensor cores
         model.to(self.device, memory_format=torch.channels_last)
         if self.class_weight is not None:
