@@ -77,7 +77,7 @@ def test_metadata_of_every_dataset():
 
 
 def test_registry_names_layouts_and_errors(tmp_path):
-    assert set(DATASETS) == {"cityscapes", "bdd100k", "ade20k", "lip", "cocostuff", "camvid", "folder", "toy"}
+    assert set(DATASETS) == {"cityscapes", "bdd100k", "ade20k", "lip", "cocostuff", "camvid", "kitti", "folder", "toy"}
     layouts = dataset_layouts()
     assert set(layouts) == set(DATASETS) and all(len(text) > 40 and "\n" not in text for text in layouts.values())
     assert "did you mean 'cityscapes'" in _error("unknown dataset", build_dataset, "citiscapes", tmp_path, "val")

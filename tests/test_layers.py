@@ -8,10 +8,10 @@ from pathlib import Path
 import segrefine
 
 PACKAGE = Path(segrefine.__file__).parent
-# Lower layers never import higher ones: models <- hub <- engine <- visualize <- cli. Same-layer imports are fine.
+# Lower layers never import higher ones: models <- hub <- engine <- visualize, serve <- cli. Same-layer imports are fine.
 LAYERS = {
     "segrefine": 0, "segrefine.errors": 0, "segrefine.imageio": 0, "segrefine.weights": 0, "segrefine.data": 1,
-    "segrefine.models": 1, "segrefine.hub": 2, "segrefine.engine": 3, "segrefine.visualize": 4, "segrefine.cli": 5,
+    "segrefine.models": 1, "segrefine.hub": 2, "segrefine.engine": 3, "segrefine.visualize": 4, "segrefine.serve": 4, "segrefine.cli": 5,
     "segrefine.__main__": 5,
 }  # fmt: skip
 

@@ -35,6 +35,7 @@ COMMANDS: dict[str, Subcommand] = {
     "datasets": Subcommand("segrefine.cli.datasets", "datasets", "List the dataset adapters and their recipes."),
     "visualize": Subcommand("segrefine.cli.visualize", "app", "Draw offsets, attention, memory, samples and errors."),
     "weights": Subcommand("segrefine.cli.weights", "app", "List, pull and push trained weights."),
+    "serve": Subcommand("segrefine.cli.serve", "serve", "Serve a model over HTTP, with a page to try it in a browser."),
 }
 
 
