@@ -87,7 +87,31 @@ class RandomFlip(v2.RandomHorizontalFlip):
         return out
 
 
-class RandomWhiteBalance(v2.Transform):
+class _ImageStep(v2.Transform):
+    """A photometric step applied with probability `p` to images only (masks pass through untouched): subclasses
+    draw their parameters in `draw` and change the image, as float in [0, 1], in `change`."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def draw(self, height: int, width: int) -> dict[str, Any]:
+        return {}
+
+    def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()).item() < self.p
+        return {"apply": apply, **self.draw(*_size(flat_inputs))}  # drawn either way: the stream stays aligned
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["apply"] or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        return _scaled(inpt, lambda x: self.change(x, params))
+
+
+class RandomWhiteBalance(_ImageStep):
     """A camera's colour cast: each channel multiplied by its own gain, log-uniform in [1/max_gain, max_gain].
 
     Other cameras, white balances and lighting tint a street differently; a network trained on one camera learns
@@ -95,99 +119,80 @@ class RandomWhiteBalance(v2.Transform):
     """
 
     def __init__(self, max_gain: float = 1.5, p: float = 0.8) -> None:
-        super().__init__()
+        super().__init__(p)
         if max_gain < 1:
             raise ValueError(f"max_gain must be >= 1, got {max_gain}")
-        self.max_gain, self.p = float(max_gain), float(p)
+        self.max_gain = float(max_gain)
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        apply = torch.rand(()).item() < self.p
-        log_gain = torch.empty(3).uniform_(-1.0, 1.0) * math.log(self.max_gain)
-        return {"gain": log_gain.exp() if apply else None}
+    def draw(self, height: int, width: int) -> dict[str, Any]:
+        return {"gain": (torch.empty(3).uniform_(-1.0, 1.0) * math.log(self.max_gain)).exp()}
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["gain"] is None or not isinstance(inpt, tv_tensors.Image):
-            return inpt
-        return _scaled(inpt, lambda x: x * params["gain"].view(3, 1, 1))
+    def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        return x * params["gain"].view(3, 1, 1)
 
 
-class RandomGamma(v2.Transform):
+class RandomGamma(_ImageStep):
     """A sensor's tone curve: x ** gamma (x in [0, 1]), gamma log-uniform in [1/max_gamma, max_gamma]."""
 
     def __init__(self, max_gamma: float = 1.5, p: float = 0.5) -> None:
-        super().__init__()
+        super().__init__(p)
         if max_gamma < 1:
             raise ValueError(f"max_gamma must be >= 1, got {max_gamma}")
-        self.max_gamma, self.p = float(max_gamma), float(p)
+        self.max_gamma = float(max_gamma)
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        apply = torch.rand(()).item() < self.p
-        gamma = math.exp(torch.empty(()).uniform_(-1.0, 1.0).item() * math.log(self.max_gamma))
-        return {"gamma": gamma if apply else None}
+    def draw(self, height: int, width: int) -> dict[str, Any]:
+        return {"gamma": math.exp(torch.empty(()).uniform_(-1.0, 1.0).item() * math.log(self.max_gamma))}
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["gamma"] is None or not isinstance(inpt, tv_tensors.Image):
-            return inpt
-        return _scaled(inpt, lambda x: x.clamp(min=0).pow(params["gamma"]))
+    def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        return x.clamp(min=0).pow(params["gamma"])
 
 
-class RandomSensorNoise(v2.Transform):
+class RandomSensorNoise(_ImageStep):
     """Gaussian read noise of a standard deviation drawn from [0, max_sigma] (in units of the full [0, 1] range)."""
 
     def __init__(self, max_sigma: float = 0.03, p: float = 0.2) -> None:
-        super().__init__()
-        self.max_sigma, self.p = float(max_sigma), float(p)
+        super().__init__(p)
+        self.max_sigma = float(max_sigma)
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        apply = torch.rand(()).item() < self.p
+    def draw(self, height: int, width: int) -> dict[str, Any]:
         sigma = torch.rand(()).item() * self.max_sigma
-        height, width = _size(flat_inputs)
-        return {"noise": torch.randn(3, height, width) * sigma if apply else None}
+        return {"noise": torch.randn(3, height, width) * sigma}
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["noise"] is None or not isinstance(inpt, tv_tensors.Image):
-            return inpt
-        return _scaled(inpt, lambda x: x + params["noise"])
+    def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        return x + params["noise"]
 
 
-class RandomVignette(v2.Transform):
+class RandomVignette(_ImageStep):
     """Lens vignetting: brightness falling off towards the corners, by up to `max_strength` there."""
 
     def __init__(self, max_strength: float = 0.4, p: float = 0.2) -> None:
-        super().__init__()
-        self.max_strength, self.p = float(max_strength), float(p)
+        super().__init__(p)
+        self.max_strength = float(max_strength)
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        apply = torch.rand(()).item() < self.p
+    def draw(self, height: int, width: int) -> dict[str, Any]:
         strength = torch.rand(()).item() * self.max_strength
-        height, width = _size(flat_inputs)
         y = torch.linspace(-1.0, 1.0, height).view(-1, 1)
         x = torch.linspace(-1.0, 1.0, width).view(1, -1)
-        falloff = 1.0 - strength * (x.square() + y.square()) / 2.0  # 1 at the centre, 1 - strength in the corners
-        return {"falloff": falloff if apply else None}
+        return {"falloff": 1.0 - strength * (x.square() + y.square()) / 2.0}  # 1 - strength in the corners
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["falloff"] is None or not isinstance(inpt, tv_tensors.Image):
-            return inpt
-        return _scaled(inpt, lambda x: x * params["falloff"])
+    def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        return x * params["falloff"]
 
 
-class RandomJpeg(v2.Transform):
+class RandomJpeg(_ImageStep):
     """JPEG compression at a quality drawn from `quality` (through OpenCV: torchvision's own encoder is deprecated)."""
 
     def __init__(self, quality: tuple[int, int] = (30, 95), p: float = 0.3) -> None:
-        super().__init__()
+        super().__init__(p)
         if not 1 <= quality[0] <= quality[1] <= 100:
             raise ValueError(f"quality must be LOW,HIGH within 1..100, got {quality}")
-        self.quality, self.p = (int(quality[0]), int(quality[1])), float(p)
+        self.quality = (int(quality[0]), int(quality[1]))
 
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        apply = torch.rand(()).item() < self.p
-        quality = int(torch.randint(self.quality[0], self.quality[1] + 1, ()).item())
-        return {"quality": quality if apply else None}
+    def draw(self, height: int, width: int) -> dict[str, Any]:
+        return {"quality": int(torch.randint(self.quality[0], self.quality[1] + 1, ()).item())}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if params["quality"] is None or not isinstance(inpt, tv_tensors.Image) or inpt.dtype != torch.uint8:
+        if not params["apply"] or not isinstance(inpt, tv_tensors.Image) or inpt.dtype != torch.uint8:
             return inpt
         rgb = inpt.as_subclass(torch.Tensor).permute(1, 2, 0).contiguous().numpy()
         ok, data = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, params["quality"]])
