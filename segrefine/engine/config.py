@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI, before it joined the standard library
+    import tomli as tomllib
 
 from segrefine.engine.recipes import RECIPES
 from segrefine.data.statistics import CLASS_WEIGHTS
