@@ -1,8 +1,8 @@
 """Package a CamVid training run as segrefine's embedded default model and register it in the model zoo.
 
 The default model is trained in two stages on a 2-core CPU: `camvid-cpu` from scratch (about 2 hours with bf16 on a
-CPU with AVX-512 BF16), then `camvid-cpu-camera`, which fine-tunes it for photos from other cameras (about 80
-minutes in fp32).
+CPU with AVX-512 BF16), then `camvid-cpu-camera`, which fine-tunes it for photos from other cameras (about 2 hours
+in fp32).
 
     # train both stages (each resumes if started), then package
     python benchmarks/camvid_default.py --data-root ../shared/data/camvid --shared ../shared/data --train \
@@ -182,7 +182,8 @@ def main() -> None:
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     flops = count_flops(shipped.config, (360, 480))
-    details = card_details(command, base, seconds, iters, fp32, fp16, cameras, eval_seconds, val_trajectory(args.run))
+    early = stopped_early(iters, settings.iters, settings.lr)
+    details = card_details(command, base, seconds, iters, early, fp32, fp16, cameras, eval_seconds, val_trajectory(args.run))
     card = model_card(config, name=args.name, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480),
                       license=LICENSE, details=details)
     (folder / "README.md").write_text(card)
@@ -199,7 +200,7 @@ def main() -> None:
     zoo["models"] = [m for m in zoo["models"] if m["name"] != args.name] + [entry]
     zoo_path.write_text(json.dumps(zoo, indent=2) + "\n")
     print(f"wrote {folder} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.1f} MiB) and the {args.name} entry in {zoo_path}")
-    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, base, seconds, iters, flops))
+    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, base, seconds, iters, flops) + early)
 
 
 def cross_camera_line(cameras: dict) -> str:
@@ -252,8 +253,19 @@ memory trains 2.5× faster than fp32 on this CPU (0.73 vs 1.84 s per batch of 8 
 cost the CPU can pay."""
 
 
-def card_details(command: str, base: dict, seconds: float, iters: int, fp32: dict, fp16: dict, cameras: dict,
-                 eval_seconds: float, trajectory: str) -> str:
+def stopped_early(iters: int, scheduled: int, lr: float) -> str:
+    """A sentence for a checkpoint taken before its schedule ended ("" when it ran to the end)."""
+    if iters >= scheduled:
+        return ""
+    at = lr * (1 - iters / scheduled) ** 0.9
+    return (f" The shipped weights are the run's checkpoint at iteration {iters} of its {scheduled}-iteration schedule "
+            f"(learning rate {at:.4f} there, not yet decayed to 0): the machine's time ran out first. Checkpoints are "
+            f"written every 100 iterations and the data order and augmentation are seeded by position, so the same "
+            f"command stopped at iteration {iters} (or its checkpoints/last at that point) reproduces it.")
+
+
+def card_details(command: str, base: dict, seconds: float, iters: int, early: str, fp32: dict, fp16: dict,
+                 cameras: dict, eval_seconds: float, trajectory: str) -> str:
     rows = "\n".join(
         f"| {name} | {100 * v['iou']:.2f} | {100 * v['boundary_iou']:.2f} |" for name, v in fp16["per_class"].items()
     )
@@ -278,7 +290,8 @@ Stage 1, from scratch ({base['iterations']} iterations, {base['train_seconds'] /
 Stage 2, for photos from any camera: the stage-1 network fine-tuned with camera-style photometric distortion (random
 white balance and per-channel gain, tone curve, stronger colour jitter, monochrome, lens blur, sensor noise, JPEG
 compression, vignetting) and random scale 0.5–2.0, fp32 ({iters} iterations of batch 8 at 256×256, **{seconds / 60:.0f}
-minutes** of wall-clock time on {hardware()}, other jobs sharing the two cores part of the time):
+minutes** of wall-clock time on {hardware()}, other jobs sharing the two cores part of the time).{early}
+The command:
 
 ```bash
 {command}

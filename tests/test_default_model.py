@@ -156,3 +156,20 @@ def test_predict_the_example_in_an_empty_folder_offline(tmp_path):
     for name in written:
         assert cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED).shape[:2] == (360, 480)
     assert cv2.imread(str(out / "camvid-street_label.png"), cv2.IMREAD_UNCHANGED).max() < 11
+
+
+def test_the_shipped_model_labels_another_cameras_street_as_road_and_sky(shared_data):
+    """A Cityscapes photo (another camera than CamVid's): its asphalt and its sky, as a new user's first predict."""
+    predictor = load(device="cpu")
+    label = predictor.predict(shared_data / "images" / "street-cityscapes-512x1024.png")
+    road, sky = predictor.classes.index("Road"), predictor.classes.index("Sky")
+    assert (label[300:430, 200:800] == road).mean() >= 0.9
+    assert (label[0:60, 480:640] == sky).mean() >= 0.9
+
+
+def test_the_card_gives_other_cameras_beside_camvid_val(entry):
+    config = json.loads((REPO / "weights" / "lite-camvid" / "config.json").read_text())
+    cameras = config["provenance"]["cross_camera"]
+    assert {"kitti-mini", "cityscapes-mini", "street-photo"} <= set(cameras)
+    card = (REPO / "weights" / "lite-camvid" / "README.md").read_text()
+    assert f"{100 * cameras['kitti-mini']['mIoU']:.2f}" in card and "## Other cameras" in card

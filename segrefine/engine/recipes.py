@@ -41,8 +41,8 @@ RECIPES: dict[str, Recipe] = {
     "camvid-cpu": Recipe("camvid", crop=(256, 256), batch_size=8, iters=6_000, loss="ce", eval_every=2_000,
                          lr=0.05, scale=(0.5, 1.5), pretrained_backbone="none", class_weight="enet", amp=True),
     # Fine-tunes a camvid-cpu network (`init_weights`: its run folder) for photos from any camera: camera-style
-    # photometric distortion and a wider scale range, at a fine-tuning learning rate; fp32, about 80 minutes on a
-    # 2-core CPU without AVX-512. See benchmarks/cross_camera.py for what it changes.
+    # photometric distortion and a wider scale range, at a fine-tuning learning rate; fp32 (bf16 is slow on CPUs
+    # without AVX-512), 1.3-2 images/s on a 2-core CPU: about 2 hours. See benchmarks/cross_camera.py.
     "camvid-cpu-camera": Recipe("camvid", crop=(256, 256), batch_size=8, iters=1_200, loss="ce", eval_every=400,
                                 lr=0.01, scale=(0.5, 2.0), pretrained_backbone="none", class_weight="enet",
                                 photometric="camera"),
