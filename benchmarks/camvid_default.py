@@ -205,12 +205,12 @@ def main() -> None:
 
 def cross_camera_line(cameras: dict) -> str:
     """The other cameras' figures in one sentence."""
-    sets = [f"{name} ({entry['images']} frames) {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry]
+    sets = [f"{name} ({entry['images']} frame{'s' if entry['images'] > 1 else ''}) {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry]
     text = "Other cameras, scored in CamVid's classes through the cityscapes:camvid class map, mIoU: " + ", ".join(sets)
     photo = cameras.get("street-photo")
     if photo:
-        text += (f"; on a Cityscapes street photo {100 * photo['asphalt_road']:.0f}% of the asphalt is labelled Road "
-                 f"and {100 * photo['sky_band_sky']:.0f}% of a sky band Sky")
+        text += (f"; on a Cityscapes street photo {100 * photo['asphalt_road']:.1f}% of the asphalt is labelled Road "
+                 f"and {100 * photo['sky_band_sky']:.1f}% of a sky band Sky")
     return text + " (`python benchmarks/cross_camera.py`)."
 
 
