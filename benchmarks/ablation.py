@@ -115,12 +115,13 @@ def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, b
     if (run / "config.json").is_file():
         command = ["train", "--resume", "--out", str(run)]
     else:
+        settings = train_settings(row)
         command = [
             "train", "--dataset", "camvid", "--recipe", "camvid-cpu", "--data-root", data_root,
             "--iters", str(schedule["iters"]), "--crop", "{}x{}".format(*schedule["crop"]),
             "--batch-size", str(schedule["batch_size"]), "--lr", str(schedule["lr"]),
-            "--scale", "{},{}".format(*train_settings(row).get("scale", schedule["scale"])),
-            "--photometric", train_settings(row).get("photometric", "jitter"),
+            "--scale", "{},{}".format(*settings.get("scale", schedule["scale"])),
+            "--photometric", settings.get("photometric", "jitter"),
             "--pretrained-backbone", backbone, "--seed", str(seed),
             "--eval-every", "0", "--save-every", "100", "--log-every", "50", "--workers", "1", "--out", str(run),
             *switch_flags(switches(row)),

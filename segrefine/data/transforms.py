@@ -99,7 +99,7 @@ class _ImageStep(v2.Transform):
         return {}
 
     def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define change() or override transform()")
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         apply = torch.rand(()).item() < self.p

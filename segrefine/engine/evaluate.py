@@ -40,7 +40,7 @@ from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
 from segrefine.imageio import read_label_map, write_image
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub import default_model, describe, load_for_dataset, load_model
+from segrefine.hub import describe, load_for_dataset
 
 __all__ = [
     "LABEL_IDS_DIR",
@@ -416,13 +416,10 @@ def evaluate(
     say = on_message if ctx.is_main else None
     try:
         if predictions is None:
-            if mapping is None:
-                model, config, ref = load_for_dataset(weights, meta, run_device, warn=on_warning if ctx.is_main else None)
-                scoring = None
-            else:
-                ref = str(weights) if weights is not None else default_model().name
-                model, config = load_model(ref, run_device)
-                scoring = cross_taxonomy(mapping, _model_meta(config), meta)
+            # Through a class map the model's classes need not be the dataset's: the map is checked instead.
+            warn = on_warning if ctx.is_main else None
+            model, config, ref = load_for_dataset(weights, meta if mapping is None else None, run_device, warn=warn)
+            scoring = cross_taxonomy(mapping, _model_meta(config), meta) if mapping is not None else None
             if say is not None:
                 say(describe(ref, config))
             model = for_inference(model, run_device, backend=backend, precision=precision)

@@ -38,7 +38,7 @@ RETRY_AFTER_S = 1
 
 
 class BodyTooLarge(Exception):
-    pass
+    """Raised from `receive` once a streamed body passes the limit; `BodyLimit` answers 413."""
 
 
 class BodyLimit:

@@ -43,8 +43,7 @@ class Batcher:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
-            with_cancel = asyncio.gather(self._task, return_exceptions=True)
-            await with_cancel
+            await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def predict(self, image: np.ndarray) -> np.ndarray:
