@@ -4,12 +4,16 @@ short schedule and seeds, then scored on val and, with --shared, on other camera
     python benchmarks/ablation.py --data-root ../shared/data/camvid                 # every row, every seed
     python benchmarks/ablation.py --data-root ../shared/data/camvid --rows srm-bilinear srm-full --seeds 0
     python benchmarks/ablation.py --data-root ../shared/data/camvid --time         # (re)measure latency, quietly
+    # the GPU schedule: full-size crops, four trainings at once, no new run after 6 minutes
+    python benchmarks/ablation.py --data-root CAMVID --shared SHARED --iters 400 --crop 360x480 --batch-size 16 \
+        --jobs 4 --workers 3 --deadline 360 --results benchmarks/results/ablation-camvid-gpu.json
 
 The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the full-resolution frames (scale
 0.5–1.5), lr 0.02, bf16 autocast, ENet class weights, poly lr. Every row starts from the same backbone: by default the backbone of the
 shipped `lite-camvid` model (standing in for the ImageNet initialisation of the papers, which cannot be downloaded
 here), with the decoder, CRM, SRM and memory trained from scratch; `--backbone none` trains everything from scratch.
-Evaluation is on the val frames at their full 360×480.
+`--backbone` also takes any weights reference (a run folder, a Hub id), whose backbone is used. Evaluation is on
+the val frames at their full 360×480, on the GPU when there is one (latency always on the CPU).
 
 With `--shared ../shared/data` each row is also scored across cameras (benchmarks/cross_camera.py): the mIoU of
 every other camera's labelled frames (CamVid classes, cityscapes:camvid class map) and the share of the street
@@ -31,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -68,6 +73,8 @@ ROWS: dict[str, dict] = {
     "photometric-none": {"photometric": "none"},
     "photometric-camera": {"photometric": "camera"},
     "photometric-camera-scale2": {"photometric": "camera", "scale": [0.5, 2.0]},
+    # The SRM question for the camera recipe: the row above against the same training with bilinear upsampling.
+    "photometric-camera-scale2-srm-bilinear": {"photometric": "camera", "scale": [0.5, 2.0], "srm": "bilinear"},
     "crm-off": {"crm": "off"},
     "crm-gate": {"crm": "gate"},
     "memory-on": {"memory": True},
@@ -76,6 +83,8 @@ SEEDS = {
     name: (0, 1, 2) if name.startswith(("srm-bilinear", "srm-flow", "srm-full", "photometric")) else (0, 1)
     for name in ROWS
 }
+PAIRED = ("photometric-camera-scale2", "photometric-camera-scale2-srm-bilinear")  # six paired seeds: a 95% interval
+SEEDS.update({name: tuple(range(6)) for name in PAIRED})
 TRAIN_SETTINGS = ("photometric", "scale")  # row keys that are training settings, not network switches
 SCHEDULE = {"iters": 300, "crop": [160, 160], "batch_size": 8, "lr": 0.02, "scale": [0.5, 1.5]}
 TIGHT_BOUNDARY_PX = 3
@@ -98,17 +107,21 @@ def switch_flags(values: dict) -> list[str]:
     return [*flags, "--crm", values["crm"], "--memory" if values["memory"] else "--no-memory"]
 
 
-def shipped_backbone(folder: Path) -> Path:
-    """The backbone of the shipped default model as a standalone .safetensors file (made once)."""
-    path = folder / "backbone-lite-camvid.safetensors"
+def backbone_file(reference: str, folder: Path) -> str:
+    """`none`, a backbone .safetensors file as given, or the backbone of a weights reference saved alone (once)."""
+    if reference == "none" or reference.endswith(".safetensors"):
+        return reference
+    path = folder / f"backbone-{Path(reference).name}.safetensors"
     if not path.is_file():
-        model, _ = load_model("lite-camvid")
+        model, _ = load_model(reference)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.backbone.state_dict().items()}, path)
-    return path
+    return str(path)
 
 
-def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, backbone: str) -> Path:
+def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, backbone: str, workers: int,
+              log: bool) -> Path:
+    """Train (or resume) one row's run; with `log`, its output goes to train.log in the run folder."""
     run = runs / f"{row}-seed{seed}"
     if (run / "eval.json").is_file():
         return run
@@ -123,10 +136,15 @@ def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, b
             "--scale", "{},{}".format(*settings.get("scale", schedule["scale"])),
             "--photometric", settings.get("photometric", "jitter"),
             "--pretrained-backbone", backbone, "--seed", str(seed),
-            "--eval-every", "0", "--save-every", "100", "--log-every", "50", "--workers", "1", "--out", str(run),
-            *switch_flags(switches(row)),
+            "--eval-every", "0", "--save-every", "100", "--log-every", "50", "--workers", str(workers),
+            "--out", str(run), *switch_flags(switches(row)),
         ]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "segrefine", *command], check=True)
+    if not log:
+        subprocess.run([sys.executable, "-m", "segrefine", *command], check=True)
+        return run
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.log", "ab") as out:
+        subprocess.run([sys.executable, "-m", "segrefine", *command], check=True, stdout=out, stderr=subprocess.STDOUT)
     return run
 
 
@@ -145,13 +163,13 @@ def latency_ms(values: dict, repeats: int = 5) -> float:
     return round(statistics.median(times), 1)
 
 
-def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str, shared: Path | None) -> dict:
+def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str, shared: Path | None, device: str) -> dict:
     report = json.loads((run / "eval.json").read_text())
     model, config = load_model(run / "checkpoints" / "last")
     meta = dataset_meta("camvid")
     val = build_dataset("camvid", data_root, "val")
     tight = TIGHT_BOUNDARY_PX / math.hypot(*TIMING_SIZE)
-    tight_report = evaluate_model(model, val, meta, boundary_ratio=tight, progress=False)
+    tight_report = evaluate_model(model, val, meta, boundary_ratio=tight, device=device, progress=False)
     flops = count_flops(replace(ModelConfig.from_dict(config["model"]), aux=False), TIMING_SIZE)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     times = [r["time"] for r in log if "time" in r]  # wall clock of each logged step: training time, not eval
@@ -162,7 +180,7 @@ def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str, sh
         "per_class": {name: c["iou"] for name, c in report["per_class"].items()},
         "params": flops.params, "gmacs": round(flops.gmacs, 3), "ms": latency_ms(switches(row)),
         "train_s": round(times[-1] - times[0], 1) if times else None, "settings": train_settings(row),
-        **({"cross_camera": other_cameras(str(run / "checkpoints" / "last"), shared)} if shared else {}),
+        **({"cross_camera": other_cameras(str(run / "checkpoints" / "last"), shared, device)} if shared else {}),
     }  # fmt: skip
 
 
@@ -215,38 +233,122 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def crop_size(text: str) -> list[int]:
+    """`H` (square) or `HxW`."""
+    sides = [int(v) for v in text.lower().split("x")]
+    return sides * 2 if len(sides) == 1 else sides
+
+
+def run_rows(todo: list[tuple[str, int]], args: argparse.Namespace, schedule: dict, backbone: str,
+             results: dict) -> list[str]:
+    """Train `todo` in order, `args.jobs` at a time, scoring each as it finishes; what failed or was not started."""
+    start = time.monotonic()
+
+    def train(row: str, seed: int) -> Path | None:
+        if args.deadline is not None and time.monotonic() - start > args.deadline:
+            return None  # past the deadline: start nothing new
+        return train_row(row, seed, schedule, args.data_root, args.runs, backbone, args.workers, log=args.jobs > 1)
+
+    missed = []
+    with ThreadPoolExecutor(args.jobs) as pool:  # runs the submissions in order
+        futures = {pool.submit(train, row, seed): (row, seed) for row, seed in todo}
+        for future in as_completed(futures):
+            row, seed = futures[future]
+            try:
+                run = future.result()
+            except subprocess.CalledProcessError:
+                missed.append(f"{row} seed {seed} (failed; see {args.runs / f'{row}-seed{seed}'})")
+                continue
+            if run is None:
+                missed.append(f"{row} seed {seed} (not started: past the deadline)")
+                continue
+            results["rows"].append(score_row(row, seed, run, schedule, args.data_root, args.shared, args.device))
+            save_results(results, args.results)
+    return missed
+
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (no scipy dependency for eleven numbers).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def row_scores(row: dict) -> dict[str, float]:
+    """The scores a paired comparison reports for one trained row."""
+    scores = {"CamVid val mIoU": row["mIoU"], "CamVid val boundary mIoU": row["boundary_mIoU"]}
+    cameras = {k: v for k, v in row.get("cross_camera", {}).items() if "mIoU" in v}
+    if cameras:
+        scores["other cameras mIoU"] = statistics.fmean(v["mIoU"] for v in cameras.values())
+        scores["other cameras boundary mIoU"] = statistics.fmean(v["boundary_mIoU"] for v in cameras.values())
+    return scores
+
+
+def paired_differences(rows: list[dict], a: str, b: str) -> dict[str, tuple[float, float, int]]:
+    """Score name -> (mean of a - b over the seeds both have, half-width of its 95% t interval, seeds)."""
+    by_seed = {name: {r["seed"]: row_scores(r) for r in rows if r["row"] == name} for name in (a, b)}
+    seeds = sorted(by_seed[a].keys() & by_seed[b].keys())
+    if len(seeds) < 2:
+        return {}
+    out = {}
+    for key in by_seed[a][seeds[0]]:
+        diffs = [by_seed[a][s][key] - by_seed[b][s][key] for s in seeds if key in by_seed[b][s]]
+        if len(diffs) >= 2:
+            half = T_975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+            out[key] = (statistics.fmean(diffs), half, len(diffs))
+    return out
+
+
+def paired_table(rows: list[dict]) -> str:
+    a, b = PAIRED
+    diffs = paired_differences(rows, a, b)
+    if not diffs:
+        return ""
+    lines = [f"Paired by seed, `{a}` (srm=full) minus `{b}`, points (95% t interval):", "",
+             "| score | seeds | difference | 95% interval |", "|---|---|---|---|"]  # fmt: skip
+    for key, (mean, half, n) in diffs.items():
+        lines.append(f"| {key} | {n} | {100 * mean:+.2f} | [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}] |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--seeds", nargs="*", type=int, help="only these seeds (default: each row's own)")
     parser.add_argument("--iters", type=int, default=SCHEDULE["iters"])
-    parser.add_argument("--crop", type=int, default=SCHEDULE["crop"][0], help="square training crop side")
-    parser.add_argument("--backbone", default="lite-camvid", help="lite-camvid, none, or a .safetensors file")
+    parser.add_argument("--crop", type=crop_size, default=SCHEDULE["crop"], help="training crop, H or HxW")
+    parser.add_argument("--batch-size", type=int, default=SCHEDULE["batch_size"])
+    parser.add_argument("--lr", type=float, default=SCHEDULE["lr"])
+    parser.add_argument("--backbone", default="lite-camvid", help="a weights reference, none, or a .safetensors file")
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"), help="where the run folders go")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--time", action="store_true", help="only remeasure the ms of every row already done")
     parser.add_argument("--shared", type=Path, help="also score each row on other cameras' frames in this folder")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at once (each logs to its run's train.log)")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading workers per training")
+    parser.add_argument("--deadline", type=float, help="start no training after this many seconds")
+    parser.add_argument("--device", default="auto", help="where rows are scored: auto (CUDA if available), cpu, cuda")
     args = parser.parse_args(argv)
 
-    schedule = {**SCHEDULE, "iters": args.iters, "crop": [args.crop, args.crop], "backbone": args.backbone}
+    schedule = {**SCHEDULE, "iters": args.iters, "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr,
+                "backbone": args.backbone}  # fmt: skip
     results = load_results(args.results, schedule)
+    missed = []
     if args.time:
         for row in results["rows"]:
             row["ms"] = latency_ms(row["switches"])
         save_results(results, args.results)
     else:
-        backbone = str(shipped_backbone(args.runs)) if args.backbone == "lite-camvid" else args.backbone
+        backbone = backbone_file(args.backbone, args.runs)
         done = {(r["row"], r["seed"]) for r in results["rows"]}
         # Seed by seed, so that a partial run already holds every row once.
-        todo = [(row, seed) for seed in (0, 1, 2) for row in args.rows if seed in SEEDS[row]]
-        for row, seed in todo:
-            if (row, seed) in done or (args.seeds is not None and seed not in args.seeds):
-                continue
-            run = train_row(row, seed, schedule, args.data_root, args.runs, backbone)
-            results["rows"].append(score_row(row, seed, run, schedule, args.data_root, args.shared))
-            save_results(results, args.results)
+        todo = [
+            (row, seed) for seed in range(max(len(SEEDS[r]) for r in args.rows)) for row in args.rows
+            if seed in SEEDS[row] and (row, seed) not in done and (args.seeds is None or seed in args.seeds)
+        ]  # fmt: skip
+        missed = run_rows(todo, args, schedule, backbone, results)
     print(table(results["rows"]))
+    print(paired_table(results["rows"]))
+    if missed:
+        sys.exit("not scored: " + "; ".join(missed))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Package a CamVid training run as segrefine's embedded default model and register it in the model zoo.
 
-The default model is trained in two stages on a 2-core CPU: `camvid-cpu` from scratch (about 2 hours with bf16 on a
-CPU with AVX-512 BF16), then `camvid-cpu-camera`, which fine-tunes it for photos from other cameras (about 2 hours
-in fp32).
+The default model is trained in two stages: `camvid-cpu` from scratch on a 2-core CPU (about 2 hours with bf16 on a
+CPU with AVX-512 BF16), then `camvid-camera`, which fine-tunes it for photos from other cameras on a GPU (about 7
+minutes on one H200 beside the ablation's trainings: benchmarks/gpu_camera.sh; `camvid-cpu-camera` is the same on a
+CPU, ~2 hours for 1200 iterations at 256×256).
 
     # train both stages (each resumes if started), then package
     python benchmarks/camvid_default.py --data-root ../shared/data/camvid --shared ../shared/data --train \
-        --base runs/train/camvid-cpu --run runs/train/camvid-cpu-camera
+        --base runs/train/camvid-cpu --run runs/train/camvid-camera
     # package a finished fine-tuning run; --base is the stage-1 run or checkpoint folder it started from
     python benchmarks/camvid_default.py --data-root ../shared/data/camvid --shared ../shared/data \
-        --base runs/train/camvid-cpu --run runs/train/camvid-cpu-camera
+        --base runs/train/camvid-cpu --run runs/train/camvid-camera
+
+A run trained on another machine carries that machine in its hardware.json (benchmarks/gpu_camera.sh writes it);
+otherwise this machine is named.
 
 It evaluates the run's final checkpoint on CamVid val in fp32, stores the weights as fp16 in weights/<name>/, evaluates
 that file again on CamVid val and on the other cameras' frames under --shared (benchmarks/cross_camera.py; the numbers
@@ -47,9 +51,10 @@ from cross_camera import scores as cross_camera_scores  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
-BASE_RECIPE, RECIPE = "camvid-cpu", "camvid-cpu-camera"
+BASE_RECIPE, RECIPE = "camvid-cpu", "camvid-camera"
 BASE_RUN = Path("runs/train/camvid-cpu")  # where the recorded commands put stage 1 and 2
-RUN = Path("runs/train/camvid-cpu-camera")
+RUN = Path("runs/train/camvid-camera")
+HARDWARE_FILE = "hardware.json"  # in a run folder: the machine it trained on, when not this one
 SCORES = ("mIoU", "boundary_mIoU", "mAcc", "aAcc", "fwIoU")
 RUNTIME_SETTINGS = {"data_root", "out", "workers", "device", "dataset", "recipe"}
 LICENSE = "cc-by-nc-4.0"
@@ -88,6 +93,17 @@ def wall_time(run: Path) -> tuple[float, int]:
 def val_trajectory(run: Path) -> str:
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"val"' in line]
     return ", ".join(f"{100 * r['val']['mIoU']:.1f} at iteration {r['iter']}" for r in records)
+
+
+def run_hardware(run: Path) -> tuple[str, str, bool]:
+    """The machine a run trained on (its hardware.json, else this one), what ran beside it, and whether on a GPU."""
+    path = run / HARDWARE_FILE
+    if not path.is_file():
+        return hardware(), "", False
+    info = json.loads(path.read_text())
+    if not info.get("gpu"):
+        return f"{info['cpus']} CPU cores, PyTorch {info['torch']}", info.get("beside", ""), False
+    return f"one {info['gpu']} ({info['cpus']} CPU cores, PyTorch {info['torch']})", info.get("beside", ""), True
 
 
 def hardware() -> str:
@@ -176,14 +192,16 @@ def main() -> None:
     config = json.loads((folder / CONFIG_NAME).read_text())
     config["metrics"] = metrics
     config["provenance"] = {
-        "command": command, "hardware": hardware(), "train_seconds": round(seconds), "iterations": iters,
+        "command": command, "hardware": run_hardware(args.run)[0], "train_seconds": round(seconds), "iterations": iters,
         "base": base, "fp32_val": scores(fp32), "cross_camera": cameras, "license": LICENSE,
     }  # fmt: skip
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     flops = count_flops(shipped.config, (360, 480))
     early = stopped_early(iters, settings.iters, settings.lr)
-    details = card_details(command, base, seconds, iters, early, fp32, fp16, cameras, eval_seconds, val_trajectory(args.run))
+    machine = run_hardware(args.run)
+    details = card_details(command, base, seconds, iters, early, fp32, fp16, cameras, eval_seconds,
+                           val_trajectory(args.run), settings, machine)
     card = model_card(config, name=args.name, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480),
                       license=LICENSE, details=details)
     (folder / "README.md").write_text(card)
@@ -200,7 +218,7 @@ def main() -> None:
     zoo["models"] = [m for m in zoo["models"] if m["name"] != args.name] + [entry]
     zoo_path.write_text(json.dumps(zoo, indent=2) + "\n")
     print(f"wrote {folder} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.1f} MiB) and the {args.name} entry in {zoo_path}")
-    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, base, seconds, iters, flops) + early)
+    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, base, seconds, iters, flops, machine[0]) + early)
 
 
 def cross_camera_line(cameras: dict) -> str:
@@ -214,13 +232,14 @@ def cross_camera_line(cameras: dict) -> str:
     return text + " (`python benchmarks/cross_camera.py`)."
 
 
-def readme_summary(name: str, report: dict, cameras: dict, base: dict, seconds: float, iters: int, flops) -> str:
+def readme_summary(name: str, report: dict, cameras: dict, base: dict, seconds: float, iters: int, flops,
+                   where: str) -> str:
     classes = " · ".join(f"{k} {100 * v['iou']:.1f}" for k, v in report["per_class"].items())
     return (
         f"**The shipped model**, `{name}`: `lite` ({flops.params / 1e6:.2f} M parameters, {flops.gmacs:.1f} GMACs at "
         f"360×480) trained from scratch on the 367 CamVid training frames ({base['iterations']} iterations, "
-        f"{base['train_seconds'] / 60:.0f} minutes), then fine-tuned for other cameras ({iters} iterations, "
-        f"{seconds / 60:.0f} minutes), on this project's 2-core CPU (`python benchmarks/camvid_default.py "
+        f"{base['train_seconds'] / 60:.0f} minutes on {base['hardware']}), then fine-tuned for other cameras "
+        f"({iters} iterations, {seconds / 60:.0f} minutes on {where}; `python benchmarks/camvid_default.py "
         f"--train ...`). CamVid val (101 frames, whole image, single scale): **mIoU {100 * report['mIoU']:.1f}%**, "
         f"boundary mIoU {100 * report['boundary_mIoU']:.1f}%, pixel accuracy {100 * report['aAcc']:.1f}%. "
         f"{cross_camera_line(cameras)} Per class on CamVid val (IoU %): {classes}."
@@ -265,7 +284,11 @@ def stopped_early(iters: int, scheduled: int, lr: float) -> str:
 
 
 def card_details(command: str, base: dict, seconds: float, iters: int, early: str, fp32: dict, fp16: dict,
-                 cameras: dict, eval_seconds: float, trajectory: str) -> str:
+                 cameras: dict, eval_seconds: float, trajectory: str, settings: TrainConfig,
+                 machine: tuple[str, str, bool]) -> str:
+    where, beside, on_gpu = machine
+    precision = "bf16 autocast" if settings.amp or (settings.amp is None and on_gpu) else "fp32"
+    height, width = settings.crop
     rows = "\n".join(
         f"| {name} | {100 * v['iou']:.2f} | {100 * v['boundary_iou']:.2f} |" for name, v in fp16["per_class"].items()
     )
@@ -289,8 +312,8 @@ Stage 1, from scratch ({base['iterations']} iterations, {base['train_seconds'] /
 
 Stage 2, for photos from any camera: the stage-1 network fine-tuned with camera-style photometric distortion (random
 white balance and per-channel gain, tone curve, stronger colour jitter, monochrome, lens blur, sensor noise, JPEG
-compression, vignetting) and random scale 0.5–2.0, fp32 ({iters} iterations of batch 8 at 256×256, **{seconds / 60:.0f}
-minutes** of wall-clock time on {hardware()}, other jobs sharing the two cores part of the time).{early}
+compression, vignetting) and random scale {settings.scale[0]}–{settings.scale[1]}, {precision} ({iters} iterations of
+batch {settings.batch_size} at {height}×{width}, **{seconds / 60:.0f} minutes** of wall-clock time on {where}{", beside " + beside if beside else ""}).{early}
 The command:
 
 ```bash

@@ -11,7 +11,8 @@ Columns, every score a fraction (mIoU, boundary mIoU) or a share of pixels:
 - the street photo (`images/street-cityscapes-512x1024.png`): the share of its asphalt (rows 300-430, columns
   200-800) predicted Road, and of its sky band (rows 0-60, columns 480-640) predicted Sky.
 
-Whole-image, single-scale, fp32 inference on the CPU, as `segrefine predict` and `segrefine eval` run by default.
+Whole-image, single-scale, fp32 inference on the CPU, as `segrefine predict` and `segrefine eval` run by default
+(`--device auto` for a quick look on a GPU).
 Results go to benchmarks/results/cross-camera.json (`--results`), keyed by weights reference.
 """
 
@@ -43,18 +44,18 @@ def other_cameras(shared: Path) -> dict[str, tuple[str, Path, str]]:
     return found
 
 
-def other_camera_scores(weights: str, shared: Path) -> dict:
+def other_camera_scores(weights: str, shared: Path, device: str = "cpu") -> dict:
     """Each other-camera set under `shared` (mIoU, boundary mIoU, per class) and the street photo's shares."""
     row: dict = {}
     for name, (dataset, root, split) in other_cameras(shared).items():
-        report = segrefine.evaluate(weights, dataset, data_root=root, split=split, device="cpu", class_map=CLASS_MAP)
+        report = segrefine.evaluate(weights, dataset, data_root=root, split=split, device=device, class_map=CLASS_MAP)
         row[name] = {
             "mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"],
             "per_class": {c: s["iou"] for c, s in report["per_class"].items()},
         }  # fmt: skip
     photo = shared / STREET_PHOTO
     if photo.is_file():
-        predictor = segrefine.load(weights, device="cpu")
+        predictor = segrefine.load(weights, device=device)
         label = predictor.predict(photo)
         road, sky = predictor.classes.index("Road"), predictor.classes.index("Sky")
         row["street-photo"] = {
@@ -64,11 +65,11 @@ def other_camera_scores(weights: str, shared: Path) -> dict:
     return row
 
 
-def scores(weights: str, camvid_root: Path, shared: Path) -> dict:
+def scores(weights: str, camvid_root: Path, shared: Path, device: str = "cpu") -> dict:
     """One model's row: CamVid val, then each other-camera set and the street photo."""
-    report = segrefine.evaluate(weights, "camvid", data_root=camvid_root, split="val", device="cpu")
+    report = segrefine.evaluate(weights, "camvid", data_root=camvid_root, split="val", device=device)
     val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"]}
-    return {"camvid-val": val, **other_camera_scores(weights, shared)}
+    return {"camvid-val": val, **other_camera_scores(weights, shared, device)}
 
 
 def print_table(weights: str, row: dict) -> None:
@@ -94,10 +95,11 @@ def main() -> None:
     parser.add_argument("--camvid-root", type=Path, required=True)
     parser.add_argument("--shared", type=Path, required=True, help="folder of other cameras' labelled sets")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--device", default="cpu", help="cpu (the published figures), cuda or auto")
     args = parser.parse_args()
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     for weights in args.weights:
-        row = scores(weights, args.camvid_root, args.shared)
+        row = scores(weights, args.camvid_root, args.shared, args.device)
         print_table(weights, row)
         results[weights] = row
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -80,3 +80,63 @@ def test_two_iteration_smoke_run_writes_resumable_rows(tmp_path, capsys):
 
     ablation.main(argv)  # done rows are kept, not trained again
     assert json.loads(results.read_text())["rows"] == rows
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_difference_is_the_mean_with_a_t_interval():
+    ablation = _load(SCRIPT, "ablation")
+    a, b = ablation.PAIRED
+
+    def row(name, seed, miou):
+        return {"row": name, "seed": seed, "mIoU": miou, "boundary_mIoU": 0.5}
+
+    rows = [row(a, s, 0.60 + d) for s, d in enumerate((0.01, 0.02, 0.03))] + [row(b, s, 0.60) for s in range(3)]
+    rows.append(row(a, 7, 0.9))  # a seed without its pair is left out
+    mean, half, seeds = ablation.paired_differences(rows, a, b)["CamVid val mIoU"]
+    assert seeds == 3 and abs(mean - 0.02) < 1e-12
+    assert abs(half - 4.303 * 0.01 / 3**0.5) < 1e-9  # t(0.975, 2 df) · sd / sqrt(n)
+    assert "| CamVid val mIoU | 3 | +2.00 | [-0.48, +4.48] |" in ablation.paired_table(rows)
+    assert ablation.paired_table(rows[:1]) == ""  # one seed: no interval
+    assert ablation.crop_size("360x480") == [360, 480] and ablation.crop_size("64") == [64, 64]
+
+
+def test_past_the_deadline_nothing_starts_and_the_rows_are_named(tmp_path, capsys):
+    ablation = _load(SCRIPT, "ablation")
+    argv = ["--data-root", str(_camvid(tmp_path / "camvid")), "--rows", "srm-bilinear", "--seeds", "0", "1",
+            "--iters", "2", "--crop", "64", "--backbone", "none", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "ablation.json"), "--jobs", "2", "--deadline", "0"]  # fmt: skip
+    try:
+        ablation.main(argv)
+    except SystemExit as e:
+        assert "srm-bilinear seed 0 (not started: past the deadline)" in str(e.code)
+    else:
+        raise AssertionError("a run past its deadline must be reported")
+    assert not (tmp_path / "runs" / "srm-bilinear-seed0").exists()
+
+
+def test_device_transfer_splits_and_joins_a_run(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    device_data = _load(SCRIPT.parent / "device_data.py", "device_data")
+    run = tmp_path / "run"
+    (run / "checkpoints" / "last").mkdir(parents=True)
+    tensors = {f"w{i}": torch.randn(8 + i, 16) for i in range(9)}
+    save_file(tensors, run / device_data.WEIGHTS, metadata={"format": "pt"})
+    for name in ("config.json", "log.jsonl", "eval.json"):
+        (run / name).write_text(name)
+    device_data.split(run, tmp_path / "out")
+    parts = sorted((tmp_path / "out").glob("weights-*.safetensors"))
+    assert len(parts) == device_data.PARTS
+    sizes = [p.stat().st_size for p in parts]
+    assert max(sizes) < 1.6 * min(sizes)  # balanced, so that none passes a per-file limit first
+    device_data.join(tmp_path / "out", tmp_path / "back")
+    back = load_file(tmp_path / "back" / device_data.WEIGHTS)
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    assert (tmp_path / "back" / "log.jsonl").read_text() == "log.jsonl"

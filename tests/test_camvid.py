@@ -115,3 +115,14 @@ def test_recipes_default_and_named():
         resolve_config({}, {"dataset": "toy", "recipe": "camvid-cpu"})
     with pytest.raises(SegrefineError, match="unknown recipe 'fast'"):
         resolve_config({}, {"dataset": "camvid", "recipe": "fast"})
+
+
+def test_jpeg_frames_pair_with_png_labels_and_the_official_list(tree):
+    """Frames re-encoded as JPEG (a smaller copy of the release) still pair and follow the list's .png names."""
+    for path in (tree / "train").glob("*.png"):
+        assert cv2.imwrite(str(path.with_suffix(".jpg")), cv2.imread(str(path)))
+        path.unlink()
+    (tree / "train.txt").write_text("/x/train/b.png /x/trainannot/b.png\n/x/train/a.png /x/trainannot/a.png\n")
+    data = build_dataset("camvid", tree, "train")
+    assert [(p[0].name, p[1].name) for p in data.pairs] == [("b.jpg", "b.png"), ("a.jpg", "a.png")]
+    assert data[1]["label"].tolist() == [[0, 1, IGNORE_INDEX], [10, 3, 3]]

@@ -10,10 +10,11 @@ import numpy as np
 from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
 from segrefine.data.meta import CAMVID, IGNORE_INDEX, DatasetMeta
 from segrefine.errors import SegrefineError
+from segrefine.imageio import IMAGE_SUFFIXES
 
 SPLITS = ("train", "val", "test", "trainval")
 LAYOUT = (
-    "<root>/{train,val,test}/<name>.png with labels <root>/{train,val,test}annot/<name>.png (class ids 0-10 as "
+    "<root>/{train,val,test}/<name>.png (or any image format) with labels <root>/{train,val,test}annot/<name>.png (class ids 0-10 as "
     "stored, 11 = void is ignored); an optional <root>/<split>.txt lists the split's frames (image path first on "
     "each line); trainval is train and val together"
 )
@@ -43,21 +44,23 @@ def listed_names(path: Path) -> list[str] | None:
 
 
 def split_pairs(base: Path, split: str) -> list[tuple[Path, Path]]:
-    images = FileSet(base / split, (".png",))
+    images = FileSet(base / split, IMAGE_SUFFIXES)
     labels = FileSet(base / f"{split}annot", (".png",))
     pairs = pair_files(images, labels, dataset="camvid", split=split, layout=LAYOUT)
     names = listed_names(base / f"{split}.txt")
     if names is None:
         return pairs
-    by_name = {image.name: (image, label) for image, label in pairs}
-    missing = [n for n in names if n not in by_name]
+    # Listed by file name; matched by stem, so that frames re-encoded as JPEG still match the official lists.
+    by_stem = {image.stem: (image, label) for image, label in pairs}
+    stems = [n.rsplit(".", 1)[0] for n in names]
+    missing = [n for n, stem in zip(names, stems) if stem not in by_stem]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise SegrefineError(
             f"camvid split {split}: {base / f'{split}.txt'} lists frames that {base / split} does not hold: "
             f"{shown} ({len(missing)} in all)"
         )
-    return [by_name[n] for n in dict.fromkeys(names)]
+    return [by_stem[stem] for stem in dict.fromkeys(stems)]
 
 
 def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:

@@ -7,10 +7,11 @@ import os
 
 from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, pair_files, table_lut
 from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, KITTI, DatasetMeta
+from segrefine.imageio import IMAGE_SUFFIXES
 
 SPLITS = ("train",)
 LAYOUT = (
-    "<root>/training/image_2/<name>.png with labels <root>/training/semantic/<name>.png (the official download; "
+    "<root>/training/image_2/<name>.png (or any image format) with labels <root>/training/semantic/<name>.png (the official download; "
     "Cityscapes label ids 0-33, mapped to the 19 train ids by the Cityscapes table, every other id ignored), or "
     "<root>/images/<name>.png with <root>/labelIds/<name>.png; KITTI labels only its training frames, so the one "
     "split is train"
@@ -28,6 +29,6 @@ def build(root: str | os.PathLike | None, split: str, transform: Transform | Non
         (official / "image_2", official / "semantic") if official.is_dir() else (base / "images", base / "labelIds")
     )
     pairs = pair_files(
-        FileSet(image_dir, (".png",)), FileSet(label_dir, (".png",)), dataset="kitti", split=split, layout=LAYOUT
+        FileSet(image_dir, IMAGE_SUFFIXES), FileSet(label_dir, (".png",)), dataset="kitti", split=split, layout=LAYOUT
     )
     return PairedFiles(pairs, KITTI, table_lut(CITYSCAPES_LABEL_TO_TRAIN), transform)

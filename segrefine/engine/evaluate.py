@@ -273,7 +273,7 @@ def evaluate_model(
     _check_classes(model, meta)
     if batch_size < 1:
         raise SegrefineError(f"batch size must be at least 1, got {batch_size}")
-    device = torch.device(device) if device is not None else model_device(model)
+    device = resolve_device(device) if device is not None else model_device(model)
     scales = tuple(float(s) for s in scales)
     writer = PredictionWriter(save_predictions, meta) if save_predictions is not None else None
     shard = _shard(dataset)

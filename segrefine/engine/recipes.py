@@ -46,6 +46,10 @@ RECIPES: dict[str, Recipe] = {
     "camvid-cpu-camera": Recipe("camvid", crop=(256, 256), batch_size=8, iters=1_200, loss="ce", eval_every=400,
                                 lr=0.01, scale=(0.5, 2.0), pretrained_backbone="none", class_weight="enet",
                                 photometric="camera"),
+    # The same fine-tuning on a GPU: full 360×480 frames, batch 16, bf16 autocast (benchmarks/gpu_camera.sh).
+    "camvid-camera": Recipe("camvid", crop=(360, 480), batch_size=16, iters=2_000, loss="ce", eval_every=500,
+                            lr=0.01, scale=(0.5, 2.0), pretrained_backbone="none", class_weight="enet",
+                            photometric="camera"),
     "folder": Recipe("folder", crop=(512, 512), batch_size=8, iters=20_000, loss="ce", eval_every=2_000),
     # About 9 minutes on 2 CPU cores, ~87% val mIoU for `lite`: see benchmarks/learnability.py.
     "toy": Recipe("toy", crop=(128, 128), batch_size=8, iters=600, loss="ce", eval_every=200, scale=(0.75, 1.5),
