@@ -4,9 +4,10 @@ short schedule and seeds, then scored on val and, with --shared, on other camera
     python benchmarks/ablation.py --data-root ../shared/data/camvid                 # every row, every seed
     python benchmarks/ablation.py --data-root ../shared/data/camvid --rows srm-bilinear srm-full --seeds 0
     python benchmarks/ablation.py --data-root ../shared/data/camvid --time         # (re)measure latency, quietly
-    # the GPU schedule: full-size crops, four trainings at once, no new run after 6 minutes
-    python benchmarks/ablation.py --data-root CAMVID --shared SHARED --iters 400 --crop 360x480 --batch-size 16 \
-        --jobs 4 --workers 3 --deadline 360 --results benchmarks/results/ablation-camvid-gpu.json
+    # the GPU schedule of ablation-camvid-gpu.json (benchmarks/gpu_camera.sh runs it): full frames, four at once
+    python benchmarks/ablation.py --data-root CAMVID --shared SHARED --backbone runs/train/camvid-cpu \
+        --rows photometric-none photometric-camera photometric-camera-scale2 photometric-camera-scale2-srm-bilinear \
+        --iters 300 --crop 360x480 --batch-size 16 --jobs 4 --workers 3 --results benchmarks/results/ablation-camvid-gpu.json
 
 The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the full-resolution frames (scale
 0.5–1.5), lr 0.02, bf16 autocast, ENet class weights, poly lr. Every row starts from the same backbone: by default the backbone of the
@@ -17,7 +18,8 @@ the val frames at their full 360×480, on the GPU when there is one (latency alw
 
 With `--shared ../shared/data` each row is also scored across cameras (benchmarks/cross_camera.py): the mIoU of
 every other camera's labelled frames (CamVid classes, cityscapes:camvid class map) and the share of the street
-photo's asphalt labelled Road.
+photo's asphalt labelled Road. The two PAIRED rows (the camera recipe with srm=full and srm=bilinear) get six seeds,
+and their per-seed differences a 95% t interval.
 
 Results go to benchmarks/results/ablation-camvid.json (`--results` to change it): {"schedule": {...}, "rows":
 [{"row", "dataset", "switches", "seed", "iters", "crop", "mIoU", "boundary_mIoU", "boundary_mIoU_3px", "per_class",
@@ -202,33 +204,38 @@ def save_results(results: dict, path: Path) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table: mean ± half the range over seeds, per row."""
+    """Markdown table: mean ± half the range over seeds, per row; a column per other camera's set when scored."""
     thin = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist", "Fence")
+    sets = sorted({k for r in rows for k, v in r.get("cross_camera", {}).items() if "mIoU" in v})
+    photo = any("street-photo" in r.get("cross_camera", {}) for r in rows)
+    columns = [f"{s} mIoU" for s in sets] + (["asphalt → Road", "sky band → Sky"] if photo else [])
     lines = [
-        "| row | seeds | mIoU | boundary mIoU | boundary mIoU (3 px) | " + " | ".join(thin)
-        + " | GMACs | ms | other cameras mIoU | asphalt → Road |",
-        "|---|---|---|---|---|" + "---|" * len(thin) + "---|---|---|---|",
+        "| row | seeds | mIoU | boundary mIoU | boundary mIoU (3 px) | " + " | ".join(thin) + " | GMACs | ms |"
+        + "".join(f" {c} |" for c in columns),
+        "|---|---|---|---|---|" + "---|" * (len(thin) + 2 + len(columns)),
     ]
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return ""
+        mean, spread = statistics.fmean(values), (max(values) - min(values)) / 2
+        return f"{100 * mean:.1f} ± {100 * spread:.1f}"
+
     for name in ROWS:
         group = [r for r in rows if r["row"] == name]
         if not group:
             continue
-
-        def cell(values: list[float]) -> str:
-            mean, spread = statistics.fmean(values), (max(values) - min(values)) / 2
-            return f"{100 * mean:.1f} ± {100 * spread:.1f}"
-
         scores = [cell([r[k] for r in group]) for k in ("mIoU", "boundary_mIoU", "boundary_mIoU_3px")]
         per_class = [cell([r["per_class"][c] for r in group]) for c in thin]
         scored = [r["cross_camera"] for r in group if "cross_camera" in r]
-        cameras = [
-            cell([statistics.fmean(e["mIoU"] for e in c.values() if "mIoU" in e) for c in scored]) if scored else "",
-            cell([c["street-photo"]["asphalt_road"] for c in scored if "street-photo" in c]) if scored else "",
-        ]
+        cameras = [cell([c[s]["mIoU"] for c in scored if s in c]) for s in sets]
+        if photo:
+            shots = [c["street-photo"] for c in scored if "street-photo" in c]
+            cameras += [cell([p["asphalt_road"] for p in shots]), cell([p["sky_band_sky"] for p in shots])]
         lines.append(
             f"| {name} | {len(group)} | " + " | ".join(scores + per_class)
-            + f" | {group[0]['gmacs']:.2f} | {statistics.median(r['ms'] for r in group):.0f} | "
-            + " | ".join(cameras) + " |"
+            + f" | {group[0]['gmacs']:.2f} | {statistics.median(r['ms'] for r in group):.0f} |"
+            + "".join(f" {c} |" for c in cameras)
         )
     return "\n".join(lines)
 
@@ -274,10 +281,10 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 def row_scores(row: dict) -> dict[str, float]:
     """The scores a paired comparison reports for one trained row."""
     scores = {"CamVid val mIoU": row["mIoU"], "CamVid val boundary mIoU": row["boundary_mIoU"]}
-    cameras = {k: v for k, v in row.get("cross_camera", {}).items() if "mIoU" in v}
-    if cameras:
-        scores["other cameras mIoU"] = statistics.fmean(v["mIoU"] for v in cameras.values())
-        scores["other cameras boundary mIoU"] = statistics.fmean(v["boundary_mIoU"] for v in cameras.values())
+    for name, entry in row.get("cross_camera", {}).items():  # each set alone: they differ in size and camera
+        if "mIoU" in entry:
+            scores[f"{name} mIoU"] = entry["mIoU"]
+            scores[f"{name} boundary mIoU"] = entry["boundary_mIoU"]
     return scores
 
 

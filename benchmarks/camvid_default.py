@@ -95,15 +95,17 @@ def val_trajectory(run: Path) -> str:
     return ", ".join(f"{100 * r['val']['mIoU']:.1f} at iteration {r['iter']}" for r in records)
 
 
-def run_hardware(run: Path) -> tuple[str, str, bool]:
-    """The machine a run trained on (its hardware.json, else this one), what ran beside it, and whether on a GPU."""
+def run_hardware(run: Path) -> tuple[str, str, bool, str]:
+    """The machine a run trained on (its hardware.json, else this one), what ran beside it, whether on a GPU, and
+    what its data was when not the original files."""
     path = run / HARDWARE_FILE
     if not path.is_file():
-        return hardware(), "", False
+        return hardware(), "", False, ""
     info = json.loads(path.read_text())
+    beside, data = info.get("beside", ""), info.get("data", "")
     if not info.get("gpu"):
-        return f"{info['cpus']} CPU cores, PyTorch {info['torch']}", info.get("beside", ""), False
-    return f"one {info['gpu']} ({info['cpus']} CPU cores, PyTorch {info['torch']})", info.get("beside", ""), True
+        return f"{info['cpus']} CPU cores, PyTorch {info['torch']}", beside, False, data
+    return f"one {info['gpu']} ({info['cpus']} CPU cores, PyTorch {info['torch']})", beside, True, data
 
 
 def hardware() -> str:
@@ -285,8 +287,8 @@ def stopped_early(iters: int, scheduled: int, lr: float) -> str:
 
 def card_details(command: str, base: dict, seconds: float, iters: int, early: str, fp32: dict, fp16: dict,
                  cameras: dict, eval_seconds: float, trajectory: str, settings: TrainConfig,
-                 machine: tuple[str, str, bool]) -> str:
-    where, beside, on_gpu = machine
+                 machine: tuple[str, str, bool, str]) -> str:
+    where, beside, on_gpu, machine_data = machine
     precision = "bf16 autocast" if settings.amp or (settings.amp is None and on_gpu) else "fp32"
     height, width = settings.crop
     rows = "\n".join(
@@ -312,15 +314,15 @@ Stage 1, from scratch ({base['iterations']} iterations, {base['train_seconds'] /
 
 Stage 2, for photos from any camera: the stage-1 network fine-tuned with camera-style photometric distortion (random
 white balance and per-channel gain, tone curve, stronger colour jitter, monochrome, lens blur, sensor noise, JPEG
-compression, vignetting) and random scale {settings.scale[0]}–{settings.scale[1]}, {precision} ({iters} iterations of
-batch {settings.batch_size} at {height}×{width}, **{seconds / 60:.0f} minutes** of wall-clock time on {where}{", beside " + beside if beside else ""}).{early}
-The command:
+compression, vignetting) and random scale {settings.scale[0]}–{settings.scale[1]}, {precision}: {iters} iterations of
+batch {settings.batch_size} at {height}×{width}, **{seconds / 60:.0f} minutes** of wall-clock time on {where}{", beside " + beside if beside else ""}.{early}
+The ingredients were chosen by the camera rows of `benchmarks/ablation.py` (the README's ablation section). The command:
 
 ```bash
 {command}
 ```
 
-Validation mIoU during stage 2: {trajectory}.
+Validation mIoU during stage 2{" (" + machine_data + ")" if machine_data else ""}: {trajectory}.
 
 {pilots_section()}
 
