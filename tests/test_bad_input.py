@@ -24,7 +24,7 @@ from segrefine.engine import train as engine_train
 from segrefine.engine.checkpoint import write_trainer_state
 from segrefine.engine.recipes import RECIPES
 from segrefine.hub import save_checkpoint
-from segrefine.imageio import FILE_MODE, UnreadableInput, read_image
+from segrefine.imageio import FILE_MODE, MAX_PIXELS, UnreadableInput, image_size, read_image
 from segrefine import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,6 +310,51 @@ def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(cli, tmp
     skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
     assert len(skipped) == 1 and f"cannot read image {huge}: its header claims a size too large" in skipped[0]
     assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    bomb = huge_png(tmp_path / "bomb.png", 20_000, 20_000)  # under opencv's own limit: it would decode it
+    message = (rf"cannot read image \S+bomb.png: its header claims a size too large to decode: 20000×20000 \(H×W\) is "
+               rf"400000000 pixels, over the limit of {MAX_PIXELS} \(`max_pixels`\)$")  # fmt: skip
+    with pytest.raises(UnreadableInput, match=message):
+        read_image(bomb)
+
+
+@pytest.mark.parametrize(
+    "suffix,params,channels",
+    [(".png", [], 3), (".jpg", [], 3), (".bmp", [], 3), (".tiff", [], 3), (".tiff", [], 1), (".webp", [], 3),
+     (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101], 3), (".webp", [], 4)],  # lossy, lossless and extended (alpha) WebP
+)  # fmt: skip
+def test_image_size_reads_the_header_of_each_format(suffix, params, channels):
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 53, channels)[: 2 + (channels > 1)], dtype=np.uint8)
+    ok, encoded = cv2.imencode(suffix, pixels, params)
+    assert ok and image_size(encoded.tobytes()) == (37, 53)
+
+
+def test_predict_refuses_images_over_max_pixels_and_does_the_others(cli, tmp_path, checkpoint, street):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    small = folder / "small.png"
+    cv2.imwrite(str(small), np.zeros((32, 48, 3), np.uint8))
+    street.rename(folder / "street.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", folder, "--max-pixels", "2000", "--weights", checkpoint,
+                                    "--device", "cpu", "--out", out)  # fmt: skip
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
+    assert skipped == [f"segrefine: skipped: cannot read image {folder}/street.png: its header claims a size too large "
+                       "to decode: 64×96 (H×W) is 6144 pixels, over the limit of 2000 (--max-pixels)"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["small_color.png", "small_label.png", "small_overlay.png"]
+
+
+def test_a_corrupt_png_is_our_one_line_without_libpngs_own(tmp_path, capfd):
+    ok, encoded = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[40] ^= 0xFF  # inside the IDAT chunk's header: libpng reports it on stderr itself
+    (tmp_path / "bad.png").write_bytes(bytes(data))
+    with pytest.raises(UnreadableInput, match="not a decodable image"):
+        read_image(tmp_path / "bad.png")
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize("kind", ["offsets", "attention"])

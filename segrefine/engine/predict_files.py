@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segrefine.engine.progress import progress_bar
-from segrefine.errors import SegrefineError
-from segrefine.imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.imageio import (
+    IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from segrefine.engine.predictor import Predictor
@@ -198,16 +200,20 @@ def predict_files(
     overwrite: bool = False,
     progress: bool = False,
     on_message: Callable[[str], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> PredictReport:
     """Segment image files, folders (recursively), globs and videos into `out`: `<name>_label.png` (train ids),
     `_color.png`, `_overlay.png` (the kinds in `save`), `<name>_overlay.mp4` for a video; see this module for names.
 
-    Existing outputs are kept unless `overwrite`. Unreadable or missing inputs are reported (in the result's
+    Existing outputs are kept unless `overwrite`. Unreadable or missing inputs, and images whose header claims more
+    than `max_pixels` pixels (refused before decoding), are reported (in the result's
     `failed` and through `on_message`) and skipped; images of one size are batched up to the predictor's batch
     size. `progress` shows a bar on a terminal. `predictor` may also be a function that loads one: it is called
     only when some input can be read, so a run with nothing to do loads no model.
     """
     check_alpha(alpha)
+    if max_pixels < 1:
+        raise SettingError(f"`max_pixels` must be a positive integer, got {max_pixels}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     kinds = check_save(save)
@@ -225,7 +231,8 @@ def predict_files(
     start = time.perf_counter()
     with bar:
         task = bar.add_task("", total=len(jobs))
-        _run_images(predictor, [job for job in jobs if not job.video], kinds, alpha, overwrite, run, lambda n: bar.advance(task, n))
+        images = [job for job in jobs if not job.video]
+        _run_images(predictor, images, kinds, alpha, overwrite, max_pixels, run, lambda n: bar.advance(task, n))
         for job in jobs:
             if job.video:
                 _run_video(predictor, job, alpha, overwrite, run)
@@ -235,8 +242,8 @@ def predict_files(
 
 
 def _run_images(
-    predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, run: _Run,
-    advance: Callable[[int], None],
+    predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, max_pixels: int,
+    run: _Run, advance: Callable[[int], None],
 ) -> None:  # fmt: skip
     """Read, batch (consecutive images of one size, up to the predictor's batch size), predict and write."""
     pending: list[tuple[np.ndarray, dict[str, Path]]] = []
@@ -255,7 +262,7 @@ def _run_images(
             advance(1)
             continue
         try:
-            image = read_image(job.source)
+            image = read_image(job.source, max_pixels)
         except UnreadableInput as e:
             run.fail(job.source, str(e))
             advance(1)
