@@ -3,6 +3,7 @@ the exit code, the one line on stderr and what is left on disk."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -85,6 +86,9 @@ def street(tmp_path) -> Path:
         (["--crop", "16x64"], "--crop 16×64 is smaller than the network's output stride 32"),
         (["--crop", "64x31"], "--crop 64×31 is smaller than the network's output stride 32"),
         (["--resume", "--overwrite"], "give one of them"),
+        (["--crop", "100000x100000"], "--crop 100000×100000 is too large: each side must be at most 8192 pixels"),
+        (["--batch-size", "1000000"], "--batch-size 1000000 is more than the 4 images of the toy train split: each "
+                                      "batch would repeat images; use at most 4"),
     ],
 )
 def test_bad_train_options_are_one_line_and_write_nothing(cli, tmp_path, monkeypatch, args, message):
@@ -221,6 +225,36 @@ def test_ctrl_c_before_the_first_checkpoint(cli, tmp_path, monkeypatch):
     code, _, lines = segrefine(cli, "train", *TINY, "--iters", "3", "--out", tmp_path / "run")
     assert code == 130
     assert "interrupted at iteration 0, before the first checkpoint: nothing to resume" in one_error(lines)
+
+
+def test_a_run_folder_without_a_checkpoint_never_blocks_a_new_start(cli, tmp_path, monkeypatch):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_train, "segmentation_loss", interrupt)
+        code, _, _ = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 130 and (run / "config.json").is_file() and not (run / "checkpoints").exists()
+    code, out, lines = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 0 and out.strip() == f"run folder: {run}", lines
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_a_run_folder_in_use_is_refused_in_one_line(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "w") as held:  # what a live run holds (see engine.train.run_lock)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        code, _, lines = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 2 and len(lines) == 1
+    assert one_error(lines) == (f"segrefine: error: --out {run} is in use by another training run (process 4242): wait "
+                                "for it to end, or choose another --out")  # fmt: skip
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    code, _, _ = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)  # released: the run goes ahead
+    assert code == 0 and (run / "checkpoints" / "last").is_dir()
 
 
 def _folder_dataset(root: Path, image: np.ndarray | None, label: np.ndarray) -> Path:
