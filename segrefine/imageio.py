@@ -208,6 +208,8 @@ def decode(
 ) -> np.ndarray:  # fmt: skip
     """Decode an image file with opencv (`flags`: cv2.IMREAD_*); a missing, unreadable or undecodable file, or one
     whose header claims more than `max_pixels` pixels, raises `error` as one line "cannot read WHAT PATH: why"."""
+    if os.path.exists(path) and not os.path.isfile(path):  # reading a device or a pipe could block or never end
+        raise error(f"cannot read {what} {path}: not a regular file")
     try:
         data = np.fromfile(os.fspath(path), dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
     except OSError as e:

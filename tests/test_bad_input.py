@@ -26,7 +26,9 @@ from segrefine.engine.checkpoint import write_trainer_state
 from segrefine.engine.recipes import RECIPES
 from segrefine.hub import save_checkpoint
 from segrefine.imageio import FILE_MODE, MAX_PIXELS, UnreadableInput, image_size, read_image
+import segrefine as segrefine_api
 from segrefine import build_model
+from segrefine.errors import SegrefineError
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = dataset_meta("toy")
@@ -89,6 +91,7 @@ def street(tmp_path) -> Path:
         (["--crop", "100000x100000"], "--crop 100000×100000 is too large: each side must be at most 8192 pixels"),
         (["--batch-size", "1000000"], "--batch-size 1000000 is more than the 4 images of the toy train split: each "
                                       "batch would repeat images; use at most 4"),
+        (["--iters", "100000000000000000000"], "--iters must be at most 10000000, got 100000000000000000000"),
     ],
 )
 def test_bad_train_options_are_one_line_and_write_nothing(cli, tmp_path, monkeypatch, args, message):
@@ -325,6 +328,55 @@ def test_out_without_write_permission_is_one_line(cli, tmp_path, monkeypatch, ch
     assert f"--out {locked}/out: no permission to write in {locked}" in one_error(lines)
     locked.chmod(0o700)
     assert list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_an_empty_out_is_refused_not_the_current_folder(cli, tmp_path, monkeypatch, checkpoint, street, command):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", *TINY, "--iters", "1"] if command == "train" else ["predict", street, "--weights", checkpoint]
+    code, stdout, lines = segrefine(cli, *args, "--out", "")
+    assert code == 2 and stdout == "" and len(lines) == 1
+    assert one_error(lines) == "segrefine: error: --out must name a folder, got an empty string"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["street.png"]
+
+
+def test_empty_weights_are_refused_without_talking_about_the_current_folder(cli, tmp_path, street):
+    code, _, lines = segrefine(cli, "predict", street, "--weights", "", "--out", tmp_path / "out")
+    line = one_error(lines)
+    assert code == 2 and line.startswith("segrefine: error: empty weights reference: expected ") and " . " not in line
+    assert not (tmp_path / "out").exists()
+
+
+# --- inputs that are not images ---------------------------------------------------------------------------------
+
+
+def test_a_pipe_is_not_a_regular_file_and_the_others_are_predicted(cli, tmp_path, checkpoint, street):
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", pipe, street, "--weights", checkpoint, "--device", "cpu", "--out", out)
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    assert f"segrefine: skipped: {pipe}: not a regular file (a device, pipe or socket): give image or video files or " \
+           "folders" in lines  # fmt: skip
+
+
+def test_a_broken_link_in_a_folder_is_reported_after_the_others(cli, tmp_path, checkpoint, street):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    street.rename(folder / "street.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", folder, "--weights", checkpoint, "--device", "cpu", "--out", out)
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    assert (f"segrefine: skipped: {folder}/gone.png: a broken symbolic link (its target {tmp_path}/deleted.png does "
+            "not exist)") in lines  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
+
+
+def test_an_image_without_pixels_is_a_clear_error(checkpoint):
+    predictor = segrefine_api.load(checkpoint, "cpu")
+    with pytest.raises(SegrefineError, match=r"^images must have at least one pixel, got shape \(0, 0, 3\)$"):
+        predictor.predict(np.zeros((0, 0, 3), np.uint8))
 
 
 # --- images too large to decode ---------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def predict(
         list[str], typer.Argument(help="Image files, folders (searched recursively), quoted globs or videos.", show_default=False)
     ],
     weights: Weights = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=output_folder)] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.", parser=output_folder)] = DEFAULT_OUT,
     save: Annotated[
         str, typer.Option("--save", help="Outputs per image: label (train-id PNG), color, overlay; videos give overlays.")
     ] = ",".join(OUTPUTS),

@@ -101,11 +101,17 @@ def _media(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
-def _below(folder: Path, out: Path) -> list[Path]:
-    """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder."""
+def _below(folder: Path, out: Path) -> tuple[list[Path], list[Path]]:
+    """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder; and the broken
+    symbolic links found there."""
     out = out.resolve()
-    found = (p for p in folder.rglob("*") if p.is_file() and _media(p))
-    return sorted(p for p in found if out not in p.resolve().parents)
+    found, broken = [], []
+    for path in folder.rglob("*"):
+        if path.is_file() and _media(path):
+            found.append(path)
+        elif path.is_symlink() and not path.exists():
+            broken.append(path)
+    return sorted(p for p in found if out not in p.resolve().parents), sorted(broken)
 
 
 def _glob_base(pattern: str) -> Path:
@@ -139,8 +145,10 @@ def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[
         jobs.append(job)
 
     def add_tree(folder: Path, base: Path, given: str) -> None:
-        files = _below(folder, out)
-        if not files:
+        files, broken = _below(folder, out)
+        for link in broken:
+            run.fail(link, f"{link}: a broken symbolic link (its target {os.readlink(link)} does not exist)")
+        if not files and not broken:
             run.fail(given, f"{given}: no images or videos in this folder")
         for path in files:
             add(path, path.relative_to(base).with_suffix(""))
@@ -162,6 +170,8 @@ def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[
                     add_tree(match, base, given)
                 else:
                     add(match, match.relative_to(base).with_suffix(""))
+        elif path.exists():
+            run.fail(given, f"{given}: not a regular file (a device, pipe or socket): give image or video files or folders")
         else:
             run.fail(given, f"{given}: no such file or folder")
     return jobs
