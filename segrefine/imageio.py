@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -103,24 +105,122 @@ def opencv_silent() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(level)
 
 
-MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))  # opencv's decoding limit
+OPENCV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))  # opencv's own decoding limit
+# The default limit on an input's width × height, read from its header before decoding. 100 megapixels is above what
+# cameras save (phones 12-50 MP, the largest DSLRs about 60), and such an image already needs 300 MB decoded and many
+# GB of activations in the network; past it, a small file can claim billions of pixels and take minutes and all memory.
+MAX_PIXELS = 100_000_000
 
 
 def decode_failure(error: cv2.error) -> str:
     """Why opencv raised instead of returning None while decoding a file, in a few words."""
     if "validateInputImageSize" in str(error):
-        return f"its header claims a size too large to decode (opencv's limit is {MAX_PIXELS} pixels)"
+        return f"its header claims a size too large to decode (opencv's limit is {OPENCV_MAX_PIXELS} pixels)"
     return "a corrupt or unsupported image (opencv cannot decode it)"
 
 
-def decode(path: str | os.PathLike, flags: int, what: str, error: type[SegrefineError] = SegrefineError) -> np.ndarray:
-    """Decode an image file with opencv (`flags`: cv2.IMREAD_*); a missing, unreadable or undecodable file raises
-    `error` as one line "cannot read WHAT PATH: why"."""
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(H, W) from the header of a PNG, JPEG, BMP, WebP or TIFF file's bytes, without decoding; None for other formats
+    or a header that does not parse (opencv's decoder then has the last word)."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+            return height, width
+        if data[:2] == b"\xff\xd8":
+            return _jpeg_size(data)
+        if data[:2] == b"BM":
+            core = struct.unpack("<I", data[14:18])[0] == 12  # the old OS/2 header has 16-bit sizes
+            width, height = struct.unpack("<HH", data[18:22]) if core else struct.unpack("<ii", data[18:26])
+            return abs(height), abs(width)  # a negative height is a top-down bitmap
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:4] in (b"II*\0", b"MM\0*"):
+            return _tiff_size(data)
+    except (struct.error, IndexError, KeyError):
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The size in the first start-of-frame segment, found by walking the segments that precede it."""
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xC4, 0xC8, 0xCC) or not 0xC0 <= marker <= 0xCF:  # not a start of frame: skip the segment
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+            continue
+        height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+        return height, width
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    kind = data[12:16]
+    if kind == b"VP8 ":  # lossy: 14-bit sizes after the key frame's start code
+        width, height = struct.unpack("<HH", data[26:30])
+        return height & 0x3FFF, width & 0x3FFF
+    if kind == b"VP8L":  # lossless: 14-bit sizes minus one, packed after the signature byte
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if kind == b"VP8X":  # extended: 24-bit canvas sizes minus one
+        return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageLength × ImageWidth of the first directory (SHORT or LONG values)."""
+    order = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[offset : offset + 2])
+    size = {}
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
+        if tag in (256, 257):
+            size[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), data[entry + 8 : entry + (10 if kind == 3 else 12)])[0]
+    return size[257], size[256]
+
+
+@contextlib.contextmanager
+def native_stderr_muted() -> Iterator[None]:
+    """Send what C code writes to file descriptor 2 to /dev/null: libpng prints "libpng error: …" there itself,
+    out of reach of opencv's log level, before we report the file in one line."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def decode(
+    path: str | os.PathLike, flags: int, what: str, error: type[SegrefineError] = SegrefineError, *,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:  # fmt: skip
+    """Decode an image file with opencv (`flags`: cv2.IMREAD_*); a missing, unreadable or undecodable file, or one
+    whose header claims more than `max_pixels` pixels, raises `error` as one line "cannot read WHAT PATH: why"."""
+    if os.path.exists(path) and not os.path.isfile(path):  # reading a device or a pipe could block or never end
+        raise error(f"cannot read {what} {path}: not a regular file")
     try:
         data = np.fromfile(os.fspath(path), dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
-    with opencv_silent():
+    size = image_size(data.tobytes())
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise error(
+            f"cannot read {what} {path}: its header claims a size too large to decode: {size[0]}×{size[1]} (H×W) is "
+            f"{size[0] * size[1]} pixels, over the limit of {max_pixels} (`max_pixels`)"
+        )
+    with opencv_silent(), native_stderr_muted():
         try:
             pixels = cv2.imdecode(data, flags) if data.size else None
         except cv2.error as e:
@@ -130,9 +230,10 @@ def decode(path: str | os.PathLike, flags: int, what: str, error: type[Segrefine
     return pixels
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise."""
-    return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR, "image", UnreadableInput), cv2.COLOR_BGR2RGB)
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file as H×W×3 uint8 RGB (any bit depth or channel count is converted); UnreadableInput otherwise,
+    also for one whose header claims more than `max_pixels` pixels."""
+    return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR, "image", UnreadableInput, max_pixels=max_pixels), cv2.COLOR_BGR2RGB)
 
 
 def read_label_map(path: str | os.PathLike, what: str = "label file", *, grey_rgb: bool = True) -> np.ndarray:

@@ -3,6 +3,7 @@ the exit code, the one line on stderr and what is left on disk."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -24,8 +25,10 @@ from segrefine.engine import train as engine_train
 from segrefine.engine.checkpoint import write_trainer_state
 from segrefine.engine.recipes import RECIPES
 from segrefine.hub import save_checkpoint
-from segrefine.imageio import FILE_MODE, UnreadableInput, read_image
+from segrefine.imageio import FILE_MODE, MAX_PIXELS, UnreadableInput, image_size, read_image
+import segrefine as segrefine_api
 from segrefine import build_model
+from segrefine.errors import SegrefineError
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = dataset_meta("toy")
@@ -85,6 +88,10 @@ def street(tmp_path) -> Path:
         (["--crop", "16x64"], "--crop 16×64 is smaller than the network's output stride 32"),
         (["--crop", "64x31"], "--crop 64×31 is smaller than the network's output stride 32"),
         (["--resume", "--overwrite"], "give one of them"),
+        (["--crop", "100000x100000"], "--crop 100000×100000 is too large: each side must be at most 8192 pixels"),
+        (["--batch-size", "1000000"], "--batch-size 1000000 is more than the 4 images of the toy train split: each "
+                                      "batch would repeat images; use at most 4"),
+        (["--iters", "100000000000000000000"], "--iters must be at most 10000000, got 100000000000000000000"),
     ],
 )
 def test_bad_train_options_are_one_line_and_write_nothing(cli, tmp_path, monkeypatch, args, message):
@@ -223,6 +230,36 @@ def test_ctrl_c_before_the_first_checkpoint(cli, tmp_path, monkeypatch):
     assert "interrupted at iteration 0, before the first checkpoint: nothing to resume" in one_error(lines)
 
 
+def test_a_run_folder_without_a_checkpoint_never_blocks_a_new_start(cli, tmp_path, monkeypatch):
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_train, "segmentation_loss", interrupt)
+        code, _, _ = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 130 and (run / "config.json").is_file() and not (run / "checkpoints").exists()
+    code, out, lines = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 0 and out.strip() == f"run folder: {run}", lines
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_a_run_folder_in_use_is_refused_in_one_line(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "w") as held:  # what a live run holds (see engine.train.run_lock)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        code, _, lines = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)
+    assert code == 2 and len(lines) == 1
+    assert one_error(lines) == (f"segrefine: error: --out {run} is in use by another training run (process 4242): wait "
+                                "for it to end, or choose another --out")  # fmt: skip
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    code, _, _ = segrefine(cli, "train", *TINY, "--iters", "1", "--out", run)  # released: the run goes ahead
+    assert code == 0 and (run / "checkpoints" / "last").is_dir()
+
+
 def _folder_dataset(root: Path, image: np.ndarray | None, label: np.ndarray) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -293,6 +330,55 @@ def test_out_without_write_permission_is_one_line(cli, tmp_path, monkeypatch, ch
     assert list(locked.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_an_empty_out_is_refused_not_the_current_folder(cli, tmp_path, monkeypatch, checkpoint, street, command):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", *TINY, "--iters", "1"] if command == "train" else ["predict", street, "--weights", checkpoint]
+    code, stdout, lines = segrefine(cli, *args, "--out", "")
+    assert code == 2 and stdout == "" and len(lines) == 1
+    assert one_error(lines) == "segrefine: error: --out must name a folder, got an empty string"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["street.png"]
+
+
+def test_empty_weights_are_refused_without_talking_about_the_current_folder(cli, tmp_path, street):
+    code, _, lines = segrefine(cli, "predict", street, "--weights", "", "--out", tmp_path / "out")
+    line = one_error(lines)
+    assert code == 2 and line.startswith("segrefine: error: empty weights reference: expected ") and " . " not in line
+    assert not (tmp_path / "out").exists()
+
+
+# --- inputs that are not images ---------------------------------------------------------------------------------
+
+
+def test_a_pipe_is_not_a_regular_file_and_the_others_are_predicted(cli, tmp_path, checkpoint, street):
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", pipe, street, "--weights", checkpoint, "--device", "cpu", "--out", out)
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    assert f"segrefine: skipped: {pipe}: not a regular file (a device, pipe or socket): give image or video files or " \
+           "folders" in lines  # fmt: skip
+
+
+def test_a_broken_link_in_a_folder_is_reported_after_the_others(cli, tmp_path, checkpoint, street):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    street.rename(folder / "street.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", folder, "--weights", checkpoint, "--device", "cpu", "--out", out)
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    assert (f"segrefine: skipped: {folder}/gone.png: a broken symbolic link (its target {tmp_path}/deleted.png does "
+            "not exist)") in lines  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
+
+
+def test_an_image_without_pixels_is_a_clear_error(checkpoint):
+    predictor = segrefine_api.load(checkpoint, "cpu")
+    with pytest.raises(SegrefineError, match=r"^images must have at least one pixel, got shape \(0, 0, 3\)$"):
+        predictor.predict(np.zeros((0, 0, 3), np.uint8))
+
+
 # --- images too large to decode ---------------------------------------------------------------------------------
 
 
@@ -310,6 +396,51 @@ def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(cli, tmp
     skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
     assert len(skipped) == 1 and f"cannot read image {huge}: its header claims a size too large" in skipped[0]
     assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    bomb = huge_png(tmp_path / "bomb.png", 20_000, 20_000)  # under opencv's own limit: it would decode it
+    message = (rf"cannot read image \S+bomb.png: its header claims a size too large to decode: 20000×20000 \(H×W\) is "
+               rf"400000000 pixels, over the limit of {MAX_PIXELS} \(`max_pixels`\)$")  # fmt: skip
+    with pytest.raises(UnreadableInput, match=message):
+        read_image(bomb)
+
+
+@pytest.mark.parametrize(
+    "suffix,params,channels",
+    [(".png", [], 3), (".jpg", [], 3), (".bmp", [], 3), (".tiff", [], 3), (".tiff", [], 1), (".webp", [], 3),
+     (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101], 3), (".webp", [], 4)],  # lossy, lossless and extended (alpha) WebP
+)  # fmt: skip
+def test_image_size_reads_the_header_of_each_format(suffix, params, channels):
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 53, channels)[: 2 + (channels > 1)], dtype=np.uint8)
+    ok, encoded = cv2.imencode(suffix, pixels, params)
+    assert ok and image_size(encoded.tobytes()) == (37, 53)
+
+
+def test_predict_refuses_images_over_max_pixels_and_does_the_others(cli, tmp_path, checkpoint, street):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    small = folder / "small.png"
+    cv2.imwrite(str(small), np.zeros((32, 48, 3), np.uint8))
+    street.rename(folder / "street.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", folder, "--max-pixels", "2000", "--weights", checkpoint,
+                                    "--device", "cpu", "--out", out)  # fmt: skip
+    assert code == 1 and "wrote 3 files" in stdout and "1 failed" in stdout
+    skipped = [line for line in lines if line.startswith("segrefine: skipped:")]
+    assert skipped == [f"segrefine: skipped: cannot read image {folder}/street.png: its header claims a size too large "
+                       "to decode: 64×96 (H×W) is 6144 pixels, over the limit of 2000 (--max-pixels)"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["small_color.png", "small_label.png", "small_overlay.png"]
+
+
+def test_a_corrupt_png_is_our_one_line_without_libpngs_own(tmp_path, capfd):
+    ok, encoded = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[40] ^= 0xFF  # inside the IDAT chunk's header: libpng reports it on stderr itself
+    (tmp_path / "bad.png").write_bytes(bytes(data))
+    with pytest.raises(UnreadableInput, match="not a decodable image"):
+        read_image(tmp_path / "bad.png")
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize("kind", ["offsets", "attention"])

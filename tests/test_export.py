@@ -13,7 +13,7 @@ pytest.importorskip("onnxscript")
 
 from segrefine.cli import main  # noqa: E402
 from segrefine.data import build_dataset, dataset_meta  # noqa: E402
-from segrefine.engine.export import FP32_AGREEMENT, check_image, export  # noqa: E402
+from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export  # noqa: E402
 from segrefine.errors import SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
 from segrefine.hub.onnx import load_onnx  # noqa: E402
@@ -150,6 +150,22 @@ def test_bad_export_options_are_one_line_and_write_nothing(capsys, checkpoint, t
 def test_out_must_be_an_onnx_file(capsys, checkpoint, tmp_path):
     assert "--out" in fails(capsys, ["export", "--weights", str(checkpoint), "--out", str(tmp_path / "model.pt")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_out_file_is_kept_unless_overwrite(capsys, checkpoint, tmp_path):
+    precious = tmp_path / "precious.onnx"
+    precious.write_text("keep me")
+    line = fails(capsys, ["export", "--weights", str(checkpoint), "--out", str(precious)])
+    assert line == (f"segrefine: error: --out {precious} already exists: replace it with --overwrite, or choose another "
+                    "--out\n")  # fmt: skip
+    assert precious.read_text() == "keep me" and list(tmp_path.iterdir()) == [precious]
+    check_export_options(precious, None, None, None, 1, overwrite=True)  # what --overwrite lets through
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_work(capsys, checkpoint, tmp_path):
+    (tmp_path / "file").write_text("")
+    line = fails(capsys, ["export", "--weights", str(checkpoint), "--out", str(tmp_path / "file" / "m.onnx")])
+    assert f"--out {tmp_path}/file/m.onnx cannot be written: {tmp_path}/file is a file, not a folder" in line
 
 
 def test_library_errors_name_the_parameters(checkpoint, tmp_path):

@@ -36,6 +36,7 @@ def export(
     dataset_option: Annotated[
         Optional[list[str]], typer.Option("--dataset-option", help="Calibration dataset option KEY=VALUE (repeatable).")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (default: refuse).")] = False,
 ) -> None:
     """Export a model to ONNX for onnxruntime, with its class names and palette in the file's metadata.
 
@@ -55,11 +56,11 @@ def export(
     options = parse_key_values(dataset_option, "--dataset-option")
     meta = dataset_meta(calibration, data_root) if calibration is not None else None
     images = build_dataset(calibration, data_root, calibration_split, **options) if calibration is not None else None
-    check_export_options(out, fixed, quantize, images, calibration_images)  # before the model is loaded and announced
+    check_export_options(out, fixed, quantize, images, calibration_images, overwrite)  # before the model is loaded and announced
     model, config, _ = load_weights(weights, "cpu", meta)
     report = export_model(
         model, config, out, size=fixed, quantize=quantize, calibration=images,
-        calibration_images=calibration_images,
+        calibration_images=calibration_images, overwrite=overwrite,
     )  # fmt: skip
     shape = f"{fixed[0]}x{fixed[1]}" if fixed else "any size from 32x32"
     line = f"wrote {report.path} ({file_format}, {quantize or 'fp32'}, {shape}): onnxruntime gives PyTorch's labels on "

@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
-def output_folder(out: Path) -> Path:
-    """Callback of an --out folder option: refuse a file or a place without write permission before any work."""
+def output_folder(text: str | Path) -> Path:
+    """Parser of an --out folder option: refuse an empty name (not the current folder), a file or a place without
+    write permission before any work."""
+    if not str(text).strip():
+        raise SegrefineError("--out must name a folder, got an empty string")
+    out = Path(text)
     problem = folder_problem(out)
     if problem:
         raise SegrefineError(f"--out {problem}")

@@ -15,7 +15,7 @@ from segrefine.cli.options import (
 )  # fmt: skip
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
-from segrefine.imageio import check_alpha
+from segrefine.imageio import MAX_PIXELS, check_alpha
 from segrefine.errors import SegrefineError, worded
 
 DEFAULT_OUT = Path("runs", "predict")
@@ -54,7 +54,7 @@ def predict(
         list[str], typer.Argument(help="Image files, folders (searched recursively), quoted globs or videos.", show_default=False)
     ],
     weights: Weights = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=output_folder)] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.", parser=output_folder)] = DEFAULT_OUT,
     save: Annotated[
         str, typer.Option("--save", help="Outputs per image: label (train-id PNG), color, overlay; videos give overlays.")
     ] = ",".join(OUTPUTS),
@@ -72,12 +72,15 @@ def predict(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: keep them).")] = False,
     backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
     precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", min=1, help="Largest image (width × height, read from its header before decoding).")
+    ] = MAX_PIXELS,
 ) -> None:
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
     Files found in a folder or by a glob keep their sub-folders below OUT; a video gives OUT/<name>_overlay.mp4 at its
-    frame rate and size. Existing outputs are kept unless --overwrite. Unreadable inputs are reported and skipped;
-    the exit code is then 1.
+    frame rate and size. Existing outputs are kept unless --overwrite. Unreadable inputs, and images larger than
+    --max-pixels, are reported and skipped; the exit code is then 1.
     """
     kinds = parse_save(save)
     check_alpha(alpha)
@@ -98,7 +101,10 @@ def predict(
         loaded.append(predictor)
         return predictor
 
-    report = predict_files(load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say)
+    report = predict_files(
+        load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say,
+        max_pixels=max_pixels,
+    )  # fmt: skip
     typer.echo(_summary(report, loaded[0] if loaded else None))
     if report.failed:
         raise typer.Exit(1)

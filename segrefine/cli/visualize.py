@@ -28,7 +28,7 @@ app = typer.Typer(
 
 DEFAULT_OUT = Path("runs/visualize")
 
-Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.", callback=output_folder)]
+Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files.", parser=output_folder)]
 Split = Annotated[str, typer.Option("--split", help="Dataset split.")]
 Num = Annotated[int, typer.Option("--num", min=1, help="Number of samples, spread evenly over the split.")]
 Images = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]

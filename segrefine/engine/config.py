@@ -22,6 +22,11 @@ from segrefine.models.config import OUTPUT_STRIDE, ModelConfig
 
 
 LOSSES = ("ce", "ohem")
+# A crop larger than the scaled image is padded, so past a few thousand pixels a side it adds only padding; the
+# recipes' largest is 1024, and 8192 still fits one sample in memory while catching slips like 100000x100000.
+MAX_CROP = 8192
+# Ten million iterations is 60 times the longest recipe (160k) and weeks of training; more is a slip of the keyboard.
+MAX_ITERS = 10_000_000
 
 
 def _help(text: str, choices: tuple = ()) -> dict[str, Any]:
@@ -70,6 +75,10 @@ class TrainConfig:
         for name in ("iters", "batch_size", "log_every"):
             if getattr(self, name) <= 0:
                 raise SettingError(f"`{name}` must be a positive integer, got {getattr(self, name)}")
+        if self.iters > MAX_ITERS:
+            raise SettingError(f"`iters` must be at most {MAX_ITERS}, got {self.iters}")
+        if self.out is not None and not self.out.strip():
+            raise SettingError("`out` must name a folder, got an empty string")
         for name in ("eval_every", "save_every", "workers"):
             if getattr(self, name) < 0:
                 raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
@@ -78,6 +87,8 @@ class TrainConfig:
                 f"`crop` {self.crop[0]}×{self.crop[1]} is smaller than the network's output stride {OUTPUT_STRIDE}: "
                 f"each side must be at least {OUTPUT_STRIDE} pixels (H×W)"
             )
+        if max(self.crop) > MAX_CROP:
+            raise SettingError(f"`crop` {self.crop[0]}×{self.crop[1]} is too large: each side must be at most {MAX_CROP} pixels (H×W)")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise SettingError(f"`scale` must be LOW,HIGH with 0 < LOW <= HIGH, got {self.scale}")
         if self.lr <= 0:

@@ -31,7 +31,7 @@ from segrefine.data.transforms import normalize
 from segrefine.engine.inference import class_labels
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
-from segrefine.imageio import atomic_write
+from segrefine.imageio import atomic_write, folder_problem
 from segrefine.models import OUTPUT_STRIDE, fold_batchnorm
 
 FORMATS = ("onnx",)
@@ -101,11 +101,17 @@ class CalibrationImages:
 
 
 def check_export_options(
-    out: str | os.PathLike, size: Size | None, quantize: str | None, calibration: Dataset | None, calibration_images: int
-) -> None:
+    out: str | os.PathLike, size: Size | None, quantize: str | None, calibration: Dataset | None, calibration_images: int,
+    overwrite: bool = False,
+) -> None:  # fmt: skip
     """Refuse what cannot be exported before any work; errors name the parameters of `export`."""
     if not is_onnx(out):
         raise SettingError(f"`out` must name a {ONNX_SUFFIX} file, got {os.fspath(out)!r}")
+    if os.path.lexists(out) and not overwrite:
+        raise SettingError(f"`out` {os.fspath(out)} already exists: replace it with `overwrite`, or choose another `out`")
+    problem = folder_problem(Path(out).parent)
+    if problem:
+        raise SettingError(f"`out` {os.fspath(out)} cannot be written: {problem}")
     if size is not None and min(size) < OUTPUT_STRIDE:
         raise SettingError(
             f"`size` {size[0]}x{size[1]} is smaller than the network's output stride: each side must be at least "
@@ -224,15 +230,17 @@ def export(
     calibration: Dataset | None = None,
     calibration_images: int = CALIBRATION_IMAGES,
     keep_float: Sequence[str] = KEEP_FLOAT,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Export `model` (with its checkpoint `config`) to the ONNX file `out` and check it on onnxruntime.
 
     `size` (H, W) fixes the input size; without it the file takes any size of at least OUTPUT_STRIDE. The fp32 graph
     must give PyTorch's label on FP32_AGREEMENT of the check image's pixels. `quantize="int8"` writes the statically
     quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset. The export and
-    the check use a CPU fp32 eval-mode copy of `model`; `model` itself is not changed.
+    the check use a CPU fp32 eval-mode copy of `model`; `model` itself is not changed. An existing `out` is replaced
+    only with `overwrite`.
     """
-    check_export_options(out, size, quantize, calibration, calibration_images)
+    check_export_options(out, size, quantize, calibration, calibration_images, overwrite)
     model = inference_copy(model)
     image = check_image(size or CHECK_SIZE)
     with tempfile.TemporaryDirectory() as tmp:

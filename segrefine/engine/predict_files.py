@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segrefine.engine.progress import progress_bar
-from segrefine.errors import SegrefineError
-from segrefine.imageio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.imageio import (
+    IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from segrefine.engine.predictor import Predictor
@@ -99,11 +101,17 @@ def _media(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
-def _below(folder: Path, out: Path) -> list[Path]:
-    """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder."""
+def _below(folder: Path, out: Path) -> tuple[list[Path], list[Path]]:
+    """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder; and the broken
+    symbolic links found there."""
     out = out.resolve()
-    found = (p for p in folder.rglob("*") if p.is_file() and _media(p))
-    return sorted(p for p in found if out not in p.resolve().parents)
+    found, broken = [], []
+    for path in folder.rglob("*"):
+        if path.is_file() and _media(path):
+            found.append(path)
+        elif path.is_symlink() and not path.exists():
+            broken.append(path)
+    return sorted(p for p in found if out not in p.resolve().parents), sorted(broken)
 
 
 def _glob_base(pattern: str) -> Path:
@@ -137,8 +145,10 @@ def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[
         jobs.append(job)
 
     def add_tree(folder: Path, base: Path, given: str) -> None:
-        files = _below(folder, out)
-        if not files:
+        files, broken = _below(folder, out)
+        for link in broken:
+            run.fail(link, f"{link}: a broken symbolic link (its target {os.readlink(link)} does not exist)")
+        if not files and not broken:
             run.fail(given, f"{given}: no images or videos in this folder")
         for path in files:
             add(path, path.relative_to(base).with_suffix(""))
@@ -160,6 +170,8 @@ def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[
                     add_tree(match, base, given)
                 else:
                     add(match, match.relative_to(base).with_suffix(""))
+        elif path.exists():
+            run.fail(given, f"{given}: not a regular file (a device, pipe or socket): give image or video files or folders")
         else:
             run.fail(given, f"{given}: no such file or folder")
     return jobs
@@ -198,16 +210,20 @@ def predict_files(
     overwrite: bool = False,
     progress: bool = False,
     on_message: Callable[[str], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> PredictReport:
     """Segment image files, folders (recursively), globs and videos into `out`: `<name>_label.png` (train ids),
     `_color.png`, `_overlay.png` (the kinds in `save`), `<name>_overlay.mp4` for a video; see this module for names.
 
-    Existing outputs are kept unless `overwrite`. Unreadable or missing inputs are reported (in the result's
+    Existing outputs are kept unless `overwrite`. Unreadable or missing inputs, and images whose header claims more
+    than `max_pixels` pixels (refused before decoding), are reported (in the result's
     `failed` and through `on_message`) and skipped; images of one size are batched up to the predictor's batch
     size. `progress` shows a bar on a terminal. `predictor` may also be a function that loads one: it is called
     only when some input can be read, so a run with nothing to do loads no model.
     """
     check_alpha(alpha)
+    if max_pixels < 1:
+        raise SettingError(f"`max_pixels` must be a positive integer, got {max_pixels}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     kinds = check_save(save)
@@ -225,7 +241,8 @@ def predict_files(
     start = time.perf_counter()
     with bar:
         task = bar.add_task("", total=len(jobs))
-        _run_images(predictor, [job for job in jobs if not job.video], kinds, alpha, overwrite, run, lambda n: bar.advance(task, n))
+        images = [job for job in jobs if not job.video]
+        _run_images(predictor, images, kinds, alpha, overwrite, max_pixels, run, lambda n: bar.advance(task, n))
         for job in jobs:
             if job.video:
                 _run_video(predictor, job, alpha, overwrite, run)
@@ -235,8 +252,8 @@ def predict_files(
 
 
 def _run_images(
-    predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, run: _Run,
-    advance: Callable[[int], None],
+    predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, max_pixels: int,
+    run: _Run, advance: Callable[[int], None],
 ) -> None:  # fmt: skip
     """Read, batch (consecutive images of one size, up to the predictor's batch size), predict and write."""
     pending: list[tuple[np.ndarray, dict[str, Path]]] = []
@@ -255,7 +272,7 @@ def _run_images(
             advance(1)
             continue
         try:
-            image = read_image(job.source)
+            image = read_image(job.source, max_pixels)
         except UnreadableInput as e:
             run.fail(job.source, str(e))
             advance(1)

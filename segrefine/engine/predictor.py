@@ -56,6 +56,8 @@ def _rgb(image: Any) -> np.ndarray:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise SegrefineError(f"images must be H×W×3 RGB arrays, got shape {array.shape}")
+    if 0 in array.shape[:2]:
+        raise SegrefineError(f"images must have at least one pixel, got shape {array.shape}")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[..., :3])

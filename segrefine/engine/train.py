@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import resource
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from segrefine.hub import (
 
 RUNS_ROOT = Path("runs/train")
 LOG_FILE = "log.jsonl"
+LOCK_FILE = ".lock"  # held by the live run (see run_lock)
 EVAL_FILE = "eval.json"
 
 
@@ -93,8 +97,44 @@ def _init_network(model: nn.Module, ref: str) -> None:
 
 
 def holds_run(folder: Path) -> bool:
-    """Whether `folder` holds (part of) a training run: its config, its log or its checkpoints."""
-    return any((folder / name).exists() for name in (CONFIG_NAME, LOG_FILE, RUN_CHECKPOINTS))
+    """Whether `folder` holds a training run worth keeping: a checkpoint. A run stopped before its first checkpoint
+    left only its config and log, with nothing to resume: that never blocks a new start."""
+    checkpoints = folder / RUN_CHECKPOINTS
+    return checkpoints.is_dir() and any(p.is_dir() and not p.name.endswith(".tmp") for p in checkpoints.iterdir())
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an OS lock on the run folder (created if missing): a second run on it is refused while this one lives.
+
+    The OS releases the lock when the process ends however it ends (Ctrl-C, a crash, kill -9), so a dead run never
+    leaves its folder locked. Windows has no flock: there runs are not guarded.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / LOCK_FILE, "a+")
+    except OSError as e:
+        raise SettingError(f"cannot create `out` {run_dir}: {e.strerror or e}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            raise SettingError(
+                f"`out` {run_dir} is in use by another training run{f' (process {holder})' if holder else ''}: wait for "
+                "it to end, or choose another `out`"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def _logged_iteration(line: str) -> int | None:
@@ -155,6 +195,11 @@ class Trainer:
         self.val_set = build_dataset(config.dataset, config.data_root, config.val_split, eval_transform(), **options)
         if len(self.train_set) == 0:
             raise SegrefineError(f"dataset {config.dataset}: the {config.train_split} split is empty")
+        if config.batch_size > len(self.train_set):
+            raise SettingError(
+                f"`batch_size` {config.batch_size} is more than the {len(self.train_set)} images of the "
+                f"{config.dataset} {config.train_split} split: each batch would repeat images; use at most {len(self.train_set)}"
+            )
         self.class_weight = class_weights(
             config.class_weight,
             class_frequencies(self.train_set, self.meta.num_classes) if config.class_weight != "none" else None,
@@ -301,8 +346,25 @@ class Trainer:
         return result
 
     def run(self) -> dict[str, Any] | None:
+        """Build the network and train it, holding the run folder's lock (see `run_lock`) on the main process.
+
+        An existing folder is locked before anything reads it (a resume); a new one is created only once the network
+        is built, so a start that fails there (e.g. no Hub for the backbone) leaves nothing behind.
+        """
+        with contextlib.ExitStack() as held:
+            existed = self.run_dir.exists()
+            if existed:
+                held.enter_context(self._lock())
+            self._build()
+            if not existed:
+                held.enter_context(self._lock())
+            return self._train()
+
+    def _lock(self) -> contextlib.AbstractContextManager:
+        return run_lock(self.run_dir) if self.ctx.is_main else contextlib.nullcontext()
+
+    def _train(self) -> dict[str, Any] | None:
         cfg = self.config
-        self._build()
         if self.resume and self.start >= cfg.iters:
             if self.ctx.is_main:
                 TrainProgress(cfg.iters).note(

@@ -74,6 +74,8 @@ class ResolvedWeights:
 def resolve(ref: str | Path, *, token: str | None = None, cache_dir: str | Path | None = None) -> ResolvedWeights:
     """Resolve a weights reference to local `config.json` + weights files, downloading from the Hub if needed."""
     text = str(ref)
+    if not text.strip():  # Path("") is the current folder: say what is wrong instead of talking about "."
+        raise SegrefineError(f"empty weights reference: expected {ACCEPTED}")
     if Path(text).expanduser().exists():
         return resolve_local(text)
     entry = load_registry().model(text)
