@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from segrefine import build_model
 from segrefine.models import crm, fold_batchnorm, srm
-from segrefine.models.crm import ChannelAttention, SpatialAttention
+from segrefine.models.crm import ChannelAttention, GateAttention, SpatialAttention
 from segrefine.models.fusion import Fusion
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
@@ -52,6 +52,13 @@ def channel_attention(module, x):
 def spatial_attention(module, x):
     """Spatial attention through its explicit N×N affinity."""
     return x + module.gamma * (module.value(x).flatten(2) @ module.affinity(x).transpose(1, 2)).view_as(x)
+
+
+def gate_attention(module, x):
+    """The CBAM gate with its global pooling as adaptive pooling to 1×1."""
+    x = x * (module.mlp(F.adaptive_avg_pool2d(x, 1)) + module.mlp(F.adaptive_max_pool2d(x, 1))).sigmoid()
+    stats = torch.cat((x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)), dim=1)
+    return x * module.spatial(stats).sigmoid()
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5])
@@ -111,6 +118,28 @@ def test_export_pooling_matches_adaptive_average_pooling(monkeypatch, size_in, s
     x = torch.randn(2, 4, *size_in)
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     torch.testing.assert_close(crm.pool_to(x, size_out), F.adaptive_avg_pool2d(x, size_out), **TOLERANCE)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gate_attention_pools_as_adaptive_pooling(channels_last):
+    torch.manual_seed(0)
+    gate, x = GateAttention(32), torch.randn(2, 32, 5, 7) * 2
+    if channels_last:
+        gate, x = gate.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(gate(x), gate_attention(gate, x), **TOLERANCE)
+
+
+@pytest.mark.parametrize("size_in, size_out", [((16, 32), (2, 4)), ((24, 40), (3, 5)), ((7, 5), (7, 5)), ((9, 13), (1, 1))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_block_mean_matches_adaptive_average_pooling(size_in, size_out, channels_last):
+    """The CRM's pooling off the CPU, when the C5 grid divides a stage's: the mean of whole blocks."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, *size_in)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.adaptive_avg_pool2d(x, size_out)
+    torch.testing.assert_close(crm.block_mean(x, size_out), expected, **TOLERANCE)
+    torch.testing.assert_close(crm.block_mean(x.bfloat16(), size_out).float(), expected, atol=2e-2, rtol=0)
 
 
 @pytest.mark.parametrize("batch, source, out", [(1, (5, 7), (10, 14)), (2, (6, 4), (13, 9)), (1, (1, 1), (3, 2))])
