@@ -187,3 +187,22 @@ def test_class_labels_are_the_argmax_over_classes_in_any_layout():
     expected = logits.argmax(1)
     assert torch.equal(class_labels(logits), expected)
     assert torch.equal(class_labels(logits.contiguous(memory_format=torch.channels_last)), expected)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # set up only, never run, on the device: no GPU needed
+def test_every_inference_device_gets_batchnorm_folded(device):
+    """`load` and `segrefine eval` set models up through `for_inference`: folded on CUDA as on CPU, same outputs."""
+    from segrefine.engine.backends import for_inference
+
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=5, aux=False).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.2), module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        folded = for_inference(model, torch.device(device))
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=0)
