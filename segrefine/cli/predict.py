@@ -72,6 +72,9 @@ def predict(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: keep them).")] = False,
     backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
     precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the prediction step once per image size (CUDA graphs on CUDA).")
+    ] = False,
 ) -> None:
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
@@ -92,7 +95,7 @@ def predict(
     def load_predictor() -> Predictor:  # only once some input turned out readable
         predictor = load(
             weights, device, mode=mode, crop=inference["crop"], stride=inference["stride"], scales=inference["scales"],
-            flip=flip, batch_size=batch_size, backend=backend, precision=precision,
+            flip=flip, batch_size=batch_size, backend=backend, precision=precision, compile=compile,
         )  # fmt: skip
         console.print(predictor.source, markup=False, highlight=False)
         loaded.append(predictor)
