@@ -423,7 +423,7 @@ def main() -> None:
                         help="the torch.compile rows (default: on CUDA only)")  # fmt: skip
     parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                         help="bf16 autocast or fp32 (auto: bf16 unless the device lacks it, as CPUs without AMX do)")
-    parser.add_argument("--budget", type=float, default=105.0, help="seconds: later rows are skipped past this")
+    parser.add_argument("--budget", type=float, default=95.0, help="seconds: later rows are skipped past this")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where the results go")
     parser.add_argument("--iters", type=int, default=20, help="--cuda-paths: timed predictions per variant")
     args = parser.parse_args()
