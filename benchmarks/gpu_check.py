@@ -1,9 +1,21 @@
-"""The CUDA paths in one short run, printing one table: bf16 AMP training through `segrefine train`, NCCL with
-SyncBatchNorm under `torchrun --nproc-per-node 1`, `segrefine eval` on CUDA, and prediction throughput of `lite` at
-1024×2048 (fp32, bf16, and torch.compile + bf16; channels-last). Needs a CUDA GPU; uses toy data and random weights,
-so nothing is downloaded. A failing step is reported in its row and the others still run; the exit code is 1 then.
+"""The GPU benchmark, in one short run (under 2 minutes on one H200): `lite` with its switches beside smp FPN-R18 at
+1024×2048, channels-last, bf16 autocast (`--dtype`), BatchNorm folded, random weights, 19 classes.
 
-    python benchmarks/gpu_check.py
+Rows, in the order they run (each row is timed by itself; a failing row is recorded and the rest still run, and rows
+that would pass the time budget are recorded as skipped):
+- eager, batch 1: lite, srm=bilinear, crm=off, srm=bilinear + crm=off, srm=flow, smp FPN-R18 (skipped without
+  segmentation_models_pytorch);
+- per module of lite (eager, batch 1, CUDA events; modules_ms in the JSON): backbone, CRM, each SRM, laterals, smooths, fusion, classifier;
+- the `Predictor` end to end (uint8 image in, labels on the host out) against the bare network, eager bf16;
+- torch.compile, batch 1: lite, smp FPN-R18, srm=bilinear + crm=off, then the compiled `Predictor` (CUDA graphs);
+- eager, batch 8, every network.
+Results go to benchmarks/results/gpu-check.json (rewritten after every row, so a run cut short keeps what it did).
+The CUDA path checks of before (bf16 AMP training, torchrun NCCL, `segrefine eval`, Predictor rates) run with
+`--cuda-paths`.
+
+    python benchmarks/gpu_check.py                                            # the benchmark, on CUDA
+    python benchmarks/gpu_check.py --device cpu --size 128x256 --repeats 1    # smoke test (no compile rows on CPU)
+    python benchmarks/gpu_check.py --cuda-paths                               # the CUDA path checks
 """
 
 from __future__ import annotations
@@ -11,15 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 TOY_TRAIN = ["--dataset", "toy", "--dataset-option", "length=64", "--dataset-option", "size=256x512"]
 TRAIN_ITERS = 30
@@ -145,15 +161,235 @@ def predict_rates(warmup: int, iters: int) -> dict[str, str]:
     return rates
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ddp-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=5, help="untimed predictions per variant")
-    parser.add_argument("--iters", type=int, default=20, help="timed predictions per variant")
-    args = parser.parse_args()
-    if args.ddp_child:
-        ddp_child()
-        return
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gpu-check.json"
+SWITCHES: dict[str, dict[str, str]] = {
+    "lite": {}, "srm=bilinear": {"srm": "bilinear"}, "crm=off": {"crm": "off"},
+    "srm=bilinear, crm=off": {"srm": "bilinear", "crm": "off"}, "srm=flow": {"srm": "flow"},
+}  # fmt: skip
+FPN = "smp FPN-R18"
+COMPILED = ("lite", FPN, "srm=bilinear, crm=off")  # the rows the issue's targets compare
+# Seconds a row is expected to take at most, to skip rather than start rows that would pass the budget.
+ESTIMATE = {"eager": 3.0, "compile": 30.0}
+MODULES = ("backbone", "crm", "lateral", "srm.c4", "srm.c3", "srm.c2", "smooth", "fusion", "classifier")
+
+
+class OutOfTime(Exception):
+    """The run's time budget ran out inside a row."""
+
+
+def build(name: str, device: torch.device) -> nn.Module:
+    """A network of the table, folded, channels-last, in eval mode on `device` (smp imported only here)."""
+    from segrefine import build_model
+    from segrefine.models import fold_batchnorm
+
+    if name == FPN:
+        try:
+            import segmentation_models_pytorch as smp
+        except ImportError:
+            raise ModuleNotFoundError("segmentation_models_pytorch is not installed") from None
+        model = smp.FPN("resnet18", encoder_weights=None, classes=CLASSES)
+    else:
+        model = build_model(variant="lite", num_classes=CLASSES, aux=False, **SWITCHES[name])
+    return fold_batchnorm(model).to(device, memory_format=torch.channels_last)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ms_per_call(call: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+    """Mean milliseconds of `call` over `repeats` after `warmup` untimed calls, the device synchronised."""
+    for _ in range(warmup):
+        call()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    sync(device)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def autocast(model: Callable[[torch.Tensor], torch.Tensor], args: argparse.Namespace) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model` under inference mode, and bf16 autocast unless the run is in fp32."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+            return model(x)
+
+    return run
+
+
+class Run:
+    """The rows measured so far, the time budget, and the JSON file they are written to after every row."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device = args, device
+        self.start = time.perf_counter()
+        self.rows: list[dict[str, Any]] = []
+        self.modules: dict[str, float] = {}
+        self.failed = False
+
+    def left(self) -> float:
+        return self.args.budget - (time.perf_counter() - self.start)
+
+    def row(self, fields: dict[str, Any], kind: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one row within the budget; a failure or a skip is recorded in the row, never raised."""
+        row = dict(fields)
+        if self.left() < ESTIMATE[kind]:
+            row["skipped"] = f"time budget ({self.args.budget:.0f} s) would be passed"
+        else:
+            try:
+                with deadline(self.left()):
+                    row.update(measure())
+            except Exception as e:  # noqa: BLE001 - a benchmark records each failure and carries on
+                row["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                self.failed = self.failed or not isinstance(e, (ModuleNotFoundError, OutOfTime))
+        self.rows.append(row)
+        print("  " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+        self.save()
+        return row
+
+    def save(self) -> None:
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        report = {
+            "device": device, "torch": torch.__version__, "cuda": torch.version.cuda, "size": self.args.size, "dtype": self.args.dtype,
+            "repeats": self.args.repeats, "seconds": round(time.perf_counter() - self.start, 1), "rows": self.rows,
+            "modules_ms": self.modules,
+        }  # fmt: skip
+        self.args.json.parent.mkdir(parents=True, exist_ok=True)
+        self.args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise OutOfTime in the main thread once `seconds` have passed (a compile that runs long stops here)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise OutOfTime("stopped at the time budget")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.1))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def network_row(run: Run, name: str, mode: str, batch: int) -> dict[str, Any]:
+    """ms per forward and images per second of one network at one batch size, eager or compiled."""
+    args, device = run.args, run.device
+
+    def measure() -> dict[str, Any]:
+        model = build(name, device)
+        net = torch.compile(model, dynamic=False) if mode == "compile" else model
+        x = torch.randn(batch, 3, *args.hw, device=device).contiguous(memory_format=torch.channels_last)
+        ms = ms_per_call(lambda: autocast(net, args)(x), device, args.warmup, args.repeats)
+        return {"ms": round(ms, 3), "images_per_s": round(1000 * batch / ms, 1)}
+
+    return run.row({"network": name, "mode": mode, "batch": batch}, "compile" if mode == "compile" else "eager", measure)
+
+
+def module_table(run: Run) -> None:
+    """Per-module milliseconds of lite (eager, bf16, batch 1): CUDA events on CUDA, host clocks elsewhere."""
+    args, device = run.args, run.device
+
+    def measure() -> dict[str, Any]:
+        model = build("lite", device)
+        times: dict[str, list[float]] = {name: [] for name in MODULES}
+        marks: dict[str, Any] = {}
+
+        def now() -> Any:
+            if device.type != "cuda":
+                return time.perf_counter()
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+
+        def elapsed(start: Any, end: Any) -> float:
+            return start.elapsed_time(end) if device.type == "cuda" else 1000 * (end - start)
+
+        handles = []
+        for name in MODULES:
+            for child_name, child in _children(model, name):
+                handles.append(child.register_forward_pre_hook(lambda m, i, key=child_name: marks.__setitem__(key, now())))
+                handles.append(child.register_forward_hook(
+                    lambda m, i, o, key=child_name, group=name: times[group].append((marks[key], now()))
+                ))  # fmt: skip
+        x = torch.randn(1, 3, *args.hw, device=device).contiguous(memory_format=torch.channels_last)
+        forward = autocast(model, args)
+        for _ in range(args.warmup):
+            forward(x)
+        for values in times.values():
+            values.clear()
+        for _ in range(args.repeats):
+            forward(x)
+        sync(device)
+        for handle in handles:
+            handle.remove()
+        run.modules.update({
+            name: round(sum(elapsed(a, b) for a, b in pairs) / args.repeats, 3) for name, pairs in times.items()
+        })  # fmt: skip
+        return {"modules_ms": run.modules}
+
+    run.row({"network": "lite", "mode": "per module", "batch": 1}, "eager", measure)
+
+
+def _children(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    """(`name`, module), or each entry of a ModuleDict (`lateral`, `smooth`) under its own name."""
+    module = model.get_submodule(name)
+    if isinstance(module, nn.ModuleDict):
+        return [(f"{name}.{key}", child) for key, child in module.items()]
+    return [(name, module)]
+
+
+def predictor_row(run: Run, compiled: bool, bare: dict[str, Any]) -> None:
+    """The Predictor end to end (uint8 in, labels out), batch 1, beside the bare network's rate."""
+    from segrefine.engine.backends import Autocast
+    from segrefine.engine.predictor import Predictor
+
+    args, device = run.args, run.device
+
+    def measure() -> dict[str, Any]:
+        model = build("lite", device)
+        predictor = Predictor(Autocast(model) if args.dtype == "bf16" else model, {"model": model.config.to_dict()}, device, batch_size=1, compile=compiled)
+        image = np.random.default_rng(0).integers(0, 256, (*args.hw, 3), dtype=np.uint8)
+        ms = ms_per_call(lambda: predictor.predict(image), device, args.warmup, args.repeats)
+        row = {"ms": round(ms, 3), "images_per_s": round(1000 / ms, 1)}
+        if "images_per_s" in bare:
+            row["of_bare_network"] = round(row["images_per_s"] / bare["images_per_s"], 3)
+        return row
+
+    mode = "compile" if compiled else "eager"
+    run.row({"network": "lite", "mode": f"Predictor {mode}", "batch": 1}, mode, measure)
+
+
+def benchmark(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device (run the smoke test with --device cpu)")
+    compile_rows = args.compile if args.compile is not None else device.type == "cuda"
+    run = Run(args, device)
+    print(f"{args.size}, {device}, {args.dtype}, budget {args.budget:.0f} s; results to {args.json}", flush=True)
+    eager = {name: network_row(run, name, "eager", 1) for name in (*SWITCHES, FPN)}
+    module_table(run)
+    predictor_row(run, False, eager["lite"])
+    if compile_rows:
+        compiled = {name: network_row(run, name, "compile", 1) for name in COMPILED}
+        predictor_row(run, True, compiled["lite"])
+    for batch in args.batches:
+        if batch != 1:
+            for name in (*SWITCHES, FPN):
+                network_row(run, name, "eager", batch)
+    run.save()
+    print(f"done in {time.perf_counter() - run.start:.0f} s: {args.json}")
+    return 1 if run.failed else 0
+
+
+def cuda_paths(args: argparse.Namespace) -> None:
+    """The CUDA path checks: training, torchrun, eval and Predictor rates, printed as one table."""
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device")
     rows: dict[str, str] = {}
@@ -165,13 +401,47 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 - a check script reports each failure and carries on
                 rows[name] = f"FAILED: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
             print(f"{name}: {rows[name]}", flush=True)
-        rows.update(predict_rates(args.warmup, args.iters))
+        rows.update(predict_rates(5, args.iters))
     name = torch.cuda.get_device_name()
     print(f"\n{name}, torch {torch.__version__}, CUDA {torch.version.cuda}\n")
     print("| check | result |\n|---|---|")
     for key, value in rows.items():
         print(f"| {key} | {value} |")
     sys.exit(1 if any(v.startswith("FAILED") for v in rows.values()) else 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ddp-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cuda-paths", action="store_true", help="the CUDA path checks instead of the benchmark")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (smoke test)")
+    parser.add_argument("--size", default="1024x2048", help="HxW of the benchmark's inputs")
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes of the eager rows")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per row")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls per row (default: 3, 1 on CPU)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="the torch.compile rows (default: on CUDA only)")  # fmt: skip
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="bf16 autocast or fp32 (auto: bf16 unless the device lacks it, as CPUs without AMX do)")
+    parser.add_argument("--budget", type=float, default=95.0, help="seconds: later rows are skipped past this")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where the results go")
+    parser.add_argument("--iters", type=int, default=20, help="--cuda-paths: timed predictions per variant")
+    args = parser.parse_args()
+    if args.ddp_child:
+        ddp_child()
+        return
+    if args.cuda_paths:
+        cuda_paths(args)
+        return
+    args.hw = tuple(int(v) for v in args.size.lower().split("x"))
+    args.batches = [int(b) for b in args.batches.split(",")]
+    if args.dtype == "auto":
+        from segrefine.engine.backends import bf16_problem
+
+        args.dtype = "fp32" if bf16_problem(torch.device(args.device)) else "bf16"
+    if args.warmup is None:
+        args.warmup = 3 if args.device.startswith("cuda") else 1
+    sys.exit(benchmark(args))
 
 
 if __name__ == "__main__":

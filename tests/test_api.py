@@ -138,3 +138,57 @@ def test_predict_video(predictor, scenes, tmp_path):
 def test_bad_device():
     with pytest.raises(SegrefineError, match="^device"):
         load("whatever", "tpu9")
+
+
+def _varied_model():
+    """A random `lite` whose labels vary over the image (a freshly built one predicts one class everywhere)."""
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=5, aux=False).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5), module.bias.normal_(0, 0.5)
+        torch.nn.init.normal_(model.classifier[1].weight, std=1.0)
+    return model
+
+
+def _labels_before(model, image):
+    """Labels as the predictor computed them before its device pipeline: float logits, argmax on the host."""
+    from segrefine.data.transforms import normalize
+    from segrefine.engine.inference import class_labels
+
+    with torch.inference_mode():
+        logits = model(normalize(torch.from_numpy(image)[None].permute(0, 3, 1, 2)))
+    return class_labels(logits.float()).to(torch.uint8)[0].numpy()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_device_pipeline_keeps_the_labels(precision):
+    """uint8 upload, normalisation and argmax on the device, bf16 logits without a float copy: the same labels."""
+    from segrefine.engine.backends import Autocast
+
+    model = Autocast(_varied_model()) if precision == "bf16" else _varied_model()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((64, 96, 3), (48, 64, 3), (64, 96, 3))]
+    predictor = Predictor(model, {"model": {"num_classes": 5}}, torch.device("cpu"))
+    for image, label in zip(images, predictor.predict_batch(images)):
+        assert label.dtype == np.uint8 and len(np.unique(label)) > 1
+        np.testing.assert_array_equal(label, _labels_before(model, image))
+
+
+def test_compiled_step_gives_the_same_labels(monkeypatch):
+    """`compile` traces normalisation, network and argmax as one graph (here with dynamo's eager backend: no C++
+    compiler needed) and gives the eager step's labels."""
+    modes = []
+
+    def eager_compile(fn, mode=None, dynamic=None):
+        modes.append(mode)
+        return torch._dynamo.optimize("eager", nopython=True)(fn)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    model = _varied_model()
+    image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    compiled = Predictor(model, {"model": {"num_classes": 5}}, torch.device("cpu"), compile=True)
+    np.testing.assert_array_equal(compiled.predict(image), _labels_before(model, image))
+    assert modes == [None]  # CUDA graphs on CUDA only
+    torch._dynamo.reset()

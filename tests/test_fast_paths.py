@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from segrefine import build_model
 from segrefine.models import crm, fold_batchnorm, srm
-from segrefine.models.crm import ChannelAttention, SpatialAttention
+from segrefine.models.crm import ChannelAttention, GateAttention, SpatialAttention
 from segrefine.models.fusion import Fusion
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
@@ -52,6 +52,13 @@ def channel_attention(module, x):
 def spatial_attention(module, x):
     """Spatial attention through its explicit N×N affinity."""
     return x + module.gamma * (module.value(x).flatten(2) @ module.affinity(x).transpose(1, 2)).view_as(x)
+
+
+def gate_attention(module, x):
+    """The CBAM gate with its global pooling as adaptive pooling to 1×1."""
+    x = x * (module.mlp(F.adaptive_avg_pool2d(x, 1)) + module.mlp(F.adaptive_max_pool2d(x, 1))).sigmoid()
+    stats = torch.cat((x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)), dim=1)
+    return x * module.spatial(stats).sigmoid()
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5])
@@ -113,6 +120,28 @@ def test_export_pooling_matches_adaptive_average_pooling(monkeypatch, size_in, s
     torch.testing.assert_close(crm.pool_to(x, size_out), F.adaptive_avg_pool2d(x, size_out), **TOLERANCE)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gate_attention_pools_as_adaptive_pooling(channels_last):
+    torch.manual_seed(0)
+    gate, x = GateAttention(32), torch.randn(2, 32, 5, 7) * 2
+    if channels_last:
+        gate, x = gate.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(gate(x), gate_attention(gate, x), **TOLERANCE)
+
+
+@pytest.mark.parametrize("size_in, size_out", [((16, 32), (2, 4)), ((24, 40), (3, 5)), ((7, 5), (7, 5)), ((9, 13), (1, 1))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_block_mean_matches_adaptive_average_pooling(size_in, size_out, channels_last):
+    """The CRM's pooling off the CPU, when the C5 grid divides a stage's: the mean of whole blocks."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, *size_in)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.adaptive_avg_pool2d(x, size_out)
+    torch.testing.assert_close(crm.block_mean(x, size_out), expected, **TOLERANCE)
+    torch.testing.assert_close(crm.block_mean(x.bfloat16(), size_out).float(), expected, atol=2e-2, rtol=0)
+
+
 @pytest.mark.parametrize("batch, source, out", [(1, (5, 7), (10, 14)), (2, (6, 4), (13, 9)), (1, (1, 1), (3, 2))])
 def test_export_warping_matches_grid_sample(batch, source, out):
     """The gather-based sampling used in exports gives grid_sample's numbers, borders (and beyond) included."""
@@ -158,3 +187,22 @@ def test_class_labels_are_the_argmax_over_classes_in_any_layout():
     expected = logits.argmax(1)
     assert torch.equal(class_labels(logits), expected)
     assert torch.equal(class_labels(logits.contiguous(memory_format=torch.channels_last)), expected)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # set up only, never run, on the device: no GPU needed
+def test_every_inference_device_gets_batchnorm_folded(device):
+    """`load` and `segrefine eval` set models up through `for_inference`: folded on CUDA as on CPU, same outputs."""
+    from segrefine.engine.backends import for_inference
+
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=5, aux=False).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.2), module.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        folded = for_inference(model, torch.device(device))
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=0)

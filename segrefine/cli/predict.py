@@ -75,6 +75,9 @@ def predict(
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", min=1, help="Largest image (width × height, read from its header before decoding).")
     ] = MAX_PIXELS,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the prediction step once per image size (CUDA graphs on CUDA).")
+    ] = False,
 ) -> None:
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
@@ -95,7 +98,7 @@ def predict(
     def load_predictor() -> Predictor:  # only once some input turned out readable
         predictor = load(
             weights, device, mode=mode, crop=inference["crop"], stride=inference["stride"], scales=inference["scales"],
-            flip=flip, batch_size=batch_size, backend=backend, precision=precision,
+            flip=flip, batch_size=batch_size, backend=backend, precision=precision, compile=compile,
         )  # fmt: skip
         console.print(predictor.source, markup=False, highlight=False)
         loaded.append(predictor)

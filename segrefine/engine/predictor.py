@@ -10,7 +10,9 @@
 Class names, palette and flip pairs come from the checkpoint's config.json. Inference runs under
 `torch.inference_mode()` with the modes of `segrefine eval` (whole or sliding window, multi-scale, flip); images of
 the same size are stacked into one forward pass; on CPU and CUDA the network runs channels-last (measured faster on
-both: about 1.5× for `lite` at 512×1024 on CPU).
+both: about 1.5× for `lite` at 512×1024 on CPU). On CUDA the uint8 images go up from pinned memory without blocking,
+normalisation and argmax run on the GPU and only the uint8 labels come back; `compile=True` compiles that whole step
+(CUDA graphs on CUDA) once per input size.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from typing import Any, Union
 import cv2
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
+from segrefine.engine.backends import Autocast
 from segrefine.engine.inference import MODES, check_scales, class_labels, predict_logits
 from segrefine.engine.device import resolve_device
 from segrefine.engine.predict_files import predict_files
@@ -42,6 +45,8 @@ FALLBACK_FPS = 25.0  # for containers that do not record a frame rate
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 # Batching fills a GPU; on CPU one image at a time is faster (measured: `lite` at 512×1024, batch 4 is 10-20% slower).
 DEFAULT_BATCH_SIZE = {"cuda": 4}
+# With `compile`: CUDA graphs replay a fixed-size forward in one launch; other devices get the default mode.
+COMPILE_MODE = {"cuda": "reduce-overhead"}
 
 Image = Union[np.ndarray, str, os.PathLike]
 Size = tuple[int, int]
@@ -87,6 +92,7 @@ class Predictor:
     flip: bool = False
     batch_size: int | None = None  # default: DEFAULT_BATCH_SIZE for the device type, else 1
     source: str = ""  # one line naming the weights (see `segrefine.hub.describe`)
+    compile: bool = False  # torch.compile normalisation, network and argmax together, once per input size
 
     def __post_init__(self) -> None:
         if self.batch_size is None:
@@ -113,6 +119,9 @@ class Predictor:
         self.model.eval()
         if self.device.type in CHANNELS_LAST_DEVICES:
             self.model.to(memory_format=torch.channels_last)
+        self._step = self._labels
+        if self.compile:
+            self._step = torch.compile(self._labels, mode=COMPILE_MODE.get(self.device.type), dynamic=False)
 
     def predict(self, image: Image) -> np.ndarray:
         """H×W uint8 train ids for one H×W×3 uint8 RGB array (or array-like) or image file."""
@@ -199,21 +208,42 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Label maps of same-size H×W×3 uint8 RGB images, in one forward pass per inference pass."""
-        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        return list(self._step(self._upload(images)).cpu().numpy())
+
+    def _upload(self, images: Sequence[np.ndarray]) -> Tensor:
+        """Same-size H×W×3 uint8 images as one N×H×W×3 uint8 tensor on the device."""
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack(images)).to(self.device)
+        # Stacked straight into pinned memory (reused by torch's caching host allocator), so the copy runs
+        # asynchronously and a quarter of the bytes of float32 cross the bus.
+        host = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
+        np.stack(images, out=host.numpy())
+        return host.to(self.device, non_blocking=True)
+
+    def _labels(self, batch: Tensor) -> Tensor:
+        """N×H×W uint8 train ids of an N×H×W×3 uint8 RGB batch, computed on its device."""
         # N×H×W×C permuted to N×C×H×W is channels-last in memory, the layout the network runs in on CPU and CUDA.
-        batch = normalize(batch.permute(0, 3, 1, 2))
+        x = normalize(batch.permute(0, 3, 1, 2))
         if self.device.type not in CHANNELS_LAST_DEVICES:
-            batch = batch.contiguous()
+            x = x.contiguous()
         if self.mode == "whole" and self.scales == (1.0,) and not self.flip:
             # One pass: its largest logit is the prediction. predict_logits would add a softmax and a log over
             # K×H×W values that cannot change it (a quarter of the time of `lite` at 512×1024 on CPU).
-            logits = self.model(batch)
+            logits = self._network(x)
         else:
             logits = predict_logits(
-                self.model, batch, num_classes=self.num_classes, mode=self.mode, crop=self.crop, stride=self.stride,
+                self.model, x, num_classes=self.num_classes, mode=self.mode, crop=self.crop, stride=self.stride,
                 scales=self.scales, flip=self.flip, flip_pairs=self.flip_pairs,
             )  # fmt: skip
-        return list(class_labels(logits).to(torch.uint8).cpu().numpy())
+        return class_labels(logits).to(torch.uint8)
+
+    def _network(self, x: Tensor) -> Tensor:
+        """The network's logits; under bf16 autocast in bf16, without the float32 copy Autocast returns: a copy of
+        K×H×W values that cannot change which one is largest."""
+        if isinstance(self.model, Autocast):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return self.model.model(x)
+        return self.model(x)
 
 
 def _frame_batches(capture: cv2.VideoCapture, size: int) -> Iterator[list[np.ndarray]]:
@@ -244,10 +274,12 @@ def load(
     token: str | None = None,
     backend: str | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> Predictor:
     """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name,
     a Hub repo id `owner/name[@revision]` or an exported .onnx file; without `ref`, the registry's default checkpoint
-    for segmentation. `backend` and `precision` are those of `segrefine.engine.backends.for_inference`.
+    for segmentation. `backend` and `precision` are those of `segrefine.engine.backends.for_inference`; `compile`
+    compiles the prediction step for each input size (worth it for many images of one size).
     """
     from segrefine.engine.backends import for_inference
     from segrefine.hub import default_model, describe, load_model
@@ -260,5 +292,5 @@ def load(
     return Predictor(
         model, config, run_device, mode=mode, crop=tuple(crop) if crop else None,
         stride=tuple(stride) if stride else None, scales=tuple(scales), flip=flip, batch_size=batch_size,
-        source=describe(ref, config),
+        source=describe(ref, config), compile=compile,
     )  # fmt: skip
