@@ -46,7 +46,7 @@ def test_training_ingredient_rows_are_scored_across_cameras(tmp_path, capsys):
     spec.loader.exec_module(ablation)
     results = tmp_path / "ablation.json"
     argv = ["--data-root", str(_camvid(tmp_path / "camvid")), "--rows", "photometric-camera-scale2",
-            "--seeds", "0", "--iters", "2", "--crop", "64", "--backbone", "none", "--runs", str(tmp_path / "runs"),
+            "--seeds", "0", "--iters", "2", "--crop", "64", "--batch-size", "2", "--backbone", "none", "--runs", str(tmp_path / "runs"),
             "--results", str(results), "--shared", str(_other_camera(tmp_path / "shared"))]  # fmt: skip
     ablation.main(argv)
     (row,) = json.loads(results.read_text())["rows"]
@@ -65,7 +65,7 @@ def test_two_iteration_smoke_run_writes_resumable_rows(tmp_path, capsys):
     spec.loader.exec_module(ablation)
     results = tmp_path / "ablation.json"
     argv = ["--data-root", str(_camvid(tmp_path / "camvid")), "--rows", "srm-bilinear", "srm-full-local",
-            "--seeds", "0", "--iters", "2", "--crop", "64", "--backbone", "none", "--runs", str(tmp_path / "runs"),
+            "--seeds", "0", "--iters", "2", "--crop", "64", "--batch-size", "2", "--backbone", "none", "--runs", str(tmp_path / "runs"),
             "--results", str(results)]  # fmt: skip
     ablation.main(argv)
     rows = json.loads(results.read_text())["rows"]

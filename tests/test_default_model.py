@@ -69,7 +69,8 @@ def test_card_config_and_registry_agree(entry):
     card = (folder / "README.md").read_text()
     assert "cc-by-nc-4.0" in card and "CC BY-NC 4.0" in card
     assert f"{100 * config['metrics']['mIoU']:.2f}" in card
-    assert config["provenance"]["command"].startswith("segrefine train --dataset camvid --recipe camvid-cpu")
+    assert config["provenance"]["command"].startswith("segrefine train --dataset camvid --recipe camvid-camera ")
+    assert config["provenance"]["base"]["command"].startswith("segrefine train --dataset camvid --recipe camvid-cpu ")
     for name, scores in config["metrics"]["per_class"].items():
         assert f"| {name} | {100 * scores['iou']:.2f} |" in card
 
