@@ -140,10 +140,20 @@ def test_attention_pictures(untrained, image):
     assert torch.equal(maps[0].flatten(), seen.spatial[0]) and torch.equal(maps[1].flatten(), seen.spatial[5])
     spatial = spatial_picture(image, seen.spatial, seen.grid, points)
     assert spatial.shape[1] >= 2 * 256
-    with pytest.raises(SegrefineError, match="outside"):
+    with pytest.raises(SegrefineError, match="^points: point 64,0 is outside"):
         spatial_picture(image, seen.spatial, seen.grid, [(64, 0)])
-    with pytest.raises(SegrefineError, match="--points"):
+    with pytest.raises(SegrefineError, match="^points must be y,x pairs"):
         parse_points("1,2;3")
+
+
+@pytest.mark.parametrize(("points", "message"), [("1,2;3", "--points must be y,x pairs"), ("64,0", "--points: point 64,0 is outside")])
+def test_the_cli_words_bad_points_as_its_flag(tmp_path, capsys, points, message):
+    path = tmp_path / "image.png"
+    cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(SystemExit) as done:
+        main(["visualize", "attention", str(path), "--points", points, "--weights", "never-loaded", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith(f"segrefine: error: {message}") and err.count("\n") == 1
 
 
 def test_attention_on_a_model_without_attention_is_one_clear_error(plain_checkpoint, tmp_path, image):
