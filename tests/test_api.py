@@ -113,7 +113,7 @@ def test_inference_modes(checkpoint, scenes):
     assert label.shape == (64, 96) and label.max() < META.num_classes
     with pytest.raises(SegrefineError, match="crop"):
         load(checkpoint, "cpu", mode="slide")
-    with pytest.raises(SegrefineError, match="--scales"):
+    with pytest.raises(SegrefineError, match="^scales must"):
         load(checkpoint, "cpu", scales=(0.0,))
 
 

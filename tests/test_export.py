@@ -13,6 +13,7 @@ pytest.importorskip("onnxscript")
 
 from segrefine.cli import main  # noqa: E402
 from segrefine.data import build_dataset, dataset_meta  # noqa: E402
+from segrefine.engine.backends import bf16_problem  # noqa: E402
 from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export  # noqa: E402
 from segrefine.errors import SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
@@ -126,7 +127,7 @@ def test_eval_with_onnx_weights_and_with_the_onnxruntime_backend(capsys, checkpo
 
 
 def test_bf16_autocast_evaluates(capsys, checkpoint):
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if bf16_problem(torch.device("cpu")):
         pytest.skip("this CPU has no bf16")
     code, out, err = run(capsys, [*TOY_EVAL, "--weights", str(checkpoint), "--precision", "bf16"])
     assert code == 0, err

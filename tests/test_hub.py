@@ -209,6 +209,22 @@ def test_non_safetensors_files_are_refused(tmp_path):
         load_state(tmp_path / "missing.safetensors")
 
 
+def test_truncated_safetensors_are_refused_in_one_line(tmp_path):
+    save_tiny(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])
+    for load in (load_state, lambda path: load_model(path.parent)):
+        with pytest.raises(SegrefineError, match=r"model.safetensors is not a safetensors file \(.+\)$") as info:
+            load(weights)
+        assert "\n" not in str(info.value)
+
+
+def test_weights_file_of_the_wrong_shape_names_both_shapes(tmp_path, tiny_models):
+    save_tiny(tmp_path, Tiny(TinyConfig(width=6)))
+    with pytest.raises(SegrefineError, match=r"shape mismatches \(.*stem.weight 6×3×1×1 vs 4×3×1×1"):
+        checkpoint.load_weights_file(Tiny(), tmp_path / "model.safetensors", "ckpt")
+
+
 def test_strict_load_names_missing_unexpected_and_mismatched_keys():
     state = Tiny().state_dict()
     state.pop("head.weight")
@@ -224,7 +240,8 @@ def test_strict_load_names_missing_unexpected_and_mismatched_keys():
 
 
 def test_strict_load_lists_the_first_keys_and_the_count():
-    with pytest.raises(SegrefineError, match=r"10 missing keys \(memory, stem.weight, .* … \(10 in all\)\)"):
+    # 9, not 10: torch fills in a missing bn.num_batches_tracked itself, so it is not missing.
+    with pytest.raises(SegrefineError, match=r"9 missing keys \(memory, stem.weight, .* … \(9 in all\)\)"):
         load_state_dict_strict(Tiny(), {}, "empty")
 
 
@@ -261,6 +278,26 @@ def test_reference_errors(tmp_path):
     (lone / "config.json").write_text('{"architecture": "resnet18"}')
     with pytest.raises(SegrefineError, match="not a segrefine config.json"):
         resolve(lone)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("alice/tiny", ("alice/tiny", None)),
+        ("alice/tiny@v1.0", ("alice/tiny", "v1.0")),
+        ("timm/resnet18.a1_in1k@main", ("timm/resnet18.a1_in1k", "main")),
+        ("tiny", None),  # a bare name is a registry name, never a Hub repo
+        ("alice/tiny/extra", None),
+        ("alice/tiny@", None),
+        ("alice/tiny@a b", None),
+        ("alice/tiny@a@b", None),
+        ("alice--x/tiny", None),
+        ("-alice/tiny", None),
+        ("alice/tiny.git", None),
+    ],
+)
+def test_hub_ids(text, parsed):
+    assert reference.split_hub_id(text) == parsed
 
 
 # -- the Hub -----------------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_batch_equals_single_images():
 
 @pytest.mark.parametrize("scales", [(), (0.0,), (1.0, -0.5), (float("nan"),)])
 def test_bad_scales(scales):
-    with pytest.raises(SegrefineError, match="--scales"):
+    with pytest.raises(SegrefineError, match="^scales must"):
         predict_logits(_pointwise_model(), _images(), num_classes=K, scales=scales)
 
 

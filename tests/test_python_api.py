@@ -1,6 +1,8 @@
 """The public Python API: build_model, SegRefineModel's Hub-style save/load, evaluate, TrainConfig.from_recipe."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,6 +94,13 @@ def test_train_config_from_recipe_holds_the_model_config():
 
 
 def test_public_names_are_importable_without_torch_until_used():
-    assert set(segrefine.__all__) >= {"build_model", "SegRefineModel", "load", "Predictor", "evaluate", "train"}
-    for name in segrefine.__all__:
-        assert getattr(segrefine, name) is not None
+    # In a fresh interpreter: this one imported torch already (conftest), so a check here could never fail.
+    code = (
+        "import sys, segrefine\n"
+        "assert 'torch' not in sys.modules, 'import segrefine imported torch'\n"
+        "assert set(segrefine.__all__) >= {'build_model', 'SegRefineModel', 'load', 'Predictor', 'evaluate', 'train'}\n"
+        "assert 'torch' not in sys.modules, 'listing the public names imported torch'\n"
+        "assert all(getattr(segrefine, name) is not None for name in segrefine.__all__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

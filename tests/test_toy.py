@@ -1,7 +1,5 @@
 """The procedural toy dataset: deterministic, all classes present, thin poles, fast."""
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -72,10 +70,8 @@ def test_each_class_has_its_own_colour():
     assert (nearest == classes).mean() > 0.9
 
 
-def test_fast_enough():
-    rng = np.random.default_rng(0)
-    render(rng)
-    start = time.process_time()
-    for _ in range(20):
-        render(rng)
-    assert (time.process_time() - start) / 20 < 0.05  # a few ms in practice; generous for loaded machines
+def test_render_is_an_image_and_its_label_and_repeats_per_seed():
+    image, label = render(np.random.default_rng(0), 96, 160)
+    again, same = render(np.random.default_rng(0), 96, 160)
+    assert image.dtype == np.uint8 and image.shape == (96, 160, 3) and label.shape == (96, 160)
+    assert np.array_equal(image, again) and np.array_equal(label, same)

@@ -30,11 +30,19 @@ from segrefine.visualize import (
     to_image_pixels,
 )
 from segrefine.visualize.attention import spatial_maps
+from segrefine.visualize.draw import colorize, overlay, to_rgb, upscale
 from segrefine.visualize.samples import CORRECT, IGNORED, WRONG
 
 TOY = dataset_meta("toy")
 TOY_DATA = ["--dataset", "toy", "--dataset-option", "length=3", "--dataset-option", "size=64x96"]
 
+
+
+def _contains(picture, panel):
+    """Whether `panel` appears pixel for pixel somewhere in `picture`."""
+    scores = cv2.matchTemplate(picture, panel, cv2.TM_SQDIFF)
+    y, x = np.unravel_index(np.argmin(scores), scores.shape)
+    return np.array_equal(picture[y : y + panel.shape[0], x : x + panel.shape[1]], panel)
 
 
 def _png(path):
@@ -101,8 +109,13 @@ def test_a_known_offset_field_is_drawn_in_colour_with_arrows(image):
     dimmed, _ = arrows_picture(image, torch.zeros(2, 64, 96))
     assert (picture != dimmed).any()  # arrows were drawn
 
-    full = offsets_picture(image, {"c2": field}, prediction=torch.zeros(64, 96, dtype=torch.long), palette=TOY.palette)
-    assert full.dtype == np.uint8 and full.shape[1] >= 2 * 256 and full.shape[0] >= 2 * 256
+    prediction = torch.zeros(64, 96, dtype=torch.long)
+    full = offsets_picture(image, {"c2": field}, prediction=prediction, palette=TOY.palette)
+    shown = upscale(to_rgb(image), 256, cv2.INTER_LINEAR)
+    assert _contains(full, shown)
+    assert _contains(full, upscale(overlay(to_rgb(image), prediction, TOY.palette), 256))
+    assert _contains(full, flow_picture(to_image_pixels(field, shown.shape[:2])))
+    assert not _contains(full, upscale(to_rgb(image), 256))  # the prediction is drawn over the image, not beside it
 
 
 def test_offsets_need_an_srm_with_offsets():
@@ -127,10 +140,20 @@ def test_attention_pictures(untrained, image):
     assert torch.equal(maps[0].flatten(), seen.spatial[0]) and torch.equal(maps[1].flatten(), seen.spatial[5])
     spatial = spatial_picture(image, seen.spatial, seen.grid, points)
     assert spatial.shape[1] >= 2 * 256
-    with pytest.raises(SegrefineError, match="outside"):
+    with pytest.raises(SegrefineError, match="^points: point 64,0 is outside"):
         spatial_picture(image, seen.spatial, seen.grid, [(64, 0)])
-    with pytest.raises(SegrefineError, match="--points"):
+    with pytest.raises(SegrefineError, match="^points must be y,x pairs"):
         parse_points("1,2;3")
+
+
+@pytest.mark.parametrize(("points", "message"), [("1,2;3", "--points must be y,x pairs"), ("64,0", "--points: point 64,0 is outside")])
+def test_the_cli_words_bad_points_as_its_flag(tmp_path, capsys, points, message):
+    path = tmp_path / "image.png"
+    cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(SystemExit) as done:
+        main(["visualize", "attention", str(path), "--points", points, "--weights", "never-loaded", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith(f"segrefine: error: {message}") and err.count("\n") == 1
 
 
 def test_attention_on_a_model_without_attention_is_one_clear_error(plain_checkpoint, tmp_path, image):
@@ -222,7 +245,14 @@ def test_dataset_mode_writes_one_picture_per_sample(tmp_path, capsys):
 def test_sample_picture_shows_image_and_label():
     item = build_dataset("toy", None, "val", length=1, size=(64, 96))[0]
     picture = sample_picture(item["image"], item["label"], TOY.classes, TOY.palette, "toy")
-    assert picture.ndim == 3 and picture.dtype == np.uint8 and picture.shape[1] > 3 * 384
+    rgb, label = to_rgb(item["image"]), item["label"].numpy()
+    blend = overlay(rgb, label, TOY.palette)
+    assert (blend != rgb).any(-1).mean() > 0.9  # every pixel has a class: the colours are drawn over nearly all
+    for panel in (rgb, colorize(label, TOY.palette), blend):
+        assert _contains(picture, upscale(panel, 256))
+    swatches = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert {tuple(TOY.palette[c]) for c in np.unique(label)} <= swatches
+    assert not _contains(np.full_like(picture, 255), upscale(rgb, 256))  # a blank canvas would fail
 
 
 def test_error_map_colours():

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         _fail("aborted", 130)
     except typer.TyperException as e:  # click usage errors (typer vendors click)
+        # By name, as typer itself does: its class lives in typer's private vendored click (typer._click), and in
+        # click for the older typers pyproject allows; neither exports it publicly.
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
             sys.exit(0)

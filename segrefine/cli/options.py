@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 import typer
 
 from segrefine.engine.inference import check_scales
-from segrefine.errors import SegrefineError, flag, worded
+from segrefine.errors import SegrefineError, SettingError, flag, worded
 from segrefine.imageio import folder_problem
 
 if TYPE_CHECKING:
@@ -65,9 +65,9 @@ def parse_scales(text: str, option: str = "--scales") -> tuple[float, ...]:
     """Parse a comma-separated list of positive numbers (e.g. 0.5,1.0,1.5)."""
     try:
         scales = tuple(float(s) for s in text.split(","))
-    except ValueError:
+        check_scales(scales)
+    except (ValueError, SettingError):
         raise SegrefineError(f"{option} must be comma-separated positive numbers (e.g. 0.5,1.0,1.5), got {text!r}") from None
-    check_scales(scales, option)
     return scales
 
 

@@ -23,10 +23,10 @@ MODES = ("whole", "slide")
 Size = tuple[int, int]
 
 
-def check_scales(scales: Sequence[float], option: str = "--scales") -> None:
+def check_scales(scales: Sequence[float]) -> None:
     """Every scale must be a positive, finite number."""
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
-        raise SegrefineError(f"{option} must be one or more positive numbers, got {tuple(scales)}")
+        raise SettingError(f"`scales` must be one or more positive numbers, got {tuple(scales)}")
 
 
 def _forward(model: nn.Module, images: Tensor, num_classes: int) -> Tensor:

@@ -6,13 +6,12 @@ Pickled files are never loaded: `load_state` sniffs the first bytes and refuses 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_model
 from torch import Tensor, nn
 
@@ -34,7 +33,6 @@ _RESERVED_KEYS = ("segrefine_version", "model", "dataset", "classes", "palette",
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"  # pickle's PROTO opcode, followed by the protocol number
 _PICKLE_VERSIONS = (b"\x02", b"\x03", b"\x04", b"\x05")
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
 def checkpoint_config(
@@ -99,33 +97,30 @@ def load_state(path: str | Path) -> dict[str, Tensor]:
         raise SegrefineError(f"{path} is not a readable safetensors file: {_one_line(e)}") from None
 
 
-def check_safetensors(path: Path) -> None:
-    """Raise SegrefineError unless `path` starts like safetensors (8-byte header length, then a JSON header)."""
+def check_safetensors(path: Path) -> dict[str, torch.Size]:
+    """Raise SegrefineError unless `path` is a safetensors file (`safe_open` validates the header); returns the
+    shape of each tensor it holds."""
     if not path.is_file():
         raise SegrefineError(f"weights file not found: {path}")
-    with path.open("rb") as f:
-        head = f.read(9)
-    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
-    if 0 < header_len <= min(_MAX_HEADER, path.stat().st_size - 8) and head[8:9] == b"{":
-        return
-    if head.startswith(_ZIP_MAGIC) or (head[:1] == _PICKLE_PROTO and head[1:2] in _PICKLE_VERSIONS):
-        raise SegrefineError(
-            f"{path} is a pickled PyTorch checkpoint (torch.save); segrefine never loads pickles because they can run "
-            "arbitrary code: convert it once with safetensors.torch.save_file and use the .safetensors file"
-        )
-    raise SegrefineError(f"{path} is not a safetensors file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: torch.Size(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        if _is_pickle(path):
+            raise SegrefineError(
+                f"{path} is a pickled PyTorch checkpoint (torch.save); segrefine never loads pickles because they can "
+                "run arbitrary code: convert it once with safetensors.torch.save_file and use the .safetensors file"
+            ) from None
+        raise SegrefineError(f"{path} is not a safetensors file ({_one_line(e)})") from None
 
 
 def load_weights_file(module: nn.Module, path: str | Path, source: str) -> None:
     """Load a safetensors file into `module`, strictly: any missing or unexpected key or shape mismatch is one error
     naming them. Pickles are refused."""
     path = Path(path)
-    check_safetensors(path)
-    try:
+    _refuse_misfit(source, [], [], list(_wrong_shapes(module, check_safetensors(path)).values()))
+    try:  # load_model, unlike load_state_dict, restores a tied tensor that save_model stored once under all its names
         missing, unexpected = load_model(module, str(path), strict=False)
-    except RuntimeError as e:  # load_state_dict's shape mismatches, one "size mismatch for NAME: ..." line each
-        mismatched = re.findall(r"size mismatch for ([\w.]+)", str(e))
-        raise SegrefineError(f"weights in {source} do not fit the model: {_listing('shape mismatches', mismatched)}") from None
     except (SafetensorError, OSError) as e:
         raise SegrefineError(f"{path} is not a readable safetensors file: {_one_line(e)}") from None
     _refuse_misfit(source, sorted(missing), sorted(unexpected), [])
@@ -133,15 +128,20 @@ def load_weights_file(module: nn.Module, path: str | Path, source: str) -> None:
 
 def load_state_dict_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Load `state` into `module`; any missing or unexpected key or shape mismatch is one error naming them."""
+    wrong = _wrong_shapes(module, {name: tensor.shape for name, tensor in state.items()})
+    with torch.no_grad():  # load_state_dict raises on a shape mismatch even when not strict: leave those out
+        missing, unexpected = module.load_state_dict({k: v for k, v in state.items() if k not in wrong}, strict=False)
+    _refuse_misfit(source, [k for k in missing if k not in wrong], sorted(unexpected), list(wrong.values()))
+
+
+def _wrong_shapes(module: nn.Module, shapes: Mapping[str, torch.Size]) -> dict[str, str]:
+    """The tensors of `shapes` whose shape differs from the module's, each described as "name given vs expected"."""
     own = module.state_dict()
-    mismatched = [
-        f"{name} {_shape(state[name])} vs {_shape(own[name])}"
+    return {
+        name: f"{name} {_shape(shapes[name])} vs {_shape(own[name].shape)}"
         for name in own
-        if name in state and state[name].shape != own[name].shape
-    ]
-    _refuse_misfit(source, [k for k in own if k not in state], sorted(set(state) - set(own)), mismatched)
-    with torch.no_grad():
-        module.load_state_dict(dict(state), strict=True)
+        if name in shapes and shapes[name] != own[name].shape
+    }
 
 
 def _refuse_misfit(source: str, missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[str]) -> None:
@@ -218,13 +218,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _is_pickle(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    return head.startswith(_ZIP_MAGIC) or (head[:1] == _PICKLE_PROTO and head[1:2] in _PICKLE_VERSIONS)
+
+
 def _listing(label: str, items: Sequence[str], shown: int = 5) -> str:
     more = f" … ({len(items)} in all)" if len(items) > shown else ""
     return f"{len(items)} {label} ({', '.join(items[:shown])}{more})"
 
 
-def _shape(t: Tensor) -> str:
-    return "×".join(map(str, t.shape)) or "scalar"
+def _shape(shape: torch.Size) -> str:
+    return "×".join(map(str, shape)) or "scalar"
 
 
 def _one_line(error: BaseException) -> str:

@@ -61,6 +61,7 @@ def session(path: str | os.PathLike, device: torch.device = torch.device("cpu"))
     options.log_severity_level = 3  # errors only: its warnings about unused initialisers are not the user's business
     # Worker threads stop spinning when a run returns: the decoding and encoding around it get the cores.
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    # onnxruntime exports its exception classes from no public module; its own docs import them from here.
     state = importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
     failures = (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.NoSuchFile, state.InvalidArgument)
     try:

@@ -6,10 +6,10 @@ Hub downloads go through `huggingface_hub` only, so its cache, `HF_HUB_OFFLINE`,
 from __future__ import annotations
 
 import hashlib
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
@@ -33,14 +33,21 @@ from segrefine.hub.checkpoint import (
     load_state,
     read_config,
 )
-from segrefine.hub.registry import BackboneEntry, embedded_path, load_registry
+from segrefine.hub.registry import BackboneEntry, embedded_path, is_repo_id, load_registry
 
-HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^\s@]+))?")
 ACCEPTED = (
     "a .safetensors file with config.json beside it, a checkpoint folder (config.json + model.safetensors), "
     "a training run folder (checkpoints/best or checkpoints/last), a registry name (see `segrefine weights list`) "
     "or a Hub repo id owner/name[@revision]"
 )
+
+
+def split_hub_id(text: str) -> tuple[str, str | None] | None:
+    """(repo id, revision or None) of a Hub reference owner/name[@revision], or None when `text` is not one."""
+    repo, at, revision = text.partition("@")
+    if not is_repo_id(repo) or (at and (not revision or any(c.isspace() or c == "@" for c in revision))):
+        return None
+    return repo, revision or None
 
 
 class HubUnreachable(SegrefineError):
@@ -89,9 +96,9 @@ def resolve(ref: str | Path, *, token: str | None = None, cache_dir: str | Path 
                 f"registry entry {text} is embedded in segrefine but its file {local} is missing: reinstall segrefine"
             )
         return _resolve_hub(text, entry.repo, entry.revision, entry.file, entry.sha256, token=token, cache_dir=cache_dir)
-    match = HUB_ID.fullmatch(text)
-    if match:
-        return _resolve_hub(text, match["repo"], match["revision"], WEIGHTS_NAME, None, token=token, cache_dir=cache_dir)
+    hub_id = split_hub_id(text)
+    if hub_id:
+        return _resolve_hub(text, *hub_id, WEIGHTS_NAME, None, token=token, cache_dir=cache_dir)
     if _looks_like_path(text):
         raise SegrefineError(f"weights not found: there is no file or folder {text}")
     raise SegrefineError(
@@ -120,10 +127,10 @@ def resolve_local(ref: str | Path) -> ResolvedWeights:
 
 def pull(ref: str, *, token: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """Fill the cache for `ref` (checkpoint or registered ImageNet backbone repo); returns the local folder or file."""
-    match = HUB_ID.fullmatch(ref)
-    backbone = load_registry().backbone(match["repo"]) if match and not Path(ref).exists() else None
+    hub_id = split_hub_id(ref)
+    backbone = load_registry().backbone(hub_id[0]) if hub_id and not Path(ref).exists() else None
     if backbone is not None:
-        return _download_backbone(backbone, match["revision"], token=token, cache_dir=cache_dir)
+        return _download_backbone(backbone, hub_id[1], token=token, cache_dir=cache_dir)
     return resolve(ref, token=token, cache_dir=cache_dir).weights_path.parent
 
 
@@ -252,15 +259,21 @@ def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> Se
 
 
 def _verify_sha256(path: Path, expected: str, what: str) -> None:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != expected:
+        digest = hashlib.file_digest(f, "sha256").hexdigest() if sys.version_info >= (3, 11) else _sha256_py310(f)
+    if digest != expected:
         raise SegrefineError(
-            f"sha256 of {path} ({digest.hexdigest()}) does not match {what} ({expected}): the download is corrupt or "
+            f"sha256 of {path} ({digest}) does not match {what} ({expected}): the download is corrupt or "
             "the repo changed; remove it from the Hugging Face cache and pull again"
         )
+
+
+def _sha256_py310(f: BinaryIO) -> str:
+    """hashlib.file_digest's work, which Python 3.10 lacks."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _checked(ref: str, config: Path, weights: Path) -> ResolvedWeights:

@@ -17,6 +17,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 from segrefine.errors import SegrefineError, SettingError
 
 SCHEMA_VERSION = 1
@@ -25,7 +28,6 @@ DEFAULT_TASK = "segmentation"  # the `default_for` value of the checkpoint used 
 ZOO_FILE = "zoo.json"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -172,7 +174,7 @@ def _model(entry: Any, where: str) -> ModelEntry:
     _field(entry, where, "embedded", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "a folder name in weights/")
     unpublished = embedded and entry["repo"] == ""
     _field(
-        entry, where, "repo", lambda v: unpublished or (isinstance(v, str) and _REPO.fullmatch(v)),
+        entry, where, "repo", lambda v: unpublished or is_repo_id(v),
         "a Hub repo id owner/name (empty only for an embedded checkpoint not yet published)",
     )  # fmt: skip
     _field(entry, where, "revision", lambda v: _text(v) or (unpublished and v == ""), "a branch, tag or commit")
@@ -208,7 +210,7 @@ def _backbone(entry: Any, where: str) -> BackboneEntry:
     _field(entry, where, "arch", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "lower-case letters, digits, . _ -")
     where = f"{where} ({entry['arch']})"
     _field(entry, where, "variants", lambda v: isinstance(v, list) and all(map(_text, v)), "a list of variant names")
-    _field(entry, where, "repo", lambda v: isinstance(v, str) and _REPO.fullmatch(v), "a Hub repo id owner/name")
+    _field(entry, where, "repo", is_repo_id, "a Hub repo id owner/name")
     _field(entry, where, "revision", _text, "a branch, tag or commit")
     _field(entry, where, "file", _repo_file, "a relative path ending in .safetensors")
     _field(entry, where, "sha256", lambda v: v is None or (isinstance(v, str) and _SHA256.fullmatch(v)), "null or 64 lower-case hex digits")
@@ -222,6 +224,17 @@ def _backbone(entry: Any, where: str) -> BackboneEntry:
         sha256=entry["sha256"],
         description=entry.get("description", ""),
     )
+
+
+def is_repo_id(value: Any) -> bool:
+    """Whether `value` is a Hub repo id owner/name, by huggingface_hub's own rules."""
+    if not isinstance(value, str) or value.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _text(value: Any) -> bool:

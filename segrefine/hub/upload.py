@@ -10,7 +10,8 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
-from segrefine.hub.reference import HUB_ID, hub_error, resolve_local, transport_errors
+from segrefine.hub.reference import hub_error, resolve_local, transport_errors
+from segrefine.hub.registry import is_repo_id
 from segrefine.models.config import ModelConfig
 from segrefine.models.flops import FlopReport, count_flops
 
@@ -33,7 +34,7 @@ def upload_checkpoint(
     The checkpoint is loaded strictly first, so weights that do not fit their config are never published; then a
     token must be at hand (`token`, HF_TOKEN or a saved login) before the Hub is contacted.
     """
-    if not HUB_ID.fullmatch(repo_id) or "@" in repo_id:
+    if not is_repo_id(repo_id):
         raise SettingError(f"Hub repo id must be owner/name (use `revision` for a branch), got {repo_id!r}")
     if constants.HF_HUB_OFFLINE:
         raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")

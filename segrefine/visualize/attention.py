@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SettingError
 from segrefine.visualize.draw import (
     INK,
     PAPER,
@@ -54,7 +54,7 @@ def channel_picture(affinity: Tensor, title: str = "CRM channel attention") -> I
     )  # fmt: skip
 
 
-def parse_points(text: str, option: str = "--points") -> list[tuple[int, int]]:
+def parse_points(text: str) -> list[tuple[int, int]]:
     """'y,x;y,x' (image pixels) -> [(y, x), ...]."""
     points = []
     for item in text.split(";"):
@@ -64,7 +64,7 @@ def parse_points(text: str, option: str = "--points") -> list[tuple[int, int]]:
                 raise ValueError
             points.append((int(parts[0]), int(parts[1])))
         except ValueError:
-            raise SegrefineError(f"{option} must be y,x pairs separated by ';' (e.g. 100,200;300,50), got {text!r}") from None
+            raise SettingError(f"`points` must be y,x pairs separated by ';' (e.g. 100,200;300,50), got {text!r}") from None
     return points
 
 
@@ -73,10 +73,11 @@ def default_points(height: int, width: int) -> list[tuple[int, int]]:
     return [(height * i // 4, width * j // 4) for i in (1, 3) for j in (1, 3)]
 
 
-def check_points(points: Sequence[tuple[int, int]], height: int, width: int, option: str = "--points") -> None:
+def check_points(points: Sequence[tuple[int, int]], height: int, width: int) -> None:
+    """Every (y, x) point must lie inside the height×width image."""
     for y, x in points:
         if not (0 <= y < height and 0 <= x < width):
-            raise SegrefineError(f"{option}: point {y},{x} is outside the {height}×{width} image (y,x order)")
+            raise SettingError(f"`points`: point {y},{x} is outside the {height}×{width} image (y,x order)")
 
 
 def spatial_maps(affinity: Tensor, grid: tuple[int, int], points: Sequence[tuple[int, int]], size: tuple[int, int]) -> Tensor:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from segrefine import imageio
 
@@ -140,10 +141,13 @@ def vstack(panels: Sequence[Image], gap: int = 8) -> Image:
 
 
 def arrange(panels: Sequence[Image], max_width: int = 2400, gap: int = 8) -> Image:
-    """Panels in rows, as many per row as fit in `max_width` (at least one)."""
-    columns = max(1, min(len(panels), (max_width + gap) // (max(p.shape[1] for p in panels) + gap)))
-    rows = [hstack(panels[i : i + columns], gap) for i in range(0, len(panels), columns)]
-    return vstack(rows, gap)
+    """Panels of one size in rows, as many per row as fit in `max_width` (at least one), `gap` apart on paper."""
+    if len(panels) == 1:  # make_grid returns a lone panel without its padding, which the crop below would cut into
+        return panels[0]
+    columns = max(1, min(len(panels), (max_width + gap) // (panels[0].shape[1] + gap)))
+    tensors = [torch.from_numpy(p).permute(2, 0, 1) for p in panels]
+    grid = make_grid(tensors, nrow=columns, padding=gap, pad_value=PAPER[0])[:, gap:-gap, gap:-gap]  # no outer margin
+    return np.ascontiguousarray(grid.permute(1, 2, 0).numpy())
 
 
 def framed(image: Image, margin: int = 12) -> Image:
