@@ -12,11 +12,13 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from segrefine.cli import main  # noqa: E402
+from segrefine.engine.backends import cache_folder, for_inference  # noqa: E402
 from segrefine.data import build_dataset, dataset_meta  # noqa: E402
 from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export  # noqa: E402
 from segrefine.errors import SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
 from segrefine.hub.onnx import load_onnx  # noqa: E402
+from segrefine.models import ModelConfig  # noqa: E402
 
 
 TOY = dataset_meta("toy")
@@ -123,6 +125,61 @@ def test_eval_with_onnx_weights_and_with_the_onnxruntime_backend(capsys, checkpo
         scores[name] = json.loads(out)["mIoU"]
     assert scores["onnx"] == pytest.approx(scores["torch"], abs=1e-3)
     assert scores["backend"] == pytest.approx(scores["onnx"], abs=1e-6)
+
+
+class Tiny(torch.nn.Module):
+    """A one-convolution network with a segrefine config: an export of seconds, not minutes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = ModelConfig(num_classes=3)
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_the_onnxruntime_backend_exports_once_per_weights(tmp_path, monkeypatch):
+    import segrefine.engine.export as export_module
+
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path / "cache"))
+    model, exports = Tiny(), []
+    real = export_module.to_onnx
+    monkeypatch.setattr(export_module, "to_onnx", lambda *args, **kw: exports.append(1) or real(*args, **kw))
+    image = torch.rand(1, 3, 32, 48)
+    first = for_inference(model, torch.device("cpu"), backend="onnxruntime")
+    assert len(exports) == 1 and [p.suffix for p in (tmp_path / "cache" / "onnx").iterdir()] == [".onnx"]
+    second = for_inference(model, torch.device("cpu"), backend="onnxruntime")
+    assert len(exports) == 1 and torch.equal(first(image), second(image))
+    with torch.no_grad():
+        model.conv.bias += 1  # other weights: another export
+    for_inference(model, torch.device("cpu"), backend="onnxruntime")
+    assert len(exports) == 2 and len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+
+
+def test_export_shows_its_steps_on_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal
+    model = Tiny()
+    report = export(model, {"model": model.config.to_dict()}, tmp_path / "tiny.onnx", progress=True)
+    err = capsys.readouterr().err
+    assert report.agreement == 1.0
+    assert "exporting the network to ONNX" in err and "checking the export's labels on onnxruntime" in err
+
+
+def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEGREFINE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder() == tmp_path / "xdg" / "segrefine"
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path / "own"))
+    assert cache_folder() == tmp_path / "own"
+
+
+def test_predict_names_the_backend(capsys, checkpoint, exported, tmp_path):
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), np.zeros((64, 96, 3), np.uint8))
+    for backend, weights in (("torch", checkpoint), ("onnxruntime", exported)):
+        code, out, err = run(capsys, ["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / backend)])
+        assert code == 0 and f"lite on cpu, {backend})" in out, err
 
 
 def test_bf16_autocast_evaluates(capsys, checkpoint):

@@ -60,7 +60,7 @@ def export(
     model, config, _ = load_weights(weights, "cpu", meta)
     report = export_model(
         model, config, out, size=fixed, quantize=quantize, calibration=images,
-        calibration_images=calibration_images, overwrite=overwrite,
+        calibration_images=calibration_images, overwrite=overwrite, progress=True,
     )  # fmt: skip
     shape = f"{fixed[0]}x{fixed[1]}" if fixed else "any size from 32x32"
     line = f"wrote {report.path} ({file_format}, {quantize or 'fp32'}, {shape}): onnxruntime gives PyTorch's labels on "

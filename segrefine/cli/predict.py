@@ -42,7 +42,7 @@ def _summary(report: PredictReport, predictor: Predictor | None) -> str:
     if report.seconds_per_image is not None:
         text += f" in {report.seconds:.1f} s ({1000 * report.seconds_per_image:.0f} ms per image"
         if predictor is not None:
-            text += f", {predictor.config['model'].get('variant', '?')} on {predictor.device}"
+            text += f", {predictor.config['model'].get('variant', '?')} on {predictor.device}, {predictor.backend}"
         text += ")"
     text += f"; wrote {_plural(len(report.written), 'file')} to {report.out}"
     if report.kept:

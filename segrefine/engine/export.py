@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from segrefine.data.toy import render
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import class_labels
+from segrefine.engine.progress import status
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
 from segrefine.imageio import atomic_write, folder_problem
@@ -231,6 +232,7 @@ def export(
     calibration_images: int = CALIBRATION_IMAGES,
     keep_float: Sequence[str] = KEEP_FLOAT,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> ExportReport:
     """Export `model` (with its checkpoint `config`) to the ONNX file `out` and check it on onnxruntime.
 
@@ -238,15 +240,17 @@ def export(
     must give PyTorch's label on FP32_AGREEMENT of the check image's pixels. `quantize="int8"` writes the statically
     quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset. The export and
     the check use a CPU fp32 eval-mode copy of `model`; `model` itself is not changed. An existing `out` is replaced
-    only with `overwrite`.
+    only with `overwrite`. `progress` shows each step on a terminal's stderr.
     """
     check_export_options(out, size, quantize, calibration, calibration_images, overwrite)
     model = inference_copy(model)
     image = check_image(size or CHECK_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp, "model.onnx")
-        _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
-        agreement = label_agreement(model, fp32, image)
+        with status("exporting the network to ONNX", progress):
+            _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
+        with status("checking the export's labels on onnxruntime", progress):
+            agreement = label_agreement(model, fp32, image)
         if agreement < FP32_AGREEMENT:
             raise SegrefineError(
                 f"the exported graph gives PyTorch's labels on only {100 * agreement:.2f}% of the check image's pixels "
@@ -256,8 +260,10 @@ def export(
         if quantize is not None:
             written = Path(tmp, "model.int8.onnx")
             images = CalibrationImages(calibration, calibration_images, size)
-            kept = quantize_int8(fp32, written, images, keep_float)
+            with status(f"calibrating int8 on {len(images)} images", progress):
+                kept = quantize_int8(fp32, written, images, keep_float)
             images.rewind()  # int8 is judged on an image like those it was calibrated for
-            quantized_agreement = label_agreement(model, written, torch.from_numpy(images.get_next()[INPUT_NAME]))
+            with status("checking the int8 labels on onnxruntime", progress):
+                quantized_agreement = label_agreement(model, written, torch.from_numpy(images.get_next()[INPUT_NAME]))
         atomic_write(out, lambda target: shutil.copyfile(written, target))
     return ExportReport(Path(out), size, quantize, agreement, quantized_agreement, kept)
