@@ -166,6 +166,39 @@ def test_export_shows_its_steps_on_a_terminal(tmp_path, monkeypatch, capsys):
     assert "exporting the network to ONNX" in err and "checking the export's labels on onnxruntime" in err
 
 
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of two images of different sizes (one in a sub-folder) and a file that is no image."""
+    folder = tmp_path / "photos"
+    (folder / "day").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (40, 60, 3), np.uint8))
+    cv2.imwrite(str(folder / "day" / "b.jpg"), rng.integers(0, 256, (90, 50, 3), np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_int8_calibrates_on_any_folder_of_images(photos, tmp_path):
+    model = Tiny()
+    out = tmp_path / "tiny.int8.onnx"
+    report = export(model, {"model": model.config.to_dict()}, out, quantize="int8", calibration=photos)
+    assert report.quantized_agreement is not None and out.is_file()
+    assert load_onnx(out)[0].size is None  # calibrated at one size, still takes any
+
+
+def test_a_calibration_folder_without_images_is_one_line(capsys, checkpoint, photos, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["export", "--weights", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--quantize", "int8"]
+    assert fails(capsys, [*args, "--calibration", str(empty)]) == (
+        f"segrefine: error: --calibration folder {empty} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)\n"
+    )
+    assert "--data-root and --dataset-option are for a calibration dataset" in fails(
+        capsys, [*args, "--calibration", str(photos), "--data-root", str(tmp_path)]
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("SEGREFINE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
