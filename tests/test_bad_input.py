@@ -8,6 +8,8 @@ import json
 import os
 import re
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -548,6 +550,45 @@ def test_train_help_says_where_the_recipe_defaults_are(cli, monkeypatch):
     text = " ".join(out.split())
     assert "`segrefine datasets` lists each recipe's crop, batch size, iterations, loss, lr and backbone" in text
     assert "--overwrite" in text
+
+
+def _help_pages() -> list[tuple[str, ...]]:
+    """Every command line whose --help to read: the root, each subcommand and each of their subcommands."""
+    from segrefine.cli import COMMANDS, load_command
+
+    pages = [()]
+    for name in COMMANDS:
+        pages.append((name,))
+        pages += [(name, sub) for sub in getattr(load_command(name), "commands", {})]
+    return pages
+
+
+def test_flags_show_no_value_placeholder_in_help(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for page in _help_pages():
+        code, out, _ = segrefine(cli, *page, "-h")
+        assert code == 0 and "--help" in out and "<bool>" not in out, page
+
+
+def test_help_words_that_were_missing_or_wrong(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    _, out, _ = segrefine(cli, "flops", "--help")
+    assert "--num-classes <int> Number of classes the network predicts." in " ".join(out.split())
+    for page in (("visualize", "offsets"), ("visualize", "errors"), ("export",)):
+        _, out, _ = segrefine(cli, *page, "--help")
+        weights = next(line for line in out.splitlines() if line.startswith("│") and "--weights" in line)
+        assert "PyTorch checkpoint" in weights and ".onnx" not in weights, page
+
+
+def test_the_python_api_example_counts_the_inference_network(tmp_path):
+    """The README's 12.35 M: `lite` without the training-only auxiliary head."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "python_api.py"), "--out", str(tmp_path / "api"), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "lite with 19 classes: 12.35 M parameters" in result.stdout
 
 
 def test_walkthrough_states_the_toy_recipe(tmp_path):

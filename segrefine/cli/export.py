@@ -7,16 +7,13 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import load_weights, parse_key_values, parse_size
+from segrefine.cli.options import CheckpointWeights, load_weights, parse_key_values, parse_size
 from segrefine.errors import SegrefineError
 
 
 def export(
     out: Annotated[Path, typer.Option("--out", help="The .onnx file to write.", show_default=False)],
-    weights: Annotated[
-        Optional[str],
-        typer.Option("--weights", help="Checkpoint: file, checkpoint or run folder, registry name, Hub id (default: the shipped model)."),
-    ] = None,
+    weights: CheckpointWeights = None,
     file_format: Annotated[Literal["onnx"], typer.Option("--format", help="Output format.")] = "onnx",
     size: Annotated[
         Optional[str], typer.Option("--size", help="Fix the input size HxW (default: any size, each side at least 32).")
