@@ -97,11 +97,6 @@ def test_int8_export_through_the_cli(capsys, checkpoint, tmp_path):
     assert model.size == (64, 96) and config["classes"] == list(TOY.classes)
     labels = model(check_image((64, 96))).argmax(1)
     assert labels.shape == (1, 64, 96) and 0 <= labels.min() and labels.max() < TOY.num_classes
-    square = tmp_path / "square.png"
-    cv2.imwrite(str(square), np.zeros((64, 64, 3), np.uint8))
-    err = error_line(capsys, ["predict", str(square), "--weights", str(out), "--out", str(tmp_path / "predicted")])
-    assert "exported for 64×96 images (H×W) and cannot take 64×64" in err
-    assert not list((tmp_path / "predicted").rglob("*.png"))
 
 
 def test_predict_with_onnx_weights_gives_pytorchs_labels(capsys, checkpoint, exported, tmp_path):
@@ -197,6 +192,22 @@ def test_a_calibration_folder_without_images_is_one_line(capsys, checkpoint, pho
         capsys, [*args, "--calibration", str(photos), "--data-root", str(tmp_path)]
     )
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_fixed_size_onnx_skips_other_sizes_and_does_the_rest(capsys, tmp_path):
+    model = Tiny()
+    weights = tmp_path / "tiny.onnx"
+    export(model, {"model": model.config.to_dict()}, weights, size=(64, 96))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, size in (("a", (64, 64)), ("b", (64, 96)), ("c", (80, 96))):
+        cv2.imwrite(str(folder / f"{name}.png"), np.zeros((*size, 3), np.uint8))
+    out = tmp_path / "predicted"
+    code, stdout, err = run(capsys, ["predict", str(folder), "--weights", str(weights), "--out", str(out), "--save", "label"])
+    assert code == 1 and "predicted 1 image" in stdout and "2 failed" in stdout and "Traceback" not in err
+    assert (f"segrefine: skipped: {folder}/a.png: {weights} was exported for 64×96 images (H×W) and cannot take 64×64: "
+            "export it for this size, or with dynamic sizes") in err.splitlines()  # fmt: skip
+    assert [p.name for p in out.iterdir()] == ["b_label.png"]
 
 
 def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from segrefine.cli.options import (
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
 from segrefine.imageio import MAX_PIXELS, check_alpha
-from segrefine.errors import SegrefineError, worded
+from segrefine.errors import Interrupted, SegrefineError, worded
 
 DEFAULT_OUT = Path("runs", "predict")
 
@@ -116,10 +116,13 @@ def predict(
         loaded.append(predictor)
         return predictor
 
-    report = predict_files(
-        load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say,
-        max_pixels=max_pixels,
-    )  # fmt: skip
+    try:
+        report = predict_files(
+            load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say,
+            max_pixels=max_pixels,
+        )  # fmt: skip
+    except Interrupted as e:
+        raise Interrupted(worded(str(e))) from None
     typer.echo(_summary(report, loaded[0] if loaded else None))
     if example:
         typer.echo(_example_outputs(report))
