@@ -30,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
 
     # A network is an nn.Module; from_pretrained loads any weights reference strictly (safetensors only).
-    model = segrefine.build_model("lite", 19, srm="full", crm="attention")
+    # aux=False: the inference network, without the training-only auxiliary head (what `segrefine flops` counts).
+    model = segrefine.build_model("lite", 19, srm="full", crm="attention", aux=False)
     print(f"lite with 19 classes: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
     # Prediction: load once, then predict arrays, files, folders and videos.

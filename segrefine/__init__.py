@@ -11,7 +11,12 @@
 
 __version__ = "0.1.0"
 
+from pathlib import Path  # noqa: E402
+
 from segrefine.errors import SegrefineError  # noqa: E402
+
+# A 360×480 CamVid street photo shipped with the package (`segrefine predict --example`); licence beside it.
+EXAMPLE_IMAGE = Path(__file__).with_name("example") / "camvid-street.png"
 
 # Public name -> the module defining it. They are imported on first use, so `import segrefine` (and the CLI's
 # --help and --version) does not load torch.
@@ -27,7 +32,7 @@ _EXPORTS = {
     "TrainConfig": "segrefine.engine.config",
 }
 
-__all__ = ["__version__", "SegrefineError", *_EXPORTS]
+__all__ = ["__version__", "SegrefineError", "EXAMPLE_IMAGE", *_EXPORTS]
 
 
 def __getattr__(name: str):

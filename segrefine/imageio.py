@@ -27,7 +27,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 class UnreadableInput(SegrefineError):
-    """An input image or video that cannot be decoded: a per-input failure, not a reason to stop a whole run."""
+    """An input image or video that cannot be decoded, or whose size the model cannot take: a per-input failure, not a
+    reason to stop a whole run."""
 
 
 def _umask() -> int:
@@ -71,6 +72,26 @@ def folder_problem(folder: str | os.PathLike) -> str | None:
         return f"{folder} is a file, not a folder" if existing == folder else f"{folder}: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{folder}: no permission to write in {'it' if existing == folder else existing}"
+    return None
+
+
+def writable_folder(folder: str | os.PathLike) -> str | None:
+    """Why no file can be written in `folder`, as a phrase that starts with its path, or None. Unlike
+    `folder_problem` it tries (creating the folder and a file, then removing what it made), so it also catches what
+    os.access cannot tell, e.g. as root in /proc."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    probe = folder / f".write-check-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        return f"{os.fspath(folder)} cannot be written: {e.strerror or e}"
+    finally:
+        for path in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
     return None
 
 

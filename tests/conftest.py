@@ -36,6 +36,12 @@ def _offline_hub(monkeypatch, tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, tmp_path_factory):
+    """segrefine's own cache (ONNX exports for --backend onnxruntime) is a fresh temporary folder per test."""
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path_factory.mktemp("segrefine_cache")))
+
+
 @pytest.fixture
 def hf(monkeypatch, tmp_path):
     """huggingface_hub read its settings at import: point its constants at a fresh cache, online, no Xet, no token."""

@@ -7,7 +7,10 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -23,6 +26,7 @@ from hub_server import HubServer
 from segrefine.data import dataset_layouts, dataset_meta
 from segrefine.engine import train as engine_train
 from segrefine.engine.checkpoint import write_trainer_state
+from segrefine.engine.predictor import Predictor
 from segrefine.engine.recipes import RECIPES
 from segrefine.hub import save_checkpoint
 from segrefine.imageio import FILE_MODE, MAX_PIXELS, UnreadableInput, image_size, read_image
@@ -373,6 +377,53 @@ def test_a_broken_link_in_a_folder_is_reported_after_the_others(cli, tmp_path, c
     assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
 
 
+def test_an_output_name_too_long_is_reported_and_the_others_done(cli, tmp_path, checkpoint, street):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    long = folder / f"{'a' * 247}.png"  # 251 characters: its outputs' names are over the file system's 255
+    shutil.copyfile(street, long)
+    street.rename(folder / "street.png")
+    out = tmp_path / "out"
+    code, stdout, lines = segrefine(cli, "predict", folder, "--weights", checkpoint, "--device", "cpu", "--out", out)
+    assert code == 1 and "predicted 1 image" in stdout and "wrote 3 files" in stdout and "1 failed" in stdout
+    assert f"segrefine: skipped: {long}: cannot write {out}/{long.stem}_label.png: File name too long" in lines
+    assert sorted(p.name for p in out.iterdir()) == ["street_color.png", "street_label.png", "street_overlay.png"]
+
+
+def test_an_out_folder_that_cannot_be_created_is_refused_before_the_model_loads(cli, checkpoint, street):
+    code, stdout, lines = segrefine(cli, "predict", street, "--weights", checkpoint, "--out", "/proc/segrefine-out")
+    assert code == 2 and stdout == "" and len(lines) == 1, lines  # no line announcing the model
+    assert lines[0].startswith("segrefine: error: --out /proc/segrefine-out")
+
+
+def test_ctrl_c_in_a_folder_says_how_far_it_got_and_a_rerun_does_the_rest(cli, tmp_path, checkpoint, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, width in enumerate((64, 96, 128)):  # three sizes: three forward passes
+        cv2.imwrite(str(folder / f"{i}.png"), np.zeros((64, width, 3), np.uint8))
+    out = tmp_path / "out"
+    real, calls = Predictor.predict_batch, []
+
+    def interrupted_at_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict_batch", interrupted_at_the_second)
+    code, _, lines = segrefine(cli, "predict", folder, "--weights", checkpoint, "--out", out)
+    assert code == 130 and lines[-1] == (
+        f"segrefine: error: interrupted after 1 of 3 inputs (3 files written to {out}, each complete); the same "
+        "command again does the rest, keeping the outputs that exist"
+    )
+    calls.clear()
+    code, _, lines = segrefine(cli, "predict", folder, "--weights", checkpoint, "--out", out, "--overwrite")
+    assert code == 130 and "; the same command without --overwrite does the rest" in lines[-1]
+    monkeypatch.setattr(Predictor, "predict_batch", real)
+    code, stdout, _ = segrefine(cli, "predict", folder, "--weights", checkpoint, "--out", out)
+    assert code == 0 and "predicted 2 images" in stdout and "kept 3 existing" in stdout
+
+
 def test_an_image_without_pixels_is_a_clear_error(checkpoint):
     predictor = segrefine_api.load(checkpoint, "cpu")
     with pytest.raises(SegrefineError, match=r"^images must have at least one pixel, got shape \(0, 0, 3\)$"):
@@ -548,6 +599,45 @@ def test_train_help_says_where_the_recipe_defaults_are(cli, monkeypatch):
     text = " ".join(out.split())
     assert "`segrefine datasets` lists each recipe's crop, batch size, iterations, loss, lr and backbone" in text
     assert "--overwrite" in text
+
+
+def _help_pages() -> list[tuple[str, ...]]:
+    """Every command line whose --help to read: the root, each subcommand and each of their subcommands."""
+    from segrefine.cli import COMMANDS, load_command
+
+    pages = [()]
+    for name in COMMANDS:
+        pages.append((name,))
+        pages += [(name, sub) for sub in getattr(load_command(name), "commands", {})]
+    return pages
+
+
+def test_flags_show_no_value_placeholder_in_help(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for page in _help_pages():
+        code, out, _ = segrefine(cli, *page, "-h")
+        assert code == 0 and "--help" in out and "<bool>" not in out, page
+
+
+def test_help_words_that_were_missing_or_wrong(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    _, out, _ = segrefine(cli, "flops", "--help")
+    assert "--num-classes <int> Number of classes the network predicts." in " ".join(out.split())
+    for page in (("visualize", "offsets"), ("visualize", "errors"), ("export",)):
+        _, out, _ = segrefine(cli, *page, "--help")
+        weights = next(line for line in out.splitlines() if line.startswith("│") and "--weights" in line)
+        assert "PyTorch checkpoint" in weights and ".onnx" not in weights, page
+
+
+def test_the_python_api_example_counts_the_inference_network(tmp_path):
+    """The README's 12.35 M: `lite` without the training-only auxiliary head."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "python_api.py"), "--out", str(tmp_path / "api"), "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "lite with 19 classes: 12.35 M parameters" in result.stdout
 
 
 def test_walkthrough_states_the_toy_recipe(tmp_path):

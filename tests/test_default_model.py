@@ -142,6 +142,25 @@ def test_eval_without_weights_on_camvid_names_the_model(tmp_path, cli):
     assert "model lite-camvid: lite, trained on camvid, 11 classes" in captured.stderr
 
 
+def test_predict_example_works_in_an_empty_folder_and_the_photo_is_package_data(cli, tmp_path):
+    """`segrefine predict --example` needs no repository checkout: the photo is package data."""
+    import segrefine
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "segrefine.example" in project["packages"]
+    assert segrefine.EXAMPLE_IMAGE.name in project["package-data"]["segrefine.example"]
+    result = cli("predict", "--example", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = Path("runs", "predict")
+    written = [out / f"camvid-street_{kind}.png" for kind in ("label", "color", "overlay")]
+    assert sorted(p.name for p in (tmp_path / out).iterdir()) == sorted(p.name for p in written)
+    assert result.stdout.splitlines()[-1] == f"the example photo {segrefine.EXAMPLE_IMAGE} gave {', '.join(map(str, written))}"
+    nothing = cli("predict", cwd=tmp_path)
+    assert nothing.returncode == 2 and nothing.stderr == (
+        "segrefine: error: give images, folders, globs or videos to segment, or --example for the shipped photo\n"
+    )
+
+
 def test_predict_the_example_in_an_empty_folder_offline(tmp_path):
     """The README's first command, through the real entry point, with the Hub offline."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}

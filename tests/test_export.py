@@ -12,12 +12,14 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from segrefine.cli import main  # noqa: E402
+from segrefine.engine.backends import cache_folder, for_inference  # noqa: E402
 from segrefine.data import build_dataset, dataset_meta  # noqa: E402
 from segrefine.engine.backends import bf16_problem  # noqa: E402
 from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export  # noqa: E402
 from segrefine.errors import SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
 from segrefine.hub.onnx import load_onnx  # noqa: E402
+from segrefine.models import ModelConfig  # noqa: E402
 
 
 TOY = dataset_meta("toy")
@@ -96,11 +98,6 @@ def test_int8_export_through_the_cli(capsys, checkpoint, tmp_path):
     assert model.size == (64, 96) and config["classes"] == list(TOY.classes)
     labels = model(check_image((64, 96))).argmax(1)
     assert labels.shape == (1, 64, 96) and 0 <= labels.min() and labels.max() < TOY.num_classes
-    square = tmp_path / "square.png"
-    cv2.imwrite(str(square), np.zeros((64, 64, 3), np.uint8))
-    err = error_line(capsys, ["predict", str(square), "--weights", str(out), "--out", str(tmp_path / "predicted")])
-    assert "exported for 64×96 images (H×W) and cannot take 64×64" in err
-    assert not list((tmp_path / "predicted").rglob("*.png"))
 
 
 def test_predict_with_onnx_weights_gives_pytorchs_labels(capsys, checkpoint, exported, tmp_path):
@@ -124,6 +121,110 @@ def test_eval_with_onnx_weights_and_with_the_onnxruntime_backend(capsys, checkpo
         scores[name] = json.loads(out)["mIoU"]
     assert scores["onnx"] == pytest.approx(scores["torch"], abs=1e-3)
     assert scores["backend"] == pytest.approx(scores["onnx"], abs=1e-6)
+
+
+class Tiny(torch.nn.Module):
+    """A one-convolution network with a segrefine config: an export of seconds, not minutes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = ModelConfig(num_classes=3)
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_the_onnxruntime_backend_exports_once_per_weights(tmp_path, monkeypatch):
+    import segrefine.engine.export as export_module
+
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path / "cache"))
+    model, exports = Tiny(), []
+    real = export_module.to_onnx
+    monkeypatch.setattr(export_module, "to_onnx", lambda *args, **kw: exports.append(1) or real(*args, **kw))
+    image = torch.rand(1, 3, 32, 48)
+    first = for_inference(model, torch.device("cpu"), backend="onnxruntime")
+    assert len(exports) == 1 and [p.suffix for p in (tmp_path / "cache" / "onnx").iterdir()] == [".onnx"]
+    second = for_inference(model, torch.device("cpu"), backend="onnxruntime")
+    assert len(exports) == 1 and torch.equal(first(image), second(image))
+    with torch.no_grad():
+        model.conv.bias += 1  # other weights: another export
+    for_inference(model, torch.device("cpu"), backend="onnxruntime")
+    assert len(exports) == 2 and len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
+
+
+def test_export_shows_its_steps_on_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal
+    model = Tiny()
+    report = export(model, {"model": model.config.to_dict()}, tmp_path / "tiny.onnx", progress=True)
+    err = capsys.readouterr().err
+    assert report.agreement == 1.0
+    assert "exporting the network to ONNX" in err and "checking the export's labels on onnxruntime" in err
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of two images of different sizes (one in a sub-folder) and a file that is no image."""
+    folder = tmp_path / "photos"
+    (folder / "day").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (40, 60, 3), np.uint8))
+    cv2.imwrite(str(folder / "day" / "b.jpg"), rng.integers(0, 256, (90, 50, 3), np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_int8_calibrates_on_any_folder_of_images(photos, tmp_path):
+    model = Tiny()
+    out = tmp_path / "tiny.int8.onnx"
+    report = export(model, {"model": model.config.to_dict()}, out, quantize="int8", calibration=photos)
+    assert report.quantized_agreement is not None and out.is_file()
+    assert load_onnx(out)[0].size is None  # calibrated at one size, still takes any
+
+
+def test_a_calibration_folder_without_images_is_one_line(capsys, checkpoint, photos, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["export", "--weights", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--quantize", "int8"]
+    assert fails(capsys, [*args, "--calibration", str(empty)]) == (
+        f"segrefine: error: --calibration folder {empty} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)\n"
+    )
+    assert "--data-root and --dataset-option are for a calibration dataset" in fails(
+        capsys, [*args, "--calibration", str(photos), "--data-root", str(tmp_path)]
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_fixed_size_onnx_skips_other_sizes_and_does_the_rest(capsys, tmp_path):
+    model = Tiny()
+    weights = tmp_path / "tiny.onnx"
+    export(model, {"model": model.config.to_dict()}, weights, size=(64, 96))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, size in (("a", (64, 64)), ("b", (64, 96)), ("c", (80, 96))):
+        cv2.imwrite(str(folder / f"{name}.png"), np.zeros((*size, 3), np.uint8))
+    out = tmp_path / "predicted"
+    code, stdout, err = run(capsys, ["predict", str(folder), "--weights", str(weights), "--out", str(out), "--save", "label"])
+    assert code == 1 and "predicted 1 image" in stdout and "2 failed" in stdout and "Traceback" not in err
+    assert (f"segrefine: skipped: {folder}/a.png: {weights} was exported for 64×96 images (H×W) and cannot take 64×64: "
+            "export it for this size, or with dynamic sizes") in err.splitlines()  # fmt: skip
+    assert [p.name for p in out.iterdir()] == ["b_label.png"]
+
+
+def test_the_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEGREFINE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder() == tmp_path / "xdg" / "segrefine"
+    monkeypatch.setenv("SEGREFINE_CACHE", str(tmp_path / "own"))
+    assert cache_folder() == tmp_path / "own"
+
+
+def test_predict_names_the_backend(capsys, checkpoint, exported, tmp_path):
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), np.zeros((64, 96, 3), np.uint8))
+    for backend, weights in (("torch", checkpoint), ("onnxruntime", exported)):
+        code, out, err = run(capsys, ["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / backend)])
+        assert code == 0 and f"lite on cpu, {backend})" in out, err
 
 
 def test_bf16_autocast_evaluates(capsys, checkpoint):

@@ -44,10 +44,27 @@ def load_command(name: str) -> Any:
     entry = COMMANDS[name]
     target = getattr(importlib.import_module(entry.module), entry.attribute)
     if isinstance(target, typer.Typer):
-        return typer.main.get_group(target)
+        return _without_flag_placeholders(typer.main.get_group(target))
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=CONTEXT)
     single.command(name, epilog=getattr(sys.modules[entry.module], "EPILOG", None))(target)
-    return typer.main.get_command(single)
+    return _without_flag_placeholders(typer.main.get_command(single))
+
+
+def _flags_without_placeholder(params: list[Any]) -> list[Any]:
+    """Typer's help shows `<bool>` after a flag as if it took a value: an empty metavar shows nothing."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+def _without_flag_placeholders(command: Any) -> Any:
+    """`command` and its subcommands with `_flags_without_placeholder`, their help options included."""
+    # click creates the help option once, for the first context that asks: this one, with our option names.
+    _flags_without_placeholder(command.get_params(typer.Context(command, **CONTEXT)))
+    for subcommand in getattr(command, "commands", {}).values():
+        _without_flag_placeholders(subcommand)
+    return command
 
 
 class LazyGroup(typer.core.TyperGroup):
@@ -61,6 +78,9 @@ class LazyGroup(typer.core.TyperGroup):
             return None
         # A stand-in carrying the one-line help: enough to list and resolve the name without importing it.
         return typer.core.TyperCommand(name, help=COMMANDS[name].help)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_placeholder(super().get_params(ctx))
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
         name, _, rest = super().resolve_command(ctx, args)

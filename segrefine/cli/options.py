@@ -128,6 +128,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "dataset_options": lambda items: parse_key_values(items, "--dataset-option") or None,
 }
 _SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
+# Help for settings whose field carries none.
+_HELP = {"num_classes": "Number of classes the network predicts."}
 
 
 def _config_fields(configs: Sequence[type], exclude: Sequence[str]) -> list[Field]:
@@ -147,7 +149,7 @@ def _option(f: Field) -> inspect.Parameter:
         annotation = _SCALAR[kind]
     if annotation is bool:
         name = f"{name}/--no-{name[2:]}"
-    option = typer.Option(name, help=f.metadata.get("help", ""), show_default=False)
+    option = typer.Option(name, help=f.metadata.get("help", _HELP.get(f.name, "")), show_default=False)
     return inspect.Parameter(
         f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[annotation], option]
     )
@@ -180,6 +182,10 @@ Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available),
 Weights = Annotated[
     Optional[str],
     typer.Option("--weights", help="Run or checkpoint folder, .safetensors file, registry name, Hub id owner/name or owner/name@revision, or an exported .onnx file (default: the shipped model)."),
+]
+CheckpointWeights = Annotated[
+    Optional[str],
+    typer.Option("--weights", help="PyTorch checkpoint: run or checkpoint folder, .safetensors file, registry name, Hub id owner/name or owner/name@revision (default: the shipped model)."),
 ]
 DatasetName = Annotated[str, typer.Option("--dataset", help="Dataset adapter (see `segrefine datasets`).")]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the dataset.")]

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from segrefine import EXAMPLE_IMAGE
 from segrefine.cli.options import (
     BACKEND_HELP, PRECISION_HELP, Backend, Crop, Device, Flip, Mode, Precision, Scales, Stride, Weights,
     output_folder, parse_inference,
@@ -16,7 +17,7 @@ from segrefine.cli.options import (
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
 from segrefine.imageio import MAX_PIXELS, check_alpha
-from segrefine.errors import SegrefineError, worded
+from segrefine.errors import Interrupted, SegrefineError, worded
 
 DEFAULT_OUT = Path("runs", "predict")
 
@@ -41,7 +42,7 @@ def _summary(report: PredictReport, predictor: Predictor | None) -> str:
     if report.seconds_per_image is not None:
         text += f" in {report.seconds:.1f} s ({1000 * report.seconds_per_image:.0f} ms per image"
         if predictor is not None:
-            text += f", {predictor.config['model'].get('variant', '?')} on {predictor.device}"
+            text += f", {predictor.config['model'].get('variant', '?')} on {predictor.device}, {predictor.backend}"
         text += ")"
     text += f"; wrote {_plural(len(report.written), 'file')} to {report.out}"
     if report.kept:
@@ -49,10 +50,20 @@ def _summary(report: PredictReport, predictor: Predictor | None) -> str:
     return text + f"; {len(report.failed)} failed"
 
 
+def _example_outputs(report: PredictReport) -> str:
+    """Where the example's outputs are, written now or kept from an earlier run."""
+    paths = [p for p in report.written + report.kept if p.parent == report.out and p.name.startswith(f"{EXAMPLE_IMAGE.stem}_")]
+    return f"the example photo {EXAMPLE_IMAGE} gave {', '.join(map(str, paths)) or 'nothing'}"
+
+
 def predict(
     inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders (searched recursively), quoted globs or videos.", show_default=False)
-    ],
+        Optional[list[str]],
+        typer.Argument(help="Image files, folders (searched recursively), quoted globs or videos.", show_default=False),
+    ] = None,
+    example: Annotated[
+        bool, typer.Option("--example", help="Also segment the 360×480 street photo shipped with segrefine.")
+    ] = False,
     weights: Weights = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.", parser=output_folder)] = DEFAULT_OUT,
     save: Annotated[
@@ -82,9 +93,13 @@ def predict(
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
     Files found in a folder or by a glob keep their sub-folders below OUT; a video gives OUT/<name>_overlay.mp4 at its
-    frame rate and size. Existing outputs are kept unless --overwrite. Unreadable inputs, and images larger than
+    frame rate and size. --example segments the street photo shipped with segrefine, from any folder. Existing outputs
+    are kept unless --overwrite. Unreadable inputs, and images larger than
     --max-pixels, are reported and skipped; the exit code is then 1.
     """
+    inputs = [*(inputs or []), *([str(EXAMPLE_IMAGE)] if example else [])]
+    if not inputs:
+        raise SegrefineError("give images, folders, globs or videos to segment, or --example for the shipped photo")
     kinds = parse_save(save)
     check_alpha(alpha)
     inference = parse_inference(mode, crop, stride, scales)
@@ -104,10 +119,15 @@ def predict(
         loaded.append(predictor)
         return predictor
 
-    report = predict_files(
-        load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say,
-        max_pixels=max_pixels,
-    )  # fmt: skip
+    try:
+        report = predict_files(
+            load_predictor, inputs, out, save=kinds, alpha=alpha, overwrite=overwrite, progress=True, on_message=say,
+            max_pixels=max_pixels,
+        )  # fmt: skip
+    except Interrupted as e:
+        raise Interrupted(worded(str(e))) from None
     typer.echo(_summary(report, loaded[0] if loaded else None))
+    if example:
+        typer.echo(_example_outputs(report))
     if report.failed:
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from segrefine.cli.options import (
-    DataRoot, DatasetName, DatasetOptions, Device, Weights, load_weights, output_folder, parse_key_values,
+    CheckpointWeights, DataRoot, DatasetName, DatasetOptions, Device, load_weights, output_folder, parse_key_values,
 )  # fmt: skip
 from segrefine.errors import SegrefineError
 
@@ -113,7 +113,7 @@ def dataset(
 @app.command("errors")
 def errors(
     dataset: DatasetName,
-    weights: Weights = None,
+    weights: CheckpointWeights = None,
     data_root: DataRoot = None,
     split: Split = "val",
     num: Num = 4,
@@ -137,7 +137,7 @@ def errors(
 
 
 @app.command("offsets")
-def offsets(images: Images, weights: Weights = None, device: Device = "auto", out: Out = DEFAULT_OUT) -> None:
+def offsets(images: Images, weights: CheckpointWeights = None, device: Device = "auto", out: Out = DEFAULT_OUT) -> None:
     """SRM offset field of each decoder level (c4, c3, c2): flow colour image and sparse arrows over the image."""
     from segrefine.visualize import capture, offsets_picture, require_offsets
 
@@ -157,7 +157,7 @@ def offsets(images: Images, weights: Weights = None, device: Device = "auto", ou
 @app.command("attention")
 def attention(
     images: Images,
-    weights: Weights = None,
+    weights: CheckpointWeights = None,
     points: Annotated[
         Optional[str], typer.Option("--points", help="Query points y,x;y,x in image pixels (default: four spread out).")
     ] = None,
@@ -185,7 +185,7 @@ def attention(
 
 
 @app.command("memory")
-def memory(weights: Weights = None, out: Out = DEFAULT_OUT) -> None:
+def memory(weights: CheckpointWeights = None, out: Out = DEFAULT_OUT) -> None:
     """MCIBI class memory: cosine similarity between the class slots."""
     from segrefine.visualize import memory_picture, require_memory
 

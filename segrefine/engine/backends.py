@@ -1,7 +1,16 @@
-"""How a loaded model runs: on PyTorch in fp32 or under bf16 autocast, or on onnxruntime."""
+"""How a loaded model runs: on PyTorch in fp32 or under bf16 autocast, or on onnxruntime.
+
+A PyTorch model run on onnxruntime is exported once: the file is cached in `cache_folder()`/onnx under a key made of
+the weights' sha256, the input size and the model's switches, so the next run with the same weights loads it at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,12 +18,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from segrefine.errors import SettingError
-from segrefine.hub.onnx import OnnxModel, require, session
+from segrefine import __version__
+from segrefine.engine.progress import status
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub.onnx import ONNX_SUFFIX, OnnxModel, providers, require, session
+from segrefine.imageio import atomic_write, folder_problem
 from segrefine.models import fold_batchnorm
 
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
+CACHE_ENV = "SEGREFINE_CACHE"
 
 
 class Autocast(nn.Module):
@@ -51,16 +64,52 @@ def _cpu_has_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cache_folder() -> Path:
+    """segrefine's cache: $SEGREFINE_CACHE, else $XDG_CACHE_HOME/segrefine, else ~/.cache/segrefine."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "segrefine"
+
+
+def export_key(model: nn.Module) -> str:
+    """The sha256 of the weights (every tensor's name, type, shape and bytes), the input size, the model's switches
+    and the versions of segrefine and torch that export it."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    about = {"size": "any", "model": model.config.to_dict(), "segrefine": __version__, "torch": torch.__version__}
+    digest.update(json.dumps(about, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def to_onnxruntime(model: nn.Module, device: torch.device) -> OnnxModel:
-    """A PyTorch network exported (any input size) and loaded into onnxruntime."""
+    """A PyTorch network exported (any input size) and loaded into onnxruntime; the export comes from the cache when
+    these weights and switches were exported before, and goes into it otherwise."""
     from segrefine.engine.export import to_onnx
 
     for module in ("onnxruntime", "onnxscript"):  # before the export's seconds of work, not after
         require(module)
+    providers(device)  # a device onnxruntime lacks fails here, not as a damaged cache file
+    folder = cache_folder() / "onnx"
+    cached = folder / f"{export_key(model)}{ONNX_SUFFIX}"
+    name = "the model exported to onnxruntime"
+    if cached.is_file():
+        try:
+            return OnnxModel(session(cached, device), model.config, name=name)
+        except SegrefineError:  # a damaged cache file is exported again
+            cached.unlink(missing_ok=True)
+    keep = folder_problem(folder) is None  # else the export serves this run only
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "model.onnx")
-        to_onnx(model, {"model": model.config.to_dict()}, path)
-        return OnnxModel(session(path, device), model.config, name="the model exported to onnxruntime")
+        with status(f"exporting the model to ONNX for onnxruntime{f' (once: cached in {folder})' if keep else ''}"):
+            to_onnx(model, {"model": model.config.to_dict()}, path)
+        runner = session(path, device)
+        if keep:
+            with contextlib.suppress(SegrefineError):  # e.g. a full disk: the export still serves this run
+                atomic_write(cached, lambda target: shutil.copyfile(path, target))
+        return OnnxModel(runner, model.config, name=name)
 
 
 def for_inference(

@@ -1,5 +1,6 @@
 """ONNX export of a network: the graph with its config.json in the metadata, a self-check on onnxruntime, and static
-int8 quantization (QDQ, per-channel weights) with onnxruntime's own tools, calibrated on dataset images.
+int8 quantization (QDQ, per-channel weights) with onnxruntime's own tools, calibrated on a dataset's images or on
+any folder of images.
 
 Nothing appears at the target path unless the whole export, its checks and its quantization succeeded.
 """
@@ -29,9 +30,10 @@ from torch.utils.data import Dataset
 from segrefine.data.toy import render
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import class_labels
+from segrefine.engine.progress import status
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
-from segrefine.imageio import atomic_write, folder_problem
+from segrefine.imageio import IMAGE_SUFFIXES, atomic_write, folder_problem, read_image
 from segrefine.models import OUTPUT_STRIDE, fold_batchnorm
 
 FORMATS = ("onnx",)
@@ -45,6 +47,9 @@ CALIBRATION_IMAGES = 200
 # Images onnxruntime calibrates at once: it keeps every intermediate output of each (about 200 MB for `lite` at
 # 360×480) until it has reduced them to ranges.
 CALIBRATION_STRIDE = 4
+# The size a folder's calibration images are resized to for a dynamic-size export (calibration runs images of one
+# size): the shipped model's CamVid size.
+FOLDER_CALIBRATION_SIZE = (360, 480)
 # Modules (fnmatch patterns over module names, e.g. "srm.*") whose operations stay in float in an int8 export. None by
 # default: quantizing everything cost `lite-camvid` no mIoU on CamVid val (see the README's int8 measurements).
 KEEP_FLOAT: tuple[str, ...] = ()
@@ -64,6 +69,24 @@ class ExportReport:
     agreement: float  # of the fp32 graph
     quantized_agreement: float | None
     float_nodes: int  # nodes an int8 export left in float
+
+
+class ImageFolder(Dataset):
+    """The images anywhere below `folder`, sorted by path, as dataset items {"image": 3×H×W uint8}; no labels."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise SettingError(f"`calibration` {os.fspath(folder)} is not a folder of images")
+        self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise SettingError(f"`calibration` folder {os.fspath(folder)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"image": torch.from_numpy(read_image(self.files[index])).permute(2, 0, 1)}
 
 
 class CalibrationImages:
@@ -120,7 +143,7 @@ def check_export_options(
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise SettingError(f"`quantize` must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if quantize is not None and calibration is None:
-        raise SettingError(f"`quantize` {quantize} needs `calibration` images (a dataset's training split)")
+        raise SettingError(f"`quantize` {quantize} needs `calibration` images (a folder of images, or a dataset's split)")
     if quantize is None and calibration is not None:
         raise SettingError("`calibration` images are used only with `quantize` int8")
     if calibration_images < 1:
@@ -227,26 +250,32 @@ def export(
     *,
     size: Size | None = None,
     quantize: str | None = None,
-    calibration: Dataset | None = None,
+    calibration: Dataset | str | os.PathLike | None = None,
     calibration_images: int = CALIBRATION_IMAGES,
     keep_float: Sequence[str] = KEEP_FLOAT,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> ExportReport:
     """Export `model` (with its checkpoint `config`) to the ONNX file `out` and check it on onnxruntime.
 
     `size` (H, W) fixes the input size; without it the file takes any size of at least OUTPUT_STRIDE. The fp32 graph
     must give PyTorch's label on FP32_AGREEMENT of the check image's pixels. `quantize="int8"` writes the statically
-    quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset. The export and
+    quantized graph instead, calibrated on `calibration_images` images of the `calibration` dataset, or of the images
+    in the `calibration` folder (resized to `size`, or to FOLDER_CALIBRATION_SIZE without it). The export and
     the check use a CPU fp32 eval-mode copy of `model`; `model` itself is not changed. An existing `out` is replaced
-    only with `overwrite`.
+    only with `overwrite`. `progress` shows each step on a terminal's stderr.
     """
+    if isinstance(calibration, (str, os.PathLike)):
+        calibration = ImageFolder(calibration)
     check_export_options(out, size, quantize, calibration, calibration_images, overwrite)
     model = inference_copy(model)
     image = check_image(size or CHECK_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp, "model.onnx")
-        _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
-        agreement = label_agreement(model, fp32, image)
+        with status("exporting the network to ONNX", progress):
+            _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
+        with status("checking the export's labels on onnxruntime", progress):
+            agreement = label_agreement(model, fp32, image)
         if agreement < FP32_AGREEMENT:
             raise SegrefineError(
                 f"the exported graph gives PyTorch's labels on only {100 * agreement:.2f}% of the check image's pixels "
@@ -255,9 +284,12 @@ def export(
         written, quantized_agreement, kept = fp32, None, 0
         if quantize is not None:
             written = Path(tmp, "model.int8.onnx")
-            images = CalibrationImages(calibration, calibration_images, size)
-            kept = quantize_int8(fp32, written, images, keep_float)
+            fill = FOLDER_CALIBRATION_SIZE if isinstance(calibration, ImageFolder) else None
+            images = CalibrationImages(calibration, calibration_images, size or fill)
+            with status(f"calibrating int8 on {len(images)} images", progress):
+                kept = quantize_int8(fp32, written, images, keep_float)
             images.rewind()  # int8 is judged on an image like those it was calibrated for
-            quantized_agreement = label_agreement(model, written, torch.from_numpy(images.get_next()[INPUT_NAME]))
+            with status("checking the int8 labels on onnxruntime", progress):
+                quantized_agreement = label_agreement(model, written, torch.from_numpy(images.get_next()[INPUT_NAME]))
         atomic_write(out, lambda target: shutil.copyfile(written, target))
     return ExportReport(Path(out), size, quantize, agreement, quantized_agreement, kept)

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segrefine.engine.progress import progress_bar
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import Interrupted, SegrefineError, SettingError
 from segrefine.imageio import (
-    IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image,
+    IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image, writable_folder,
 )  # fmt: skip
 
 if TYPE_CHECKING:
@@ -182,14 +182,17 @@ def _todo(job: _Job, out: Path, save: Sequence[str], overwrite: bool, run: _Run)
     targets = job.targets(out, save)
     if overwrite:
         return targets
-    kept = [path for path in targets.values() if path.exists()]
+    kept = [path for path in targets.values() if os.path.exists(path)]  # False for a name too long to exist
     if kept:
         run.report.kept += kept
         run.note(f"kept existing {', '.join(str(p) for p in kept)} (`overwrite` replaces them)")
-    return {kind: path for kind, path in targets.items() if not path.exists()}
+    return {kind: path for kind, path in targets.items() if path not in kept}
 
 
-def _write(predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: dict[str, Path], alpha: float) -> list[Path]:
+def _write(
+    predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: dict[str, Path], alpha: float, written: list[Path]
+) -> None:
+    """Write the outputs of one image, adding each to `written` once it is in place."""
     for kind, path in targets.items():
         if kind == "label":
             write_image(path, label)
@@ -197,7 +200,7 @@ def _write(predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: 
             write_image(path, predictor.colorize(label))
         else:
             write_image(path, predictor.overlay(image, label, alpha))
-    return list(targets.values())
+        written.append(path)
 
 
 def predict_files(
@@ -233,20 +236,37 @@ def predict_files(
     jobs = _collect(inputs, out, run)
     if not jobs:
         return report
+    problem = writable_folder(out)  # before a model is loaded: os.access cannot tell (e.g. as root in /proc)
+    if problem:
+        raise SettingError(f"`out` {problem}")
     if callable(predictor):
         predictor = predictor()
     # A broken video is reported in one line of ours; FFmpeg (inside OpenCV) would add its own error lines.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_QUIET))
     bar = progress_bar("[bold]predict", enabled=progress and len(jobs) > 1)
     start = time.perf_counter()
-    with bar:
-        task = bar.add_task("", total=len(jobs))
-        images = [job for job in jobs if not job.video]
-        _run_images(predictor, images, kinds, alpha, overwrite, max_pixels, run, lambda n: bar.advance(task, n))
-        for job in jobs:
-            if job.video:
-                _run_video(predictor, job, alpha, overwrite, run)
-                bar.advance(task)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        bar.advance(task, n)
+
+    try:
+        with bar:
+            task = bar.add_task("", total=len(jobs))
+            images = [job for job in jobs if not job.video]
+            _run_images(predictor, images, kinds, alpha, overwrite, max_pixels, run, advance)
+            for job in jobs:
+                if job.video:
+                    _run_video(predictor, job, alpha, overwrite, run)
+                    advance(1)
+    except KeyboardInterrupt:
+        rest = "the same command without `overwrite` does" if overwrite else "the same command again does"
+        raise Interrupted(
+            f"interrupted after {done} of {len(jobs)} inputs ({len(report.written)} files written to {out}, each "
+            f"complete); {rest} the rest, keeping the outputs that exist"
+        ) from None
     report.seconds = time.perf_counter() - start
     return report
 
@@ -256,13 +276,24 @@ def _run_images(
     run: _Run, advance: Callable[[int], None],
 ) -> None:  # fmt: skip
     """Read, batch (consecutive images of one size, up to the predictor's batch size), predict and write."""
-    pending: list[tuple[np.ndarray, dict[str, Path]]] = []
+    pending: list[tuple[np.ndarray, dict[str, Path], Path]] = []
 
     def flush() -> None:
-        labels = predictor.predict_batch([image for image, _ in pending], batch_size=len(pending))
-        for (image, targets), label in zip(pending, labels):
-            run.report.written += _write(predictor, image, label, targets, alpha)
-        run.report.images += len(pending)
+        try:
+            labels = predictor.predict_batch([image for image, _, _ in pending], batch_size=len(pending))
+        except UnreadableInput as e:  # e.g. a size a fixed-size .onnx cannot take: these images only
+            labels = [None] * len(pending)
+            for _, _, source in pending:
+                run.fail(source, f"{source}: {e}")
+        for (image, targets, source), label in zip(pending, labels):
+            if label is None:
+                continue
+            try:
+                _write(predictor, image, label, targets, alpha, run.report.written)
+            except SegrefineError as e:  # e.g. an output name longer than the file system allows
+                run.fail(source, f"{source}: {e}")
+                continue
+            run.report.images += 1
         advance(len(pending))
         pending.clear()
 
@@ -279,7 +310,7 @@ def _run_images(
             continue
         if pending and (pending[0][0].shape != image.shape or len(pending) == predictor.batch_size):
             flush()
-        pending.append((image, targets))
+        pending.append((image, targets, job.source))
     if pending:
         flush()
 

@@ -35,6 +35,7 @@ from segrefine.engine.inference import MODES, check_scales, class_labels, predic
 from segrefine.engine.device import resolve_device
 from segrefine.engine.predict_files import predict_files
 from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub.onnx import OnnxModel
 from segrefine import imageio
 from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image
 
@@ -122,6 +123,11 @@ class Predictor:
         self._step = self._labels
         if self.compile:
             self._step = torch.compile(self._labels, mode=COMPILE_MODE.get(self.device.type), dynamic=False)
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: torch, or onnxruntime (an .onnx file, or a checkpoint exported for it)."""
+        return "onnxruntime" if isinstance(self.model, OnnxModel) else "torch"
 
     def predict(self, image: Image) -> np.ndarray:
         """H×W uint8 train ids for one H×W×3 uint8 RGB array (or array-like) or image file."""

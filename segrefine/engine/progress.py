@@ -1,7 +1,9 @@
-"""Progress bars (rich, on stderr, only on a terminal) for training, evaluation and prediction."""
+"""Progress bars and spinners (rich, on stderr, only on a terminal) for training, evaluation, prediction and export."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -17,6 +19,17 @@ def progress_bar(label: str, *extra: ProgressColumn, console: Console | None = N
         TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
         TimeRemainingColumn(), *extra, console=console, disable=not (enabled and console.is_terminal),
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def status(message: str, enabled: bool = True) -> Iterator[None]:
+    """A spinner with `message` on stderr while the block runs; nothing off a terminal."""
+    console = Console(stderr=True)
+    if not (enabled and console.is_terminal):
+        yield
+        return
+    with console.status(message):
+        yield
 
 
 class TrainProgress:

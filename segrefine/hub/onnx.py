@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from segrefine.errors import SegrefineError
+from segrefine.imageio import UnreadableInput
 from segrefine.models import OUTPUT_STRIDE, ModelConfig
 
 ONNX_SUFFIX = ".onnx"
@@ -91,7 +92,7 @@ class OnnxModel(nn.Module):
     def check_size(self, size: tuple[int, int]) -> None:
         """Refuse an input size the exported graph cannot take, in one line."""
         if self.size is not None and size != self.size:
-            raise SegrefineError(
+            raise UnreadableInput(
                 f"{self.name} was exported for {self.size[0]}×{self.size[1]} images (H×W) and cannot take "
                 f"{size[0]}×{size[1]}: export it for this size, or with dynamic sizes"
             )
