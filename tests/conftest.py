@@ -6,6 +6,11 @@ import pytest
 import torch
 from huggingface_hub import constants
 
+# Under pytest-xdist (-n auto) the cores are shared among the workers: one worker's torch, and the processes its
+# tests start (which inherit OMP_NUM_THREADS), take its share, so that workers do not fight over the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, min(2, _share)))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
