@@ -154,3 +154,16 @@ def test_street_image_with_a_short_toy_run(cli, shared_data, tmp_path):
     result = cli("predict", shared_data / STREET, "--weights", run, "--out", out)
     assert result.returncode == 0, result.stderr
     check_outputs(out, STREET.stem, size=(512, 1024))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop", "32x32"], "--crop and --stride apply only with --mode slide"),
+        (["--mode", "slide", "--crop", "32x32", "--stride", "64x16"], "--stride must be positive and at most the crop"),
+    ],
+)
+def test_bad_inference_options_are_one_line_in_flags_before_loading(cli, tmp_path, args, message):
+    result = cli("predict", "--example", "--weights", "no-such-model", "--out", tmp_path / "out", *args)
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert message in result.stderr and "`" not in result.stderr

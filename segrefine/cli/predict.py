@@ -102,7 +102,10 @@ def predict(
         raise SegrefineError("give images, folders, globs or videos to segment, or --example for the shipped photo")
     kinds = parse_save(save)
     check_alpha(alpha)
-    inference = parse_inference(mode, crop, stride, scales)
+    options = parse_inference(
+        mode, crop, stride, scales, flip=flip, batch_size=batch_size, backend=backend, precision=precision,
+        compile=compile,
+    )  # fmt: skip
     console = Console(stderr=True, soft_wrap=True)
 
     def say(message: str) -> None:
@@ -111,10 +114,7 @@ def predict(
     loaded: list[Predictor] = []
 
     def load_predictor() -> Predictor:  # only once some input turned out readable
-        predictor = load(
-            weights, device, mode=mode, crop=inference["crop"], stride=inference["stride"], scales=inference["scales"],
-            flip=flip, batch_size=batch_size, backend=backend, precision=precision, compile=compile,
-        )  # fmt: skip
+        predictor = load(weights, device, options=options)
         console.print(predictor.source, markup=False, highlight=False)
         loaded.append(predictor)
         return predictor
