@@ -167,3 +167,18 @@ def test_bad_inference_options_are_one_line_in_flags_before_loading(cli, tmp_pat
     result = cli("predict", "--example", "--weights", "no-such-model", "--out", tmp_path / "out", *args)
     assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
     assert message in result.stderr and "`" not in result.stderr
+
+
+def test_alpha_is_checked_once_per_job_and_worded_as_a_flag(cli, checkpoint, tmp_path, monkeypatch):
+    import segrefine.engine.predict_files as predict_files
+    import segrefine.engine.predictor as predictor
+
+    result = cli("predict", "--example", "--weights", "no-such-model", "--out", tmp_path / "bad", "--alpha", "1.5")
+    assert result.returncode == 2 and result.stderr == "segrefine: error: --alpha must be between 0 and 1, got 1.5\n"
+    calls = []
+    for module in (predict_files, predictor):
+        monkeypatch.setattr(module, "check_alpha", calls.append)
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((32, 32, 3), np.uint8))
+    report = predictor.load(checkpoint, "cpu").predict_files([tmp_path / f"{n}.png" for n in "abc"], tmp_path / "out", alpha=0.3)
+    assert report.images == 3 and calls == [0.3]

@@ -16,7 +16,7 @@ from segrefine.cli.options import (
 )  # fmt: skip
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
-from segrefine.imageio import MAX_PIXELS, check_alpha
+from segrefine.imageio import MAX_PIXELS
 from segrefine.errors import Interrupted, SegrefineError, worded
 
 DEFAULT_OUT = Path("runs", "predict")
@@ -101,7 +101,6 @@ def predict(
     if not inputs:
         raise SegrefineError("give images, folders, globs or videos to segment, or --example for the shipped photo")
     kinds = parse_save(save)
-    check_alpha(alpha)
     options = parse_inference(
         mode, crop, stride, scales, flip=flip, batch_size=batch_size, backend=backend, precision=precision,
         compile=compile,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from segrefine import imageio
 from segrefine.engine.progress import progress_bar
 from segrefine.errors import Interrupted, SegrefineError, SettingError
 from segrefine.imageio import (
@@ -198,8 +199,8 @@ def _write(
             write_image(path, label)
         elif kind == "color":
             write_image(path, predictor.colorize(label))
-        else:
-            write_image(path, predictor.overlay(image, label, alpha))
+        else:  # `alpha` was checked once, by predict_files
+            write_image(path, imageio.overlay(image, label, predictor.palette, alpha))
         written.append(path)
 
 

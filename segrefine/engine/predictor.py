@@ -193,7 +193,8 @@ class Predictor:
                         if not writer.isOpened():
                             raise SegrefineError(f"this OpenCV build cannot write {VIDEO_FOURCC} videos")
                     for frame, label in zip(batch, self._forward(batch)):
-                        writer.write(cv2.cvtColor(self.overlay(frame, label, alpha), cv2.COLOR_RGB2BGR))
+                        blend = imageio.overlay(frame, label, self.palette, alpha)  # checked by predict_video
+                        writer.write(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
                     frames += len(batch)
                     if on_frames is not None:
                         on_frames(len(batch))
