@@ -32,7 +32,7 @@ from segrefine.data.transforms import normalize
 from segrefine.engine.backends import Autocast
 from segrefine.engine.inference import InferenceOptions, class_labels, inference_options, predict_logits
 from segrefine.engine.device import resolve_device
-from segrefine.engine.predict_files import predict_files
+from segrefine.engine.predict_files import PredictReport, predict_files
 from segrefine.errors import SegrefineError
 from segrefine.hub.onnx import OnnxModel
 from segrefine import imageio
@@ -146,7 +146,11 @@ class Predictor:
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _rgb(image)
         return imageio.overlay(rgb, label, self.palette, alpha)
 
-    predict_files = predict_files  # the predict job over files, folders, globs and videos (predict_files.py)
+    def predict_files(
+        self, inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, **settings: Any
+    ) -> PredictReport:
+        """Segment files, folders, globs and videos into `out`; see `segrefine.engine.predict_files.predict_files`."""
+        return predict_files(self, inputs, out, **settings)
 
     def predict_video(
         self,
