@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from segrefine.engine.inference import predict_logits
-from segrefine.errors import SegrefineError
+from segrefine.engine.inference import InferenceOptions, predict_logits
+from segrefine.errors import SegrefineError, SettingError, worded
 
 K = 4
 
@@ -141,3 +141,36 @@ def test_predict_logits_builds_no_autograd_graph():
     """Callers outside an inference block (visualize, scripts) get no graph kept alive over their logits."""
     out = predict_logits(_pointwise_model().eval(), torch.randn(1, 3, 8, 8), num_classes=K)
     assert torch.is_inference(out) and not out.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("settings", "message", "flags"),
+    [
+        ({"mode": "tiles"}, "mode must be one of whole, slide, got 'tiles'", "--mode must be"),
+        ({"mode": "slide"}, "crop is required: mode slide needs crop", "--mode slide needs --crop"),
+        ({"crop": (8, 8)}, "crop and stride apply only with mode slide", "--crop and --stride apply only with --mode"),
+        ({"mode": "slide", "crop": (8, 8), "stride": (9, 4)}, "stride must be positive and at most", "--stride must"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0", "--batch-size must"),
+        ({"backend": "tensorrt"}, "backend must be one of torch, onnxruntime", "--backend must"),
+        ({"precision": "fp8"}, "precision must be one of fp32, bf16", "--precision must"),
+        ({"scales": [1.0, -0.5]}, "scales must be one or more positive numbers", "--scales must"),
+    ],
+)
+def test_inference_options_refuse_bad_combinations_in_python_names(settings, message, flags):
+    with pytest.raises(SettingError, match=f"^{message}") as caught:
+        InferenceOptions(**settings)
+    assert flags in worded(caught.value.args[0])
+
+
+def test_inference_options_take_any_sequence_and_compare_by_value():
+    options = InferenceOptions(mode="slide", crop=[8, 8], scales=[1, 0.5])
+    assert options == InferenceOptions(mode="slide", crop=(8, 8), scales=(1.0, 0.5)) and options.scales == (1.0, 0.5)
+
+
+def test_options_or_their_fields_not_both():
+    model, x, options = _pointwise_model(), _images(), InferenceOptions(mode="slide", crop=(8, 8), scales=(0.5, 1.0))
+    given = predict_logits(model, x, options, num_classes=K)
+    torch.testing.assert_close(given, predict_logits(model, x, num_classes=K, mode="slide", crop=(8, 8), scales=(0.5, 1.0)))
+    assert not torch.allclose(given, predict_logits(model, x, num_classes=K))  # the options did change the result
+    with pytest.raises(SettingError, match="^give options or its fields as keywords, not both"):
+        predict_logits(model, x, options, num_classes=K, flip=False)

@@ -94,3 +94,10 @@ def test_version_and_help_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "segrefine" in result.stdout and "predict" in result.stdout
+
+
+def test_the_predict_job_does_not_import_the_predictor_back():
+    """predictor.py runs the job of predict_files.py; the job names the predictor's methods, not its module."""
+    tree = ast.parse((PACKAGE / "engine" / "predict_files.py").read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "segrefine.engine.predictor" not in modules and "segrefine.engine.predict_files" in _imports(PACKAGE / "engine" / "predictor.py")

@@ -154,3 +154,31 @@ def test_street_image_with_a_short_toy_run(cli, shared_data, tmp_path):
     result = cli("predict", shared_data / STREET, "--weights", run, "--out", out)
     assert result.returncode == 0, result.stderr
     check_outputs(out, STREET.stem, size=(512, 1024))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crop", "32x32"], "--crop and --stride apply only with --mode slide"),
+        (["--mode", "slide", "--crop", "32x32", "--stride", "64x16"], "--stride must be positive and at most the crop"),
+    ],
+)
+def test_bad_inference_options_are_one_line_in_flags_before_loading(cli, tmp_path, args, message):
+    result = cli("predict", "--example", "--weights", "no-such-model", "--out", tmp_path / "out", *args)
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert message in result.stderr and "`" not in result.stderr
+
+
+def test_alpha_is_checked_once_per_job_and_worded_as_a_flag(cli, checkpoint, tmp_path, monkeypatch):
+    import segrefine.engine.predict_files as predict_files
+    import segrefine.engine.predictor as predictor
+
+    result = cli("predict", "--example", "--weights", "no-such-model", "--out", tmp_path / "bad", "--alpha", "1.5")
+    assert result.returncode == 2 and result.stderr == "segrefine: error: --alpha must be between 0 and 1, got 1.5\n"
+    calls = []
+    for module in (predict_files, predictor):
+        monkeypatch.setattr(module, "check_alpha", calls.append)
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((32, 32, 3), np.uint8))
+    report = predictor.load(checkpoint, "cpu").predict_files([tmp_path / f"{n}.png" for n in "abc"], tmp_path / "out", alpha=0.3)
+    assert report.images == 3 and calls == [0.3]

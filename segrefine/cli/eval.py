@@ -96,13 +96,13 @@ def evaluate(
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
     from segrefine.engine.evaluate import evaluate as run_evaluation
 
-    inference = parse_inference(mode, crop, stride, scales)
+    options = parse_inference(
+        mode, crop, stride, scales, flip=flip, batch_size=batch_size, backend=backend, precision=precision
+    )
     report = run_evaluation(
-        weights, dataset, data_root=data_root, split=split, predictions=predictions, mode=mode,
-        crop=inference["crop"], stride=inference["stride"], scales=inference["scales"], flip=flip,
-        batch_size=batch_size, device=device, workers=workers, save_predictions=save_predictions,
-        dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, backend=backend,
-        precision=precision, progress=True, class_map=class_map, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
+        weights, dataset, data_root=data_root, split=split, predictions=predictions, options=options,
+        device=device, workers=workers, save_predictions=save_predictions,
+        dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, progress=True, class_map=class_map, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
     )  # fmt: skip
     if os.environ.get("RANK", "0") != "0":  # under torchrun every process evaluates its share; rank 0 alone reports
         return

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from segrefine.data.meta import DatasetMeta
+    from segrefine.engine.inference import InferenceOptions
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -96,18 +97,20 @@ def _value(text: str) -> object:
     return text
 
 
-def parse_inference(mode: str, crop: str | None, stride: str | None, scales: str | None) -> dict[str, object]:
-    """The inference-mode options shared by eval and predict, checked together: {mode, crop, stride, scales}."""
-    if mode == "slide" and crop is None:
-        raise SegrefineError("--mode slide needs --crop HxW")
-    if mode != "slide" and (crop or stride):
-        raise SegrefineError("--crop and --stride apply only with --mode slide")
-    return {
-        "mode": mode,
-        "crop": parse_size(crop, "--crop") if crop else None,
-        "stride": parse_size(stride, "--stride") if stride else None,
-        "scales": parse_scales(scales) if scales else (1.0,),
-    }
+def parse_inference(
+    mode: str, crop: str | None, stride: str | None, scales: str | None, **settings: Any
+) -> "InferenceOptions":
+    """The inference options shared by eval and predict, from their flags: the HxW and scale texts parsed, the rest
+    (`flip`, `batch_size`, `backend`, `precision`, `compile`) as given; InferenceOptions checks them together."""
+    from segrefine.engine.inference import InferenceOptions
+
+    return InferenceOptions(
+        mode=mode,
+        crop=parse_size(crop, "--crop") if crop else None,
+        stride=parse_size(stride, "--stride") if stride else None,
+        scales=parse_scales(scales) if scales else (1.0,),
+        **settings,
+    )
 
 
 def parse_scale(text: str) -> tuple[float, float]:
@@ -198,7 +201,7 @@ Stride = Annotated[Optional[str], typer.Option("--stride", help="Sliding-window 
 Scales = Annotated[Optional[str], typer.Option("--scales", help="Comma-separated test scales, e.g. 0.75,1.0,1.25.")]
 Flip = Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")]
 
-from segrefine.engine.backends import BACKENDS, PRECISIONS  # noqa: E402
+from segrefine.engine.inference import BACKENDS, PRECISIONS  # noqa: E402
 
 Backend = Literal[BACKENDS]  # type: ignore[valid-type]
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]

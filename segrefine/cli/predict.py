@@ -16,7 +16,7 @@ from segrefine.cli.options import (
 )  # fmt: skip
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
-from segrefine.imageio import MAX_PIXELS, check_alpha
+from segrefine.imageio import MAX_PIXELS
 from segrefine.errors import Interrupted, SegrefineError, worded
 
 DEFAULT_OUT = Path("runs", "predict")
@@ -101,8 +101,10 @@ def predict(
     if not inputs:
         raise SegrefineError("give images, folders, globs or videos to segment, or --example for the shipped photo")
     kinds = parse_save(save)
-    check_alpha(alpha)
-    inference = parse_inference(mode, crop, stride, scales)
+    options = parse_inference(
+        mode, crop, stride, scales, flip=flip, batch_size=batch_size, backend=backend, precision=precision,
+        compile=compile,
+    )  # fmt: skip
     console = Console(stderr=True, soft_wrap=True)
 
     def say(message: str) -> None:
@@ -111,10 +113,7 @@ def predict(
     loaded: list[Predictor] = []
 
     def load_predictor() -> Predictor:  # only once some input turned out readable
-        predictor = load(
-            weights, device, mode=mode, crop=inference["crop"], stride=inference["stride"], scales=inference["scales"],
-            flip=flip, batch_size=batch_size, backend=backend, precision=precision, compile=compile,
-        )  # fmt: skip
+        predictor = load(weights, device, options=options)
         console.print(predictor.source, markup=False, highlight=False)
         loaded.append(predictor)
         return predictor

@@ -20,13 +20,12 @@ from torch import Tensor, nn
 
 from segrefine import __version__
 from segrefine.engine.progress import status
+from segrefine.engine.inference import check_runtime
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import ONNX_SUFFIX, OnnxModel, providers, require, session
 from segrefine.imageio import atomic_write, folder_problem
 from segrefine.models import fold_batchnorm
 
-BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "bf16")
 CACHE_ENV = "SEGREFINE_CACHE"
 
 
@@ -122,10 +121,7 @@ def for_inference(
     PyTorch model is set up in place, for inference only: eval mode, BatchNorm folded into the convolutions.
     """
     exported = isinstance(model, OnnxModel)
-    if backend is not None and backend not in BACKENDS:
-        raise SettingError(f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if precision not in PRECISIONS:
-        raise SettingError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_runtime(backend, precision)
     if exported and backend == "torch":
         raise SettingError("`backend` torch cannot run an exported .onnx file: pass the PyTorch checkpoint instead")
     if precision == "bf16" and (exported or backend == "onnxruntime"):

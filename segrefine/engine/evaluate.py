@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from segrefine.data.transforms import normalize
 from segrefine.engine import distributed
 from segrefine.engine.backends import for_inference
 from segrefine.engine.device import model_device, resolve_device
-from segrefine.engine.inference import class_labels, predict_logits
+from segrefine.engine.inference import InferenceOptions, class_labels, inference_options, predict_logits
 from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
 from segrefine.imageio import read_label_map, write_image
@@ -53,8 +54,6 @@ __all__ = [
 
 UNIT = "fraction"  # every score in every output is a fraction in [0, 1]
 LABEL_IDS_DIR = "labelIds"  # Cityscapes: subfolder of --save-predictions with the official label-id encoding
-
-Size = tuple[int, int]
 
 
 # --- writing predictions ---------------------------------------------------------------------------------------
@@ -246,22 +245,19 @@ def evaluate_model(
     dataset: Dataset,
     meta: DatasetMeta,
     *,
-    mode: str = "whole",
-    crop: Size | None = None,
-    stride: Size | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    batch_size: int = 1,
+    options: InferenceOptions | None = None,
     device: str | torch.device | None = None,
     workers: int = 0,
     save_predictions: str | Path | None = None,
     boundary_ratio: float | None = BOUNDARY_RATIO,
     progress: bool = True,
     scoring: Scoring | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Scores (fractions in [0, 1]) of `model` on every image of `dataset`, plus num_images, mode and options.
 
-    Inference options are those of `predict_logits`; horizontal flip swaps `meta.flip_pairs`. Logits are resized
+    `options` (or its fields as keywords) are those of `predict_logits`, with `batch_size` images per forward pass
+    (default 1); horizontal flip swaps `meta.flip_pairs`. Logits are resized
     to the label size before the argmax. `device` defaults to the model's; the model is moved there, run in eval
     mode and put back into the mode it was in. `save_predictions` writes one train-id PNG per image (see
     `PredictionWriter`). `scoring` scores a model of other classes through a class map (`cross_taxonomy`); saved
@@ -271,22 +267,20 @@ def evaluate_model(
     scoring = scoring or Scoring(meta, meta, meta)
     meta = scoring.model
     _check_classes(model, meta)
-    if batch_size < 1:
-        raise SegrefineError(f"batch size must be at least 1, got {batch_size}")
+    options = inference_options(options, settings)
     device = resolve_device(device) if device is not None else model_device(model)
-    scales = tuple(float(s) for s in scales)
     writer = PredictionWriter(save_predictions, meta) if save_predictions is not None else None
     shard = _shard(dataset)
 
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:
-        for batch in _loader(_Samples(shard), batch_size, workers, device):
+        for batch in _loader(_Samples(shard), options.batch_size or 1, workers, device):
             for run in _same_size_runs(batch):
                 images = torch.stack([s["image"] for s in run]).to(device, non_blocking=True)
                 if images.dtype == torch.uint8:
                     images = normalize(images)
                 logits = predict_logits(
-                    model, images, num_classes=meta.num_classes, mode=mode, crop=crop, stride=stride,
-                    scales=scales, flip=flip, flip_pairs=meta.flip_pairs, out_size=run[0]["label"].shape[-2:],
+                    model, images, options, num_classes=meta.num_classes, flip_pairs=meta.flip_pairs,
+                    out_size=run[0]["label"].shape[-2:],
                 )  # fmt: skip
                 preds = class_labels(logits)
                 del logits, images
@@ -300,18 +294,18 @@ def evaluate_model(
     try:
         scores = _score(
             pairs(), scoring.scored, total=len(shard), device=device, boundary_ratio=boundary_ratio,
-            progress=progress, description=f"eval {scoring.dataset.name} ({mode})",
+            progress=progress, description=f"eval {scoring.dataset.name} ({options.mode})",
         )  # fmt: skip
     finally:
         model.train(was_training)
     return {
         **scores,
         "num_images": len(dataset),
-        "mode": mode,
-        "scales": list(scales),
-        "flip": flip,
-        "crop": list(crop) if mode == "slide" and crop is not None else None,
-        "stride": list(stride) if mode == "slide" and stride is not None else None,
+        "mode": options.mode,
+        "scales": list(options.scales),
+        "flip": options.flip,
+        "crop": list(options.crop) if options.crop is not None else None,
+        "stride": list(options.stride) if options.stride is not None else None,
         "unit": UNIT,
     }
 
@@ -366,23 +360,17 @@ def evaluate(
     data_root: str | Path | None = None,
     split: str = "val",
     predictions: str | Path | None = None,
-    mode: str = "whole",
-    crop: Size | None = None,
-    stride: Size | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    batch_size: int = 1,
+    options: InferenceOptions | None = None,
     device: str | torch.device = "auto",
     workers: int = 0,
     save_predictions: str | Path | None = None,
     dataset_options: Mapping[str, Any] | None = None,
     limit: int | None = None,
-    backend: str | None = None,
-    precision: str = "fp32",
     progress: bool = False,
     class_map: str | Path | None = None,
     on_message: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Score a model (`weights`: any weights reference, default the shipped model) or saved prediction PNGs
     (`predictions`: a folder of `<image stem>.png` train ids) on a dataset split; every score is a fraction.
@@ -391,13 +379,16 @@ def evaluate(
     dataset, split and weights (or predictions). `class_map` scores a model trained on other classes: a built-in
     map (`cityscapes:camvid`, either way round) or a JSON file {"finer class": "coarser class" or null}; scores
     are then in the coarser classes. `limit` scores only the first N images. `on_message` receives the
-    line naming the model, `on_warning` any warning. Under torchrun every process calls this and gets the report.
+    line naming the model, `on_warning` any warning. `options` (or its fields as keywords: `mode`, `crop`,
+    `stride`, `scales`, `flip`, `batch_size`, `backend`, `precision`) say how the model runs. Under torchrun every
+    process calls this and gets the report.
     """
+    options = inference_options(options, settings)
     if weights is not None and predictions is not None:
         raise SettingError("give either `weights` (score a model) or `predictions` (score saved PNGs), not both")
-    if predictions is not None and (
-        mode != "whole" or crop or stride or tuple(scales) != (1.0,) or flip or batch_size != 1 or save_predictions
-    ):
+    # Saved predictions need no model: only a backend and precision (which the CLI always passes) may come along.
+    how = replace(options, batch_size=options.batch_size or 1, backend=None, precision=InferenceOptions.precision)
+    if predictions is not None and (how != InferenceOptions(batch_size=1) or save_predictions):
         raise SettingError(
             "`mode`, `crop`, `stride`, `scales`, `flip`, `batch_size` and `save_predictions` apply only with "
             "`weights`, not with `predictions`"
@@ -422,11 +413,10 @@ def evaluate(
             scoring = cross_taxonomy(mapping, _model_meta(config), meta) if mapping is not None else None
             if say is not None:
                 say(describe(ref, config))
-            model = for_inference(model, run_device, backend=backend, precision=precision)
+            model = for_inference(model, run_device, backend=options.backend, precision=options.precision)
             report = evaluate_model(
-                model, data, meta, mode=mode, crop=crop, stride=stride, scales=scales, flip=flip,
-                batch_size=batch_size, device=run_device, workers=workers, save_predictions=save_predictions,
-                progress=progress, scoring=scoring,
+                model, data, meta, options=options, device=run_device, workers=workers,
+                save_predictions=save_predictions, progress=progress, scoring=scoring,
             )  # fmt: skip
             source = {"weights": ref, **({"class_map": mapping.name} if mapping is not None else {})}
         else:

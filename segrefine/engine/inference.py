@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +19,11 @@ from torch import Tensor, nn
 
 from segrefine.errors import SegrefineError, SettingError
 
-__all__ = ["MODES", "check_scales", "predict_logits"]
+__all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "check_runtime", "check_scales", "inference_options", "predict_logits"]
 
 MODES = ("whole", "slide")
+BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "bf16")
 Size = tuple[int, int]
 
 
@@ -27,6 +31,68 @@ def check_scales(scales: Sequence[float]) -> None:
     """Every scale must be a positive, finite number."""
     if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
         raise SettingError(f"`scales` must be one or more positive numbers, got {tuple(scales)}")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a model runs at test time; every combination is checked here, once."""
+
+    mode: str = "whole"  # whole image, or sliding windows of `crop`
+    crop: Size | None = None  # (height, width) of a window; `mode` slide only
+    stride: Size | None = None  # (height, width) between windows (default: two thirds of `crop`)
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False  # also run on the mirrored image, left/right classes swapped
+    batch_size: int | None = None  # images per forward pass (default: the caller's, by device)
+    precision: str = "fp32"
+    backend: str | None = None  # default: onnxruntime for an .onnx file, else torch
+    compile: bool = False  # torch.compile the prediction step, once per input size
+
+    def __post_init__(self) -> None:
+        # Sequences from callers (lists, numpy) become tuples, so that options compare and hash by value.
+        for name in ("crop", "stride", "scales"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) if name == "scales" else v for v in value))
+        if self.mode not in MODES:
+            raise SettingError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_scales(self.scales)
+        if self.mode != "slide" and (self.crop is not None or self.stride is not None):
+            raise SettingError("`crop` and `stride` apply only with `mode` slide")
+        crop, stride = self.crop, self.stride
+        if self.mode == "slide":
+            if crop is None:
+                raise SettingError("`crop` is required: `mode` slide needs `crop`, the window's height and width")
+            if min(crop) < 1:
+                raise SettingError(f"`crop` must be positive, got {crop[0]}x{crop[1]}")
+            if stride is not None and (min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]):
+                raise SettingError(
+                    f"`stride` must be positive and at most the crop {crop[0]}x{crop[1]}, got {stride[0]}x{stride[1]}"
+                )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise SettingError(f"`batch_size` must be at least 1, got {self.batch_size}")
+        check_runtime(self.backend, self.precision)
+
+    @property
+    def single_pass(self) -> bool:
+        """One forward pass of the whole image: its largest logit is the prediction."""
+        return self.mode == "whole" and self.scales == (1.0,) and not self.flip
+
+
+def inference_options(options: InferenceOptions | None, settings: Mapping[str, Any]) -> InferenceOptions:
+    """`options`, or the InferenceOptions made of `settings` (its fields as keywords); not both."""
+    if options is None:
+        return InferenceOptions(**settings)
+    if settings:
+        raise SettingError(f"give `options` or its fields as keywords, not both (got {', '.join(settings)})")
+    return options
+
+
+def check_runtime(backend: str | None, precision: str) -> None:
+    """`backend` (None: chosen by the weights) and `precision` must be among the known ones."""
+    if backend is not None and backend not in BACKENDS:
+        raise SettingError(f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if precision not in PRECISIONS:
+        raise SettingError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def _forward(model: nn.Module, images: Tensor, num_classes: int) -> Tensor:
@@ -65,22 +131,7 @@ def _slide(model: nn.Module, images: Tensor, crop: Size, stride: Size, num_class
     return logits / count
 
 
-def _check_options(
-    mode: str, crop: Size | None, stride: Size | None, scales: Sequence[float], flip_pairs: Sequence[Sequence[int]],
-    num_classes: int,
-) -> None:
-    if mode not in MODES:
-        raise SettingError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}")
-    check_scales(scales)
-    if mode == "slide":
-        if crop is None:
-            raise SettingError("`crop` is required with `mode` slide")
-        if min(crop) < 1:
-            raise SettingError(f"`crop` must be positive, got {crop[0]}x{crop[1]}")
-        if stride is not None and (min(stride) < 1 or stride[0] > crop[0] or stride[1] > crop[1]):
-            raise SettingError(
-                f"`stride` must be positive and at most the crop {crop[0]}x{crop[1]}, got {stride[0]}x{stride[1]}"
-            )
+def _check_flip_pairs(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> None:
     for pair in flip_pairs:
         if len(pair) != 2 or not all(0 <= c < num_classes for c in pair):
             raise SegrefineError(f"flip pair {tuple(pair)} is not two class ids in 0..{num_classes - 1}")
@@ -107,27 +158,26 @@ def class_labels(logits: Tensor) -> Tensor:
 def predict_logits(
     model: nn.Module,
     images: Tensor,
+    options: InferenceOptions | None = None,
     *,
     num_classes: int,
-    mode: str = "whole",
-    crop: Size | None = None,
-    stride: Size | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
     flip_pairs: Sequence[Sequence[int]] = (),
     out_size: Size | None = None,
+    **settings: Any,
 ) -> Tensor:
     """B×K×H×W logits (log of averaged probabilities) for normalised B×3×H×W `images`.
 
-    `model` must be in eval mode and return B×K×h×w logits for a B×3×h×w input. `mode="slide"` runs windows of
-    `crop` (height, width) every `stride` (default: two thirds of the crop). Each of `scales` resizes the image
-    bilinearly before inference; with `flip` every scale also runs on the mirrored image, whose logits are
-    mirrored back with the channels of each of `flip_pairs` swapped. The result is resized to `out_size`
-    (default: the input size).
+    `model` must be in eval mode and return B×K×h×w logits for a B×3×h×w input. `options` (or its fields as
+    keywords: `mode`, `crop`, `stride`, `scales`, `flip`) say how: `mode="slide"` runs windows of `crop` (height,
+    width) every `stride` (default: two thirds of the crop). Each of `scales` resizes the image bilinearly before
+    inference; with `flip` every scale also runs on the mirrored image, whose logits are mirrored back with the
+    channels of each of `flip_pairs` swapped. The result is resized to `out_size` (default: the input size).
     """
     if images.dim() != 4:
         raise ValueError(f"expected B×3×H×W images, got {tuple(images.shape)}")
-    _check_options(mode, crop, stride, scales, flip_pairs, num_classes)
+    options = inference_options(options, settings)
+    _check_flip_pairs(flip_pairs, num_classes)
+    mode, crop, stride, scales, flip = options.mode, options.crop, options.stride, options.scales, options.flip
     height, width = images.shape[-2:]
     out_size = tuple(out_size) if out_size is not None else (height, width)
     if mode == "slide" and stride is None:

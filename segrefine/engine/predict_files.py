@@ -16,22 +16,33 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
+from segrefine import imageio
 from segrefine.engine.progress import progress_bar
 from segrefine.errors import Interrupted, SegrefineError, SettingError
 from segrefine.imageio import (
     IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES, UnreadableInput, check_alpha, read_image, write_image, writable_folder,
 )  # fmt: skip
 
-if TYPE_CHECKING:
-    from segrefine.engine.predictor import Predictor
-
 OUTPUTS = ("label", "color", "overlay")
 _GLOB_CHARS = frozenset("*?[")
 FFMPEG_QUIET = -8  # AV_LOG_QUIET
+
+
+class Predictor(Protocol):
+    """What the job needs of a `segrefine.engine.predictor.Predictor` (which imports this module, not the reverse)."""
+
+    batch_size: int
+    palette: tuple[tuple[int, int, int], ...]
+
+    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]: ...
+
+    def colorize(self, label: np.ndarray) -> np.ndarray: ...
+
+    def predict_video(self, source: str | os.PathLike, target: str | os.PathLike, *, alpha: float = 0.5) -> int: ...
 
 
 @dataclass
@@ -198,8 +209,8 @@ def _write(
             write_image(path, label)
         elif kind == "color":
             write_image(path, predictor.colorize(label))
-        else:
-            write_image(path, predictor.overlay(image, label, alpha))
+        else:  # `alpha` was checked once, by predict_files
+            write_image(path, imageio.overlay(image, label, predictor.palette, alpha))
         written.append(path)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -31,10 +30,10 @@ from torch import Tensor, nn
 from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
 from segrefine.engine.backends import Autocast
-from segrefine.engine.inference import MODES, check_scales, class_labels, predict_logits
+from segrefine.engine.inference import InferenceOptions, class_labels, inference_options, predict_logits
 from segrefine.engine.device import resolve_device
-from segrefine.engine.predict_files import predict_files
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.engine.predict_files import PredictReport, predict_files
+from segrefine.errors import SegrefineError
 from segrefine.hub.onnx import OnnxModel
 from segrefine import imageio
 from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image
@@ -79,32 +78,27 @@ def _runs(sizes: Sequence[Size], limit: int) -> Iterator[list[int]]:
             yield indices[start : start + limit]
 
 
-@dataclass(eq=False)
 class Predictor:
     """A loaded network plus its labels and inference settings; see `load` to build one from a weights reference."""
 
-    model: nn.Module
-    config: dict[str, Any]
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    mode: str = "whole"
-    crop: Size | None = None
-    stride: Size | None = None
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    batch_size: int | None = None  # default: DEFAULT_BATCH_SIZE for the device type, else 1
-    source: str = ""  # one line naming the weights (see `segrefine.hub.describe`)
-    compile: bool = False  # torch.compile normalisation, network and argmax together, once per input size
-
-    def __post_init__(self) -> None:
-        if self.batch_size is None:
-            self.batch_size = DEFAULT_BATCH_SIZE.get(self.device.type, 1)
-        if self.mode not in MODES:
-            raise SettingError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.mode == "slide" and self.crop is None:
-            raise SettingError("`mode` slide needs `crop` (H, W)")
-        check_scales(self.scales)
-        if self.batch_size < 1:
-            raise SettingError(f"`batch_size` must be at least 1, got {self.batch_size}")
+    def __init__(
+        self,
+        model: nn.Module,
+        config: dict[str, Any],
+        device: torch.device = torch.device("cpu"),
+        options: InferenceOptions | None = None,
+        *,
+        source: str = "",
+        **settings: Any,
+    ) -> None:
+        """`options` (or its fields as keywords) say how `model` runs; `source` is one line naming the weights (see
+        `segrefine.hub.describe`). With `compile`, normalisation, network and argmax are compiled together."""
+        self.model = model
+        self.config = config
+        self.device = device
+        self.options = inference_options(options, settings)
+        self.source = source
+        self.batch_size: int = self.options.batch_size or DEFAULT_BATCH_SIZE.get(device.type, 1)
         self.num_classes = int(self.config["model"]["num_classes"])
         self.classes: tuple[str, ...] = tuple(self.config.get("classes") or map(str, range(self.num_classes)))
         self.palette: tuple[tuple[int, int, int], ...] = tuple(
@@ -121,7 +115,7 @@ class Predictor:
         if self.device.type in CHANNELS_LAST_DEVICES:
             self.model.to(memory_format=torch.channels_last)
         self._step = self._labels
-        if self.compile:
+        if self.options.compile:
             self._step = torch.compile(self._labels, mode=COMPILE_MODE.get(self.device.type), dynamic=False)
 
     @property
@@ -152,7 +146,11 @@ class Predictor:
         rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _rgb(image)
         return imageio.overlay(rgb, label, self.palette, alpha)
 
-    predict_files = predict_files  # the predict job over files, folders, globs and videos (predict_files.py)
+    def predict_files(
+        self, inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, **settings: Any
+    ) -> PredictReport:
+        """Segment files, folders, globs and videos into `out`; see `segrefine.engine.predict_files.predict_files`."""
+        return predict_files(self, inputs, out, **settings)
 
     def predict_video(
         self,
@@ -199,7 +197,8 @@ class Predictor:
                         if not writer.isOpened():
                             raise SegrefineError(f"this OpenCV build cannot write {VIDEO_FOURCC} videos")
                     for frame, label in zip(batch, self._forward(batch)):
-                        writer.write(cv2.cvtColor(self.overlay(frame, label, alpha), cv2.COLOR_RGB2BGR))
+                        blend = imageio.overlay(frame, label, self.palette, alpha)  # checked by predict_video
+                        writer.write(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
                     frames += len(batch)
                     if on_frames is not None:
                         on_frames(len(batch))
@@ -232,15 +231,12 @@ class Predictor:
         x = normalize(batch.permute(0, 3, 1, 2))
         if self.device.type not in CHANNELS_LAST_DEVICES:
             x = x.contiguous()
-        if self.mode == "whole" and self.scales == (1.0,) and not self.flip:
+        if self.options.single_pass:
             # One pass: its largest logit is the prediction. predict_logits would add a softmax and a log over
             # K×H×W values that cannot change it (a quarter of the time of `lite` at 512×1024 on CPU).
             logits = self._network(x)
         else:
-            logits = predict_logits(
-                self.model, x, num_classes=self.num_classes, mode=self.mode, crop=self.crop, stride=self.stride,
-                scales=self.scales, flip=self.flip, flip_pairs=self.flip_pairs,
-            )  # fmt: skip
+            logits = predict_logits(self.model, x, self.options, num_classes=self.num_classes, flip_pairs=self.flip_pairs)
         return class_labels(logits).to(torch.uint8)
 
     def _network(self, x: Tensor) -> Tensor:
@@ -271,32 +267,24 @@ def load(
     ref: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     *,
-    mode: str = "whole",
-    crop: Size | None = None,
-    stride: Size | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    batch_size: int | None = None,
+    options: InferenceOptions | None = None,
     token: str | None = None,
-    backend: str | None = None,
-    precision: str = "fp32",
-    compile: bool = False,
+    **settings: Any,
 ) -> Predictor:
     """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name,
     a Hub repo id `owner/name[@revision]` or an exported .onnx file; without `ref`, the registry's default checkpoint
-    for segmentation. `backend` and `precision` are those of `segrefine.engine.backends.for_inference`; `compile`
-    compiles the prediction step for each input size (worth it for many images of one size).
+    for segmentation. `options` (or its fields as keywords: `mode`, `crop`, `stride`, `scales`, `flip`,
+    `batch_size`, `backend`, `precision`, `compile`) say how it runs; `backend` and `precision` are those of
+    `segrefine.engine.backends.for_inference`, `compile` compiles the prediction step for each input size (worth it
+    for many images of one size).
     """
     from segrefine.engine.backends import for_inference
     from segrefine.hub import default_model, describe, load_model
 
+    options = inference_options(options, settings)
     if ref is None:
         ref = default_model().name
     run_device = resolve_device(device)
     model, config = load_model(ref, run_device, token=token)
-    model = for_inference(model, run_device, backend=backend, precision=precision)
-    return Predictor(
-        model, config, run_device, mode=mode, crop=tuple(crop) if crop else None,
-        stride=tuple(stride) if stride else None, scales=tuple(scales), flip=flip, batch_size=batch_size,
-        source=describe(ref, config), compile=compile,
-    )  # fmt: skip
+    model = for_inference(model, run_device, backend=options.backend, precision=options.precision)
+    return Predictor(model, config, run_device, options, source=describe(ref, config))

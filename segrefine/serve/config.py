@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from segrefine.engine.backends import BACKENDS, PRECISIONS
+from segrefine.engine.inference import check_runtime
 from segrefine.errors import SettingError
 
 
@@ -25,10 +25,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingError(f"`port` must be 0-65535, got {self.port}")
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise SettingError(f"`backend` must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise SettingError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_runtime(self.backend, self.precision)
         for name in ("max_queue", "max_pixels"):
             if getattr(self, name) < 1:
                 raise SettingError(f"`{name}` must be at least 1, got {getattr(self, name)}")
