@@ -182,3 +182,43 @@ def test_alpha_is_checked_once_per_job_and_worded_as_a_flag(cli, checkpoint, tmp
         cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((32, 32, 3), np.uint8))
     report = predictor.load(checkpoint, "cpu").predict_files([tmp_path / f"{n}.png" for n in "abc"], tmp_path / "out", alpha=0.3)
     assert report.images == 3 and calls == [0.3]
+
+
+def test_folder_images_are_decoded_and_written_on_threads_beside_the_network(tmp_path, monkeypatch):
+    """Decoding and writing run on threads of their own, so that the network (a GPU) does not wait for them; the
+    outputs and the count are those of the plain loop."""
+    import threading
+
+    from segrefine.engine import predict_files as job
+
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"in{i}.png"), np.full((8, 12, 3), 40 * i, np.uint8))
+    threads = {"read": set(), "write": set(), "predict": set()}
+    read, write = job.read_image, job.write_image
+
+    def recorded(kind, function):
+        def call(*args, **kwargs):
+            threads[kind].add(threading.current_thread().name)
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(job, "read_image", recorded("read", read))
+    monkeypatch.setattr(job, "write_image", recorded("write", write))
+
+    class Fake:
+        batch_size, palette = 2, [(0, 0, 0), (255, 255, 255)]
+
+        def predict_batch(self, images, batch_size=None):
+            threads["predict"].add(threading.current_thread().name)
+            return [(image[..., 0] > 100).astype(np.uint8) for image in images]
+
+        def colorize(self, label):
+            return np.asarray(self.palette, np.uint8)[label]
+
+    report = job.predict_files(Fake(), tmp_path, tmp_path / "out", save=("label",))
+    assert report.images == 5 and not report.failed and len(report.written) == 5
+    assert cv2.imread(str(tmp_path / "out" / "in4_label.png"), cv2.IMREAD_UNCHANGED).max() == 1
+    assert threads["predict"] == {threading.main_thread().name}
+    assert all(name.startswith("segrefine-read") for name in threads["read"])
+    assert threads["write"] and all(name.startswith("segrefine-write") for name in threads["write"])

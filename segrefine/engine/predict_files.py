@@ -13,7 +13,9 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Protocol
@@ -282,48 +284,86 @@ def predict_files(
     return report
 
 
+READ_AHEAD = 4  # images decoded ahead of the one being batched, on threads (OpenCV decodes without the GIL)
+WRITES_QUEUED = 2  # batches waiting to be written before prediction waits: bounds the memory they hold
+
+
 def _run_images(
     predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, max_pixels: int,
     run: _Run, advance: Callable[[int], None],
 ) -> None:  # fmt: skip
-    """Read, batch (consecutive images of one size, up to the predictor's batch size), predict and write."""
+    """Read (a few images ahead), batch (consecutive images of one size, up to the predictor's batch size), predict
+    and write, decoding and writing on threads while the network runs, so that a GPU is not left waiting on them."""
     pending: list[tuple[np.ndarray, dict[str, Path], Path]] = []
+    writes: deque[Future] = deque()
+
+    def write(batch: list[tuple[np.ndarray, dict[str, Path], Path, np.ndarray | None]]) -> list[tuple[Path, str | None]]:
+        """Each image's outputs; (source, why it failed or None) per image, for the caller's thread to report."""
+        done = []
+        for image, targets, source, label in batch:
+            try:
+                _write(predictor, image, label, targets, alpha, run.report.written)
+                done.append((source, None))
+            except SegrefineError as e:  # e.g. an output name longer than the file system allows
+                done.append((source, f"{source}: {e}"))
+        return done
+
+    def report(keep: int) -> None:
+        """Count (and report the failures of) the batches written so far, in order, waiting for the oldest until at
+        most `keep` are left."""
+        while writes and (len(writes) > keep or writes[0].done()):
+            results = writes.popleft().result()
+            for source, problem in results:
+                if problem is None:
+                    run.report.images += 1
+                else:
+                    run.fail(source, problem)
+            advance(len(results))
 
     def flush() -> None:
         try:
             labels = predictor.predict_batch([image for image, _, _ in pending], batch_size=len(pending))
         except UnreadableInput as e:  # e.g. a size a fixed-size .onnx cannot take: these images only
-            labels = [None] * len(pending)
             for _, _, source in pending:
                 run.fail(source, f"{source}: {e}")
-        for (image, targets, source), label in zip(pending, labels):
-            if label is None:
-                continue
-            try:
-                _write(predictor, image, label, targets, alpha, run.report.written)
-            except SegrefineError as e:  # e.g. an output name longer than the file system allows
-                run.fail(source, f"{source}: {e}")
-                continue
-            run.report.images += 1
-        advance(len(pending))
+            advance(len(pending))
+            pending.clear()
+            return
+        writes.append(writer.submit(write, [(*item, label) for item, label in zip(pending, labels)]))
         pending.clear()
+        report(keep=WRITES_QUEUED)
 
-    for job in jobs:
-        targets = _todo(job, run.report.out, save, overwrite, run)
-        if not targets:
-            advance(1)
-            continue
+    with ThreadPoolExecutor(2, "segrefine-read") as readers, ThreadPoolExecutor(1, "segrefine-write") as writer:
         try:
-            image = read_image(job.source, max_pixels)
-        except UnreadableInput as e:
-            run.fail(job.source, str(e))
-            advance(1)
-            continue
-        if pending and (pending[0][0].shape != image.shape or len(pending) == predictor.batch_size):
-            flush()
-        pending.append((image, targets, job.source))
-    if pending:
-        flush()
+            ahead: deque[tuple[_Job, dict[str, Path], Future]] = deque()
+            queue = iter(jobs)
+            while True:
+                for job in queue:  # keep READ_AHEAD reads in flight
+                    targets = _todo(job, run.report.out, save, overwrite, run)
+                    if not targets:
+                        advance(1)
+                        continue
+                    ahead.append((job, targets, readers.submit(read_image, job.source, max_pixels)))
+                    if len(ahead) >= READ_AHEAD:
+                        break
+                if not ahead:
+                    break
+                job, targets, reading = ahead.popleft()
+                try:
+                    image = reading.result()
+                except UnreadableInput as e:
+                    run.fail(job.source, str(e))
+                    advance(1)
+                    continue
+                if pending and (pending[0][0].shape != image.shape or len(pending) == predictor.batch_size):
+                    flush()
+                pending.append((image, targets, job.source))
+            if pending:
+                flush()
+        finally:  # Ctrl-C included: the writes under way finish (each file is complete) and are counted
+            writer.shutdown(wait=True)
+            readers.shutdown(wait=True, cancel_futures=True)
+            report(keep=0)
 
 
 def _run_video(predictor: Predictor, job: _Job, alpha: float, overwrite: bool, run: _Run) -> None:
