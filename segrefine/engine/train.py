@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,29 @@ def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@dataclass
+class _LogWindow:
+    """The losses and images summed over the steps since the last log line."""
+
+    losses: dict[str, float] = field(default_factory=dict)
+    images: int = 0
+    steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, losses: dict[str, torch.Tensor], images: int) -> None:
+        for k, v in losses.items():
+            self.losses[k] = self.losses.get(k, 0.0) + float(v.detach())
+        self.images += images
+        self.steps += 1
+
+    def record(self, step: int, lr: float, device: torch.device) -> dict[str, Any]:
+        """The log line: mean losses, throughput and peak memory over the window."""
+        seconds = time.perf_counter() - self.start
+        means = {("loss" if k == "total" else f"loss_{k}"): v / self.steps for k, v in self.losses.items()}
+        return {"iter": step, **means, "lr": lr, "images_per_s": self.images / max(seconds, 1e-9),
+                "memory_mb": _memory_mb(device), "time": round(time.time(), 3)}  # fmt: skip
 
 
 class Trainer:
@@ -270,78 +293,90 @@ class Trainer:
     def _lock(self) -> contextlib.AbstractContextManager:
         return self.folder.lock() if self.ctx.is_main else contextlib.nullcontext()
 
-    def _train(self) -> dict[str, Any] | None:
+    def _begin(self) -> bool:
+        """Prepare the run folder for the iterations left; False (said once) when a resumed run has none left."""
         cfg = self.config
         if self.resume and self.start >= cfg.iters:
             if self.ctx.is_main:
                 TrainProgress(cfg.iters).note(
                     f"run {self.run_dir} is already complete ({self.start} of {cfg.iters} iterations): nothing to resume"
                 )
-            return None
+            return False
         if self.ctx.is_main:
             self.folder.prepare(self.start if self.resume else None, self.overwrite)
-            self.folder.write_config(checkpoint_config(self.config.model, **self._info()))
+            self.folder.write_config(checkpoint_config(cfg.model, **self._info()))
         distributed.barrier()
+        return True
+
+    def _train(self) -> dict[str, Any] | None:
+        """Train from `start` to `config.iters`: step, log each window, validate, save; returns the last scores."""
+        if not self._begin():
+            return None
+        cfg = self.config
         eval_every = cfg.eval_every or cfg.iters
         save_every = cfg.save_every or eval_every
-        model, metrics = self.model, None
-        model.train()
+        metrics = None
+        self.model.train()
         progress = TrainProgress(cfg.iters, self.start, enabled=self.ctx.is_main)
         if self.resume:
             progress.note(f"resuming from iteration {self.start}")
-        window: dict[str, float] = {}
-        window_start, window_images, window_steps = time.perf_counter(), 0, 0
+        window = _LogWindow()
         batches = iter(self._loader())
         with progress:
-            for it in range(self.start, cfg.iters):
-                batch = next(batches)
-                if isinstance(batch, SegrefineError):  # raised by a DataLoader worker
-                    raise batch
-                images = batch["image"].to(self.device, non_blocking=True, memory_format=torch.channels_last)
-                labels = batch["label"].to(self.device, non_blocking=True)
+            for step in range(self.start + 1, cfg.iters + 1):
                 lr = self.scheduler.get_last_lr()[0]
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                    enabled=self.autocast_dtype is not None):
-                    outputs = model(images)
-                    losses = segmentation_loss(outputs, labels, cfg.loss, self.class_weight)
-                self._check_finite(it + 1, losses["total"])
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(losses["total"]).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                if self.config.model.memory:
-                    unwrap(model).memory.update(outputs["features"].detach(), labels, 0.9 * lr / cfg.lr)
-                self._check_finite(it + 1, losses["total"], weights=True)
-                step = self.step = it + 1
-                for k, v in losses.items():
-                    window[k] = window.get(k, 0.0) + float(v.detach())
-                window_images += images.shape[0] * self.ctx.world_size
-                window_steps += 1
-                if step % cfg.log_every == 0 or step == cfg.iters:
-                    seconds = time.perf_counter() - window_start
-                    losses_mean = {("loss" if k == "total" else f"loss_{k}"): v / window_steps for k, v in window.items()}
-                    record = {"iter": step, **losses_mean, "lr": lr, "images_per_s": window_images / max(seconds, 1e-9),
-                              "memory_mb": _memory_mb(self.device), "time": round(time.time(), 3)}
+                window.add(*self._step(next(batches), step, lr))
+                self.step = step
+                record = None
+                if self._due(step, cfg.log_every):
+                    record, window = window.record(step, lr, self.device), _LogWindow()
                     self._log(record)
-                    progress.update(step, record)
-                    window, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
-                else:
-                    progress.update(step, None)
-                if step % eval_every == 0 or step == cfg.iters:
-                    summary = self.evaluate()
-                    metrics = {k: summary[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU")}
-                    self._log({"iter": step, "val": metrics, "time": round(time.time(), 3)})
-                    progress.note(f"iter {step}: val mIoU {metrics['mIoU']:.4f}")
-                    if metrics["mIoU"] > self.best:
-                        self.best = metrics["mIoU"]
-                        self._save(self.folder.best, step, metrics)
-                    if step == cfg.iters and self.ctx.is_main:
-                        self.folder.write_eval({"iter": step, **summary})
-                if step % save_every == 0 or step == cfg.iters:
+                progress.update(step, record)
+                if self._due(step, eval_every):
+                    metrics = self._validate(step, progress)
+                if self._due(step, save_every):
                     self._save(self.folder.last, step, metrics)
                     self.saved = step
                     distributed.barrier()
+        return metrics
+
+    def _due(self, step: int, every: int) -> bool:
+        """Whether something done every `every` iterations (and at the last one) is due after `step`."""
+        return step % every == 0 or step == self.config.iters
+
+    def _step(self, batch: dict[str, torch.Tensor] | SegrefineError, step: int, lr: float) -> tuple[dict, int]:
+        """One optimisation step, the `step`-th, at learning rate `lr`; returns its losses and the images it saw."""
+        if isinstance(batch, SegrefineError):  # raised by a DataLoader worker
+            raise batch
+        cfg = self.config
+        images = batch["image"].to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            outputs = self.model(images)
+            losses = segmentation_loss(outputs, labels, cfg.loss, self.class_weight)
+        self._check_finite(step, losses["total"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if cfg.model.memory:
+            unwrap(self.model).memory.update(outputs["features"].detach(), labels, 0.9 * lr / cfg.lr)
+        self._check_finite(step, losses["total"], weights=True)
+        return losses, images.shape[0] * self.ctx.world_size
+
+    def _validate(self, step: int, progress: TrainProgress) -> dict[str, float]:
+        """Score the validation split after `step`: log it, keep the best checkpoint, write eval.json at the end."""
+        summary = self.evaluate()
+        metrics = {k: summary[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU")}
+        self._log({"iter": step, "val": metrics, "time": round(time.time(), 3)})
+        progress.note(f"iter {step}: val mIoU {metrics['mIoU']:.4f}")
+        if metrics["mIoU"] > self.best:
+            self.best = metrics["mIoU"]
+            self._save(self.folder.best, step, metrics)
+        if step == self.config.iters and self.ctx.is_main:
+            self.folder.write_eval({"iter": step, **summary})
         return metrics
 
 
