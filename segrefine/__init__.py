@@ -7,6 +7,7 @@
     predictor = segrefine.load("lite-camvid")                      # predict arrays, files, folders and videos
     report = segrefine.evaluate("lite-camvid", "camvid", data_root="data/camvid", split="val")
     run_dir = segrefine.train(segrefine.TrainConfig(dataset="toy", iters=50))
+    run_dir = segrefine.resume(run_dir)                            # continue a run from its last checkpoint
 """
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ _EXPORTS = {
     "PredictReport": "segrefine.engine.predict_files",
     "evaluate": "segrefine.engine.evaluate",
     "train": "segrefine.engine.train",
+    "resume": "segrefine.engine.train",
     "TrainConfig": "segrefine.engine.config",
 }
 

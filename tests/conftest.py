@@ -91,3 +91,25 @@ def cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """`interrupt_training(n)` makes training's n-th step raise KeyboardInterrupt (as Ctrl-C); returns the undo."""
+    from segrefine.engine import train as engine_train
+
+    loss = engine_train.segmentation_loss
+
+    def at_step(n: int):
+        calls = []
+
+        def interrupted(*a, **k):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return loss(*a, **k)
+
+        monkeypatch.setattr(engine_train, "segmentation_loss", interrupted)
+        return lambda: monkeypatch.setattr(engine_train, "segmentation_loss", loss)
+
+    return at_step

@@ -194,18 +194,11 @@ def test_checkpoint_files_get_the_normal_file_mode(tmp_path):
     assert modes == dict.fromkeys(("config.json", "model.safetensors", "trainer.safetensors", "trainer.json"), FILE_MODE)
 
 
-def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_iteration(cli, tmp_path, monkeypatch):
+def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_iteration(cli, tmp_path,
+                                                                                          interrupt_training):
     run = tmp_path / "run"
     args = [*TINY, "--iters", "6", "--save-every", "2", "--log-every", "1", "--out", run]
-    loss, calls = engine_train.segmentation_loss, []
-
-    def interrupted_at_the_fourth_step(*a, **k):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return loss(*a, **k)
-
-    monkeypatch.setattr(engine_train, "segmentation_loss", interrupted_at_the_fourth_step)
+    undo = interrupt_training(4)
     code, _, lines = segrefine(cli, "train", *args)
     assert code == 130
     assert one_error(lines) == (
@@ -216,7 +209,7 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_resume_keeps_one_log_line_per_i
     logged = [json.loads(line)["iter"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3]
 
-    monkeypatch.setattr(engine_train, "segmentation_loss", loss)
+    undo()
     code, out, lines = segrefine(cli, "train", "--resume", "--out", run)
     assert code == 0 and lines[0] == "resuming from iteration 2", lines
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -251,7 +244,7 @@ def test_a_run_folder_without_a_checkpoint_never_blocks_a_new_start(cli, tmp_pat
 def test_a_run_folder_in_use_is_refused_in_one_line(cli, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    with open(run / ".lock", "w") as held:  # what a live run holds (see engine.train.run_lock)
+    with open(run / ".lock", "w") as held:  # what a live run holds (see RunFolder.lock)
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("4242")
         held.flush()

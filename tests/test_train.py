@@ -234,3 +234,14 @@ def test_photometric_setting_reaches_the_run_config_and_is_checked(cli, tmp_path
     assert json.loads((run / "config.json").read_text())["train"]["photometric"] == "camera"
     bad = cli("train", *TOY, "--iters", "1", "--photometric", "sepia", "--out", tmp_path / "bad")
     assert bad.returncode != 0 and "--photometric" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_log_window_records_the_mean_losses_of_its_steps():
+    from segrefine.engine.train import _LogWindow
+
+    window = _LogWindow()
+    window.add({"total": torch.tensor(1.0), "aux": torch.tensor(0.5)}, 4)
+    window.add({"total": torch.tensor(3.0), "aux": torch.tensor(1.5)}, 4)
+    record = window.record(7, 0.01, torch.device("cpu"))
+    assert {k: record[k] for k in ("iter", "loss", "loss_aux", "lr")} == {"iter": 7, "loss": 2.0, "loss_aux": 1.0, "lr": 0.01}
+    assert 0 < record["images_per_s"] and record["memory_mb"] > 0

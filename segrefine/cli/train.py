@@ -14,10 +14,10 @@ import typer
 
 from segrefine.cli.options import flag_settings, with_config_flags
 from segrefine.engine.config import TrainConfig, read_config_file, resolve_config
-from segrefine.engine.train import TrainingInterrupted, resumed_config, train as run_training
+from segrefine.engine.run_folder import RunFolder
+from segrefine.engine.train import TrainingInterrupted, resume as resume_run, train as run_training
 from segrefine.errors import Interrupted, SegrefineError, SettingError, flag
 from segrefine.models.config import ModelConfig
-
 
 
 EPILOG = (
@@ -47,19 +47,6 @@ def train(
     if resume and overwrite:
         raise SegrefineError("--resume continues a run and --overwrite starts it over: give one of them")
     file_settings, source = {}, None  # where settings not given as flags came from
-    if resume:
-        if config is not None:
-            raise SegrefineError("--resume takes its settings from the run folder; drop --config")
-        from segrefine.engine.train import latest_run_dir
-        from segrefine.hub import CONFIG_NAME
-
-        run_dir = out or latest_run_dir()
-        if run_dir is None or not (Path(run_dir) / CONFIG_NAME).is_file():
-            raise SegrefineError(f"--resume: no training run found in {out or 'runs/train'} (start one without --resume)")
-        source = Path(run_dir) / CONFIG_NAME
-        file_settings = read_config_file(source)
-    elif config is not None:
-        file_settings, source = read_config_file(config), f"--config {config}"
 
     def word(setting: str) -> str:
         """A setting in a message: its flag, or where its value came from when that was a file."""
@@ -67,9 +54,17 @@ def train(
             return f"{setting} (from {source})"
         return flag(setting)
 
+    if resume and config is not None:
+        raise SegrefineError("--resume takes its settings from the run folder; drop --config")
+    if config is not None:
+        file_settings, source = read_config_file(config), f"--config {config}"
     try:
-        settings = resumed_config(Path(run_dir), flags) if resume else resolve_config(file_settings, flags)
-        run_dir = run_training(settings, resume=resume, overwrite=overwrite)
+        if resume:
+            source = RunFolder.to_resume(out).config
+            file_settings = read_config_file(source)
+            run_dir = resume_run(**flags)  # `out` among them when given
+        else:
+            run_dir = run_training(resolve_config(file_settings, flags), overwrite=overwrite)
     except SettingError as e:
         raise e.worded(word) from None
     except TrainingInterrupted as e:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
 import resource
-import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +24,13 @@ from segrefine.engine.config import TrainConfig
 from segrefine.engine.losses import segmentation_loss
 from segrefine.engine.device import resolve_device
 from segrefine.engine.progress import TrainProgress
+from segrefine.engine.run_folder import RUNS_ROOT, RunFolder
 from segrefine.engine.sampling import SeededSamples, StreamBatchSampler, collate_or_error
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.imageio import folder_problem, write_json, write_text
 from segrefine.hub import (
-    CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, HubUnreachable, SegRefineModel, checkpoint_config, fetch_backbone,
+    WEIGHTS_NAME, HubUnreachable, SegRefineModel, checkpoint_config, fetch_backbone,
     load_backbone_weights, load_state, load_state_dict_strict, load_weights_file, resolve, save_checkpoint,
 )  # fmt: skip
-
-RUNS_ROOT = Path("runs/train")
-LOG_FILE = "log.jsonl"
-LOCK_FILE = ".lock"  # held by the live run (see run_lock)
-EVAL_FILE = "eval.json"
-
-
-def next_run_dir(root: Path = RUNS_ROOT) -> Path:
-    """runs/train/exp, exp2, exp3, … : the first free one."""
-    taken = {int(m[1] or 1) for p in root.glob("exp*") if (m := re.fullmatch(r"exp(\d*)", p.name))}
-    n = next(i for i in range(1, len(taken) + 2) if i not in taken)
-    return root / ("exp" if n == 1 else f"exp{n}")
-
-
-def latest_run_dir(root: Path = RUNS_ROOT) -> Path | None:
-    runs = [p for p in root.glob("exp*") if (p / CONFIG_NAME).is_file()]
-    return max(runs, key=lambda p: (p / CONFIG_NAME).stat().st_mtime) if runs else None
-
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
@@ -96,61 +73,12 @@ def _init_network(model: nn.Module, ref: str) -> None:
         raise SettingError(f"`init_weights`: {e}") from None
 
 
-def holds_run(folder: Path) -> bool:
-    """Whether `folder` holds a training run worth keeping: a checkpoint. A run stopped before its first checkpoint
-    left only its config and log, with nothing to resume: that never blocks a new start."""
-    checkpoints = folder / RUN_CHECKPOINTS
-    return checkpoints.is_dir() and any(p.is_dir() and not p.name.endswith(".tmp") for p in checkpoints.iterdir())
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an OS lock on the run folder (created if missing): a second run on it is refused while this one lives.
-
-    The OS releases the lock when the process ends however it ends (Ctrl-C, a crash, kill -9), so a dead run never
-    leaves its folder locked. Windows has no flock: there runs are not guarded.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / LOCK_FILE, "a+")
-    except OSError as e:
-        raise SettingError(f"cannot create `out` {run_dir}: {e.strerror or e}") from None
-    with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip()
-            raise SettingError(
-                f"`out` {run_dir} is in use by another training run{f' (process {holder})' if holder else ''}: wait for "
-                "it to end, or choose another `out`"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
-        yield
-
-
-def _logged_iteration(line: str) -> int | None:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:  # the half-written last line of a killed run
-        return None
-    return record.get("iter") if isinstance(record, dict) else None
-
-
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; says where the last checkpoint is and how to continue from it."""
 
     def __init__(self, run_dir: Path, iteration: int, saved: int | None) -> None:
         self.run_dir, self.iteration, self.saved = run_dir, iteration, saved
-        super().__init__(self.describe("train(config, resume=True) with config.out set to it"))
+        super().__init__(self.describe(f"segrefine.resume({str(run_dir)!r})"))
 
     def describe(self, how_to_resume: str) -> str:
         """The message, with `how_to_resume` saying how to continue the run."""
@@ -160,7 +88,7 @@ class TrainingInterrupted(KeyboardInterrupt):
                 f"{self.run_dir}"
             )
         return (
-            f"interrupted at iteration {self.iteration}; the last checkpoint ({self.run_dir / RUN_LAST_DIR}) holds "
+            f"interrupted at iteration {self.iteration}; the last checkpoint ({RunFolder(self.run_dir).last}) holds "
             f"iteration {self.saved}: continue with {how_to_resume}"
         )
 
@@ -171,11 +99,35 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+@dataclass
+class _LogWindow:
+    """The losses and images summed over the steps since the last log line."""
+
+    losses: dict[str, float] = field(default_factory=dict)
+    images: int = 0
+    steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, losses: dict[str, torch.Tensor], images: int) -> None:
+        for k, v in losses.items():
+            self.losses[k] = self.losses.get(k, 0.0) + float(v.detach())
+        self.images += images
+        self.steps += 1
+
+    def record(self, step: int, lr: float, device: torch.device) -> dict[str, Any]:
+        """The log line: mean losses, throughput and peak memory over the window."""
+        seconds = time.perf_counter() - self.start
+        means = {("loss" if k == "total" else f"loss_{k}"): v / self.steps for k, v in self.losses.items()}
+        return {"iter": step, **means, "lr": lr, "images_per_s": self.images / max(seconds, 1e-9),
+                "memory_mb": _memory_mb(device), "time": round(time.time(), 3)}  # fmt: skip
+
+
 class Trainer:
     """One training run; `run()` trains to `config.iters`, resuming from the run folder's last checkpoint if asked."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
-        self.config, self.run_dir, self.resume, self.overwrite = config, run_dir, resume, overwrite
+        self.folder, self.resume, self.overwrite = RunFolder(run_dir), resume, overwrite
+        self.config = config
         self.start = self.step = 0  # the first iteration to run, the last one done
         self.saved: int | None = None  # the iteration checkpoints/last holds
         self.device = resolve_device(config.device)
@@ -207,6 +159,10 @@ class Trainer:
         # The network predicts the dataset's classes; the run's config.json records the resolved settings.
         self.config = replace(config, model=replace(config.model, num_classes=self.meta.num_classes))
 
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.path
+
     # --- setup --------------------------------------------------------------------------------------------------
 
     def _build(self) -> None:
@@ -235,7 +191,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.best = float("-inf")
         if self.resume:
-            folder = recover(self.run_dir / RUN_LAST_DIR)
+            folder = recover(self.folder.last)
             if folder is None:
                 raise SettingError(
                     f"`resume`: {self.run_dir} has no complete checkpoint to resume from (start it over with `overwrite`)"
@@ -267,7 +223,7 @@ class Trainer:
             self.optimizer, self.scheduler, self.scaler, iteration, {"best_miou": self.best}
         )
         if self.ctx.is_main:
-            replace_folder(self.run_dir / folder, lambda tmp: self._write_checkpoint(tmp, tensors, state, metrics))
+            replace_folder(folder, lambda tmp: self._write_checkpoint(tmp, tensors, state, metrics))
 
     def _write_checkpoint(self, folder: Path, tensors: dict, state: dict, metrics: dict | None) -> None:
         save_checkpoint(unwrap(self.model), folder, **self._info(), metrics=metrics)
@@ -279,35 +235,9 @@ class Trainer:
         return {"dataset": self.config.dataset, "classes": meta.classes, "palette": meta.palette,
                 "flip_pairs": meta.flip_pairs, "extra": {"train": self.config.to_dict()}}  # fmt: skip
 
-    def _write_run_config(self) -> None:
-        write_json(self.run_dir / CONFIG_NAME, checkpoint_config(self.config.model, **self._info()))
-
     def _log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
-            try:
-                with open(self.run_dir / LOG_FILE, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            except OSError as e:
-                raise SegrefineError(f"cannot write {self.run_dir / LOG_FILE}: {e.strerror or e}") from None
-
-    def _prepare_folder(self) -> None:
-        """Create the run folder; a resumed run's log loses the lines of iterations it replays, an overwritten run's
-        old log, checkpoints and scores go."""
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SettingError(f"cannot create `out` {self.run_dir}: {e.strerror or e}") from None
-        log = self.run_dir / LOG_FILE
-        if self.resume:
-            if log.is_file():
-                lines = log.read_text().splitlines()
-                kept = [line for line in lines if (it := _logged_iteration(line)) is not None and it <= self.start]
-                write_text(log, "".join(line + "\n" for line in kept))
-            return
-        log.unlink(missing_ok=True)
-        if self.overwrite:
-            shutil.rmtree(self.run_dir / RUN_CHECKPOINTS, ignore_errors=True)
-            (self.run_dir / EVAL_FILE).unlink(missing_ok=True)
+            self.folder.append_log(record)
 
     def _check_finite(self, step: int, loss: torch.Tensor, weights: bool = False) -> None:
         """Stop at a non-finite loss (before its backward pass) or weight (before the next forward pass): NaN and
@@ -322,7 +252,7 @@ class Trainer:
         if finite.item():
             return
         where = (
-            f"the last good checkpoint, from iteration {self.saved}, is {self.run_dir / RUN_LAST_DIR}"
+            f"the last good checkpoint, from iteration {self.saved}, is {self.folder.last}"
             if self.saved is not None else "no checkpoint had been saved yet"
         )
         raise SettingError(
@@ -346,7 +276,7 @@ class Trainer:
         return result
 
     def run(self) -> dict[str, Any] | None:
-        """Build the network and train it, holding the run folder's lock (see `run_lock`) on the main process.
+        """Build the network and train it, holding the run folder's lock (see `RunFolder.lock`) on the main process.
 
         An existing folder is locked before anything reads it (a resume); a new one is created only once the network
         is built, so a start that fails there (e.g. no Hub for the backbone) leaves nothing behind.
@@ -361,80 +291,92 @@ class Trainer:
             return self._train()
 
     def _lock(self) -> contextlib.AbstractContextManager:
-        return run_lock(self.run_dir) if self.ctx.is_main else contextlib.nullcontext()
+        return self.folder.lock() if self.ctx.is_main else contextlib.nullcontext()
 
-    def _train(self) -> dict[str, Any] | None:
+    def _begin(self) -> bool:
+        """Prepare the run folder for the iterations left; False (said once) when a resumed run has none left."""
         cfg = self.config
         if self.resume and self.start >= cfg.iters:
             if self.ctx.is_main:
                 TrainProgress(cfg.iters).note(
                     f"run {self.run_dir} is already complete ({self.start} of {cfg.iters} iterations): nothing to resume"
                 )
-            return None
+            return False
         if self.ctx.is_main:
-            self._prepare_folder()
-            self._write_run_config()
+            self.folder.prepare(self.start if self.resume else None, self.overwrite)
+            self.folder.write_config(checkpoint_config(cfg.model, **self._info()))
         distributed.barrier()
+        return True
+
+    def _train(self) -> dict[str, Any] | None:
+        """Train from `start` to `config.iters`: step, log each window, validate, save; returns the last scores."""
+        if not self._begin():
+            return None
+        cfg = self.config
         eval_every = cfg.eval_every or cfg.iters
         save_every = cfg.save_every or eval_every
-        model, metrics = self.model, None
-        model.train()
+        metrics = None
+        self.model.train()
         progress = TrainProgress(cfg.iters, self.start, enabled=self.ctx.is_main)
         if self.resume:
             progress.note(f"resuming from iteration {self.start}")
-        window: dict[str, float] = {}
-        window_start, window_images, window_steps = time.perf_counter(), 0, 0
+        window = _LogWindow()
         batches = iter(self._loader())
         with progress:
-            for it in range(self.start, cfg.iters):
-                batch = next(batches)
-                if isinstance(batch, SegrefineError):  # raised by a DataLoader worker
-                    raise batch
-                images = batch["image"].to(self.device, non_blocking=True, memory_format=torch.channels_last)
-                labels = batch["label"].to(self.device, non_blocking=True)
+            for step in range(self.start + 1, cfg.iters + 1):
                 lr = self.scheduler.get_last_lr()[0]
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                    enabled=self.autocast_dtype is not None):
-                    outputs = model(images)
-                    losses = segmentation_loss(outputs, labels, cfg.loss, self.class_weight)
-                self._check_finite(it + 1, losses["total"])
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(losses["total"]).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                if self.config.model.memory:
-                    unwrap(model).memory.update(outputs["features"].detach(), labels, 0.9 * lr / cfg.lr)
-                self._check_finite(it + 1, losses["total"], weights=True)
-                step = self.step = it + 1
-                for k, v in losses.items():
-                    window[k] = window.get(k, 0.0) + float(v.detach())
-                window_images += images.shape[0] * self.ctx.world_size
-                window_steps += 1
-                if step % cfg.log_every == 0 or step == cfg.iters:
-                    seconds = time.perf_counter() - window_start
-                    losses_mean = {("loss" if k == "total" else f"loss_{k}"): v / window_steps for k, v in window.items()}
-                    record = {"iter": step, **losses_mean, "lr": lr, "images_per_s": window_images / max(seconds, 1e-9),
-                              "memory_mb": _memory_mb(self.device), "time": round(time.time(), 3)}
+                window.add(*self._step(next(batches), step, lr))
+                self.step = step
+                record = None
+                if self._due(step, cfg.log_every):
+                    record, window = window.record(step, lr, self.device), _LogWindow()
                     self._log(record)
-                    progress.update(step, record)
-                    window, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
-                else:
-                    progress.update(step, None)
-                if step % eval_every == 0 or step == cfg.iters:
-                    summary = self.evaluate()
-                    metrics = {k: summary[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU")}
-                    self._log({"iter": step, "val": metrics, "time": round(time.time(), 3)})
-                    progress.note(f"iter {step}: val mIoU {metrics['mIoU']:.4f}")
-                    if metrics["mIoU"] > self.best:
-                        self.best = metrics["mIoU"]
-                        self._save(RUN_BEST_DIR, step, metrics)
-                    if step == cfg.iters and self.ctx.is_main:
-                        write_json(self.run_dir / EVAL_FILE, {"iter": step, **summary})
-                if step % save_every == 0 or step == cfg.iters:
-                    self._save(RUN_LAST_DIR, step, metrics)
+                progress.update(step, record)
+                if self._due(step, eval_every):
+                    metrics = self._validate(step, progress)
+                if self._due(step, save_every):
+                    self._save(self.folder.last, step, metrics)
                     self.saved = step
                     distributed.barrier()
+        return metrics
+
+    def _due(self, step: int, every: int) -> bool:
+        """Whether something done every `every` iterations (and at the last one) is due after `step`."""
+        return step % every == 0 or step == self.config.iters
+
+    def _step(self, batch: dict[str, torch.Tensor] | SegrefineError, step: int, lr: float) -> tuple[dict, int]:
+        """One optimisation step, the `step`-th, at learning rate `lr`; returns its losses and the images it saw."""
+        if isinstance(batch, SegrefineError):  # raised by a DataLoader worker
+            raise batch
+        cfg = self.config
+        images = batch["image"].to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            outputs = self.model(images)
+            losses = segmentation_loss(outputs, labels, cfg.loss, self.class_weight)
+        self._check_finite(step, losses["total"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if cfg.model.memory:
+            unwrap(self.model).memory.update(outputs["features"].detach(), labels, 0.9 * lr / cfg.lr)
+        self._check_finite(step, losses["total"], weights=True)
+        return losses, images.shape[0] * self.ctx.world_size
+
+    def _validate(self, step: int, progress: TrainProgress) -> dict[str, float]:
+        """Score the validation split after `step`: log it, keep the best checkpoint, write eval.json at the end."""
+        summary = self.evaluate()
+        metrics = {k: summary[k] for k in ("mIoU", "mAcc", "aAcc", "fwIoU", "boundary_mIoU")}
+        self._log({"iter": step, "val": metrics, "time": round(time.time(), 3)})
+        progress.note(f"iter {step}: val mIoU {metrics['mIoU']:.4f}")
+        if metrics["mIoU"] > self.best:
+            self.best = metrics["mIoU"]
+            self._save(self.folder.best, step, metrics)
+        if step == self.config.iters and self.ctx.is_main:
+            self.folder.write_eval({"iter": step, **summary})
         return metrics
 
 
@@ -445,51 +387,47 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     refused otherwise. Ctrl-C raises TrainingInterrupted (a KeyboardInterrupt) saying where the last checkpoint is.
     """
     if resume:
-        run_dir = Path(config.out) if config.out else latest_run_dir()
-        if run_dir is None or not (run_dir / CONFIG_NAME).is_file():
-            where = config.out or RUNS_ROOT
-            raise SettingError(f"`resume`: no training run found in {where} (start one without `resume`)")
+        run: RunFolder | None = RunFolder.to_resume(config.out)
     else:
-        run_dir = Path(config.out) if config.out else None
-        if run_dir is not None and run_dir.is_dir() and holds_run(run_dir) and not overwrite:
-            raise SettingError(
-                f"`out` {run_dir} already holds a training run: continue it with `resume`, replace it with "
-                f"`overwrite`, or choose another `out`"
-            )
-    problem = folder_problem(run_dir or RUNS_ROOT)
-    if problem:
-        raise SettingError(f"`out` {problem}")
-    trainer = Trainer(config, run_dir or RUNS_ROOT, resume=resume, overwrite=overwrite)  # validates before any write
-    if run_dir is None:
-        run_dir = _agreed_run_dir(trainer.ctx)
-        trainer.run_dir = run_dir
+        run = RunFolder(Path(config.out)) if config.out else None
+    (run or RunFolder(RUNS_ROOT)).check_start(resume, overwrite)  # without `out`: the root of the numbered runs
+    trainer = Trainer(config, run.path if run else RUNS_ROOT, resume=resume, overwrite=overwrite)  # validates first
+    if run is None:
+        trainer.folder = run = _agreed_run(trainer.ctx)
     try:
         trainer.run()
     except KeyboardInterrupt:
-        raise TrainingInterrupted(run_dir, trainer.step, trainer.saved) from None
+        raise TrainingInterrupted(run.path, trainer.step, trainer.saved) from None
     finally:
         distributed.teardown()
-    return run_dir
+    return run.path
 
 
-def _agreed_run_dir(ctx: distributed.Context) -> Path:
+def resume(out: str | Path | None = None, **overrides: Any) -> Path:
+    """Continue the run in `out` (default: the latest in runs/train) from its last checkpoint; returns its folder.
+
+    The run keeps its settings: `overrides` may change only the runtime ones (device, workers, amp).
+    """
+    return train(resumed_config(RunFolder.to_resume(out), overrides), resume=True)
+
+
+def _agreed_run(ctx: distributed.Context) -> RunFolder:
     """Rank 0 picks the next free run folder and tells the others."""
-    chosen = [str(next_run_dir())] if ctx.is_main else [None]
+    chosen = [str(RunFolder.next().path)] if ctx.is_main else [None]
     if ctx.distributed:
         dist.broadcast_object_list(chosen, src=0)
-    return Path(chosen[0])
+    return RunFolder(Path(chosen[0]))
 
 
-def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+def resumed_config(run: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
     """The settings of an existing run; only runtime settings (device, workers, AMP) may change."""
     from segrefine.engine.config import read_config_file
 
-    settings = read_config_file(run_dir / CONFIG_NAME)
+    settings = read_config_file(run.config)
     allowed = {"device", "workers", "amp", "out"}
     changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
     if changed:
-        raise SettingError(f"`resume` continues {run_dir} as configured; cannot change: {', '.join(changed)}")
+        raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
     settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
-    settings["out"] = str(run_dir)
+    settings["out"] = str(run.path)
     return TrainConfig.from_dict(settings)
-
