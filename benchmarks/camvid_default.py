@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -95,17 +96,25 @@ def val_trajectory(run: Path) -> str:
     return ", ".join(f"{100 * r['val']['mIoU']:.1f} at iteration {r['iter']}" for r in records)
 
 
-def run_hardware(run: Path) -> tuple[str, str, bool, str]:
-    """The machine a run trained on (its hardware.json, else this one), what ran beside it, whether on a GPU, and
-    what its data was when not the original files."""
+class Machine(NamedTuple):
+    """Where a run trained: its description, what ran beside it, whether on a GPU, and its data when not the
+    original files."""
+
+    where: str
+    beside: str = ""
+    on_gpu: bool = False
+    data: str = ""
+
+
+def run_hardware(run: Path) -> Machine:
+    """The machine a run trained on: its hardware.json, else this one."""
     path = run / HARDWARE_FILE
     if not path.is_file():
-        return hardware(), "", False, ""
+        return Machine(hardware())
     info = json.loads(path.read_text())
-    beside, data = info.get("beside", ""), info.get("data", "")
-    if not info.get("gpu"):
-        return f"{info['cpus']} CPU cores, PyTorch {info['torch']}", beside, False, data
-    return f"one {info['gpu']} ({info['cpus']} CPU cores, PyTorch {info['torch']})", beside, True, data
+    cores = f"{info['cpus']} CPU cores, PyTorch {info['torch']}"
+    where = f"one {info['gpu']} ({cores})" if info.get("gpu") else cores
+    return Machine(where, info.get("beside", ""), bool(info.get("gpu")), info.get("data", ""))
 
 
 def hardware() -> str:
@@ -193,15 +202,15 @@ def main() -> None:
     metrics = {"split": "val", **scores(fp16), "per_class": fp16["per_class"]}
     config = json.loads((folder / CONFIG_NAME).read_text())
     config["metrics"] = metrics
+    machine = run_hardware(args.run)
     config["provenance"] = {
-        "command": command, "hardware": run_hardware(args.run)[0], "train_seconds": round(seconds), "iterations": iters,
+        "command": command, "hardware": machine.where, "train_seconds": round(seconds), "iterations": iters,
         "base": base, "fp32_val": scores(fp32), "cross_camera": cameras, "license": LICENSE,
     }  # fmt: skip
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     flops = count_flops(shipped.config, (360, 480))
     early = stopped_early(iters, settings.iters, settings.lr)
-    machine = run_hardware(args.run)
     details = card_details(command, base, seconds, iters, early, fp32, fp16, cameras, eval_seconds,
                            val_trajectory(args.run), settings, machine)
     card = model_card(config, name=args.name, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480),
@@ -220,7 +229,7 @@ def main() -> None:
     zoo["models"] = [m for m in zoo["models"] if m["name"] != args.name] + [entry]
     zoo_path.write_text(json.dumps(zoo, indent=2) + "\n")
     print(f"wrote {folder} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.1f} MiB) and the {args.name} entry in {zoo_path}")
-    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, base, seconds, iters, flops, machine[0]) + early)
+    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, base, seconds, iters, flops, machine.where) + early)
 
 
 def cross_camera_line(cameras: dict) -> str:
@@ -287,9 +296,8 @@ def stopped_early(iters: int, scheduled: int, lr: float) -> str:
 
 def card_details(command: str, base: dict, seconds: float, iters: int, early: str, fp32: dict, fp16: dict,
                  cameras: dict, eval_seconds: float, trajectory: str, settings: TrainConfig,
-                 machine: tuple[str, str, bool, str]) -> str:
-    where, beside, on_gpu, machine_data = machine
-    precision = "bf16 autocast" if settings.amp or (settings.amp is None and on_gpu) else "fp32"
+                 machine: Machine) -> str:
+    precision = "bf16 autocast" if settings.amp or (settings.amp is None and machine.on_gpu) else "fp32"
     height, width = settings.crop
     rows = "\n".join(
         f"| {name} | {100 * v['iou']:.2f} | {100 * v['boundary_iou']:.2f} |" for name, v in fp16["per_class"].items()
@@ -315,14 +323,14 @@ Stage 1, from scratch ({base['iterations']} iterations, {base['train_seconds'] /
 Stage 2, for photos from any camera: the stage-1 network fine-tuned with camera-style photometric distortion (random
 white balance and per-channel gain, tone curve, stronger colour jitter, monochrome, lens blur, sensor noise, JPEG
 compression, vignetting) and random scale {settings.scale[0]}–{settings.scale[1]}, {precision}: {iters} iterations of
-batch {settings.batch_size} at {height}×{width}, **{seconds / 60:.0f} minutes** of wall-clock time on {where}{", beside " + beside if beside else ""}.{early}
+batch {settings.batch_size} at {height}×{width}, **{seconds / 60:.0f} minutes** of wall-clock time on {machine.where}{", beside " + machine.beside if machine.beside else ""}.{early}
 The ingredients were chosen by the camera rows of `benchmarks/ablation.py` (the README's ablation section). The command:
 
 ```bash
 {command}
 ```
 
-Validation mIoU during stage 2{" (" + machine_data + ")" if machine_data else ""}: {trajectory}.
+Validation mIoU during stage 2{" (" + machine.data + ")" if machine.data else ""}: {trajectory}.
 
 {pilots_section()}
 

@@ -29,8 +29,9 @@ WEIGHTS = "checkpoints/last/model.safetensors"
 PARTS = 4  # fp32 `lite` is ~50 MB: four parts of ~12.5 MB
 
 
-def is_photo(path: Path, root: Path) -> bool:
-    return path.suffix.lower() == ".png" and path.parent.name in PHOTO_FOLDERS
+def is_photo(rel: Path) -> bool:
+    """A dataset's photograph (`rel` below the shared folder); the street photo of `images/` is scored as it is."""
+    return rel.suffix.lower() == ".png" and rel.parent.name in PHOTO_FOLDERS and len(rel.parts) > 2
 
 
 def pack(shared: Path, dest: Path, base: Path | None) -> None:
@@ -41,7 +42,7 @@ def pack(shared: Path, dest: Path, base: Path | None) -> None:
             continue  # not street scenes / the same labels again
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if is_photo(path, shared) and rel.parts[0] != "images":  # the street photo is scored as it is
+        if is_photo(rel):
             cv2.imwrite(str(target.with_suffix(".jpg")), cv2.imread(str(path)), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         else:
             shutil.copy2(path, target)

@@ -360,9 +360,8 @@ def _run_images(
                 pending.append((image, targets, job.source))
             if pending:
                 flush()
-        finally:  # Ctrl-C included: the writes under way finish (each file is complete) and are counted
-            writer.shutdown(wait=True)
-            readers.shutdown(wait=True, cancel_futures=True)
+        finally:  # Ctrl-C included: no more reads; the writes under way finish (each file complete) and are counted
+            readers.shutdown(cancel_futures=True)
             report(keep=0)
 
 
