@@ -56,7 +56,7 @@ from cross_camera import other_camera_scores as other_cameras  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "ablation-camvid.json"
 DEFAULTS = {
     "srm": "full", "srm_kernel": 3, "srm_mask": "softmax", "srm_fusion": False, "srm_local": False, "crm": "attention",
-    "memory": False,
+    "memory": False, "ibn": False,
 }  # fmt: skip
 # Each row changes the defaults above; the SRM rows get a third seed because their differences are the smallest.
 ROWS: dict[str, dict] = {
@@ -75,6 +75,9 @@ ROWS: dict[str, dict] = {
     "photometric-none": {"photometric": "none"},
     "photometric-camera": {"photometric": "camera"},
     "photometric-camera-scale2": {"photometric": "camera", "scale": [0.5, 2.0]},
+    # Instance-batch normalisation (IBN-a) in the first three backbone stages, alone and with the camera recipe.
+    "photometric-none-ibn": {"photometric": "none", "ibn": True},
+    "photometric-camera-ibn": {"photometric": "camera", "ibn": True},
     # The SRM question for the camera recipe: the row above against the same training with bilinear upsampling.
     "photometric-camera-scale2-srm-bilinear": {"photometric": "camera", "scale": [0.5, 2.0], "srm": "bilinear"},
     "crm-off": {"crm": "off"},
@@ -106,6 +109,7 @@ def switch_flags(values: dict) -> list[str]:
     flags = ["--srm", values["srm"], "--srm-kernel", str(values["srm_kernel"]), "--srm-mask", values["srm_mask"]]
     flags.append("--srm-fusion" if values.get("srm_fusion") else "--no-srm-fusion")
     flags.append("--srm-local" if values.get("srm_local") else "--no-srm-local")
+    flags.append("--ibn" if values.get("ibn") else "--no-ibn")
     return [*flags, "--crm", values["crm"], "--memory" if values["memory"] else "--no-memory"]
 
 

@@ -26,6 +26,7 @@ class ModelConfig:
     srm_mask: str = field(default="softmax", metadata={"help": "SRM mask activation.", "choices": SRM_MASKS})
     srm_fusion: bool = field(default=False, metadata={"help": "Also align the coarser pyramid levels to the 1/4 grid with an SRM before fusion."})
     srm_local: bool = field(default=False, metadata={"help": "Bound each SRM offset to one cell of the coarser map."})
+    ibn: bool = field(default=False, metadata={"help": "Instance-batch normalisation (IBN-a) in the first three backbone stages."})
     crm: str = field(default="attention", metadata={"help": "CRM mode.", "choices": CRM_MODES})
     memory: bool = field(default=False, metadata={"help": "Add the MCIBI class memory."})
     memory_dim: int = field(default=0, metadata={"help": "Memory feature width (0: the variant's decoder width)."})

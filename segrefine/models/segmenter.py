@@ -31,7 +31,7 @@ class SegRefineNet(nn.Module):
         self.config = config
         spec = VARIANTS[config.variant]
         d, k = spec.width, config.num_classes
-        self.backbone = ResNetBackbone(spec.backbone)
+        self.backbone = ResNetBackbone(spec.backbone, config.ibn)
         c2, c3, c4, c5 = self.backbone.channels
         self.crm = ContextualRefinement(self.backbone.channels, d, d, config.crm)
         self.lateral = nn.ModuleDict({name: conv_bn_relu(c, d, 1) for name, c in zip(LEVELS, (c4, c3, c2))})
