@@ -10,7 +10,7 @@ short schedule and seeds, then scored on val and, with --shared, on other camera
         --iters 300 --crop 360x480 --batch-size 16 --jobs 4 --workers 3 --results benchmarks/results/ablation-camvid-gpu.json
 
 The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the full-resolution frames (scale
-0.5–1.5), lr 0.02, bf16 autocast, ENet class weights, poly lr. Every row starts from the same backbone: by default the backbone of the
+0.5–1.5), lr 0.02, bf16 autocast (`--no-amp` where the CPU has no fast bf16), ENet class weights, poly lr. Every row starts from the same backbone: by default the backbone of the
 shipped `lite-camvid` model (standing in for the ImageNet initialisation of the papers, which cannot be downloaded
 here), with the decoder, CRM, SRM and memory trained from scratch; `--backbone none` trains everything from scratch.
 `--backbone` also takes any weights reference (a run folder, a Hub id), whose backbone is used. Evaluation is on
@@ -144,6 +144,7 @@ def train_row(row: str, seed: int, schedule: dict, data_root: str, runs: Path, b
             "--pretrained-backbone", backbone, "--seed", str(seed),
             "--eval-every", "0", "--save-every", "100", "--log-every", "50", "--workers", str(workers),
             "--out", str(run), *switch_flags(switches(row)),
+            *([] if schedule.get("amp") is None else ["--amp" if schedule["amp"] else "--no-amp"]),
         ]  # fmt: skip
     if not log:
         subprocess.run([sys.executable, "-m", "segrefine", *command], check=True)
@@ -336,11 +337,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (each logs to its run's train.log)")
     parser.add_argument("--workers", type=int, default=1, help="data-loading workers per training")
     parser.add_argument("--deadline", type=float, help="start no training after this many seconds")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                        help="bf16 autocast in training (default: the recipe's, on; --no-amp on a CPU without bf16)")
     parser.add_argument("--device", default="auto", help="where rows are scored: auto (CUDA if available), cpu, cuda")
     args = parser.parse_args(argv)
 
     schedule = {**SCHEDULE, "iters": args.iters, "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr,
-                "backbone": args.backbone}  # fmt: skip
+                "backbone": args.backbone, **({} if args.amp is None else {"amp": args.amp})}  # fmt: skip
     results = load_results(args.results, schedule)
     missed = []
     if args.time:

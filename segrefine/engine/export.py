@@ -166,7 +166,8 @@ def _write_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.Path
     shapes = {0: batch}
     if size is None:
         shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
-    sample = torch.zeros(1, 3, *(size or TRACE_SIZE))
+    # Batch 2: torch.export specialises a traced size of 1, and instance norm's shape arithmetic would fix the batch.
+    sample = torch.zeros(2, 3, *(size or TRACE_SIZE))
     # The exporter reports its steps on stdout, which belongs to the command's own output.
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
