@@ -23,8 +23,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
-import segrefine
+from segrefine import Predictor
+from segrefine.data import build_dataset, dataset_meta
+from segrefine.data.class_map import cross_taxonomy, load_class_map
+from segrefine.engine.device import model_device
+from segrefine.engine.evaluate import _model_meta, evaluate_model
+from segrefine.hub import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cross-camera.json"
 STREET_PHOTO = Path("images") / "street-cityscapes-512x1024.png"
@@ -46,18 +52,28 @@ def other_cameras(shared: Path) -> dict[str, tuple[str, Path, str]]:
 
 def other_camera_scores(weights: str, shared: Path, device: str = "cpu") -> dict:
     """Each other-camera set under `shared` (mIoU, boundary mIoU, per class) and the street photo's shares."""
+    model, config = load_model(weights, device)
+    return model_other_camera_scores(model, config, shared)
+
+
+def model_other_camera_scores(model: nn.Module, config: dict, shared: Path) -> dict:
+    """`other_camera_scores` of a loaded model (its checkpoint `config`), on the model's device."""
     row: dict = {}
+    meta = _model_meta(config)
     for name, (dataset, root, split) in other_cameras(shared).items():
-        report = segrefine.evaluate(weights, dataset, data_root=root, split=split, device=device, class_map=CLASS_MAP)
+        labels = dataset_meta(dataset, root)
+        report = evaluate_model(
+            model, build_dataset(dataset, root, split), labels, progress=False,
+            scoring=cross_taxonomy(load_class_map(CLASS_MAP), meta, labels),
+        )  # fmt: skip
         row[name] = {
             "mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"],
             "per_class": {c: s["iou"] for c, s in report["per_class"].items()},
         }  # fmt: skip
     photo = shared / STREET_PHOTO
     if photo.is_file():
-        predictor = segrefine.load(weights, device=device)
-        label = predictor.predict(photo)
-        road, sky = predictor.classes.index("Road"), predictor.classes.index("Sky")
+        label = Predictor(model, config, model_device(model)).predict(photo)
+        road, sky = meta.classes.index("Road"), meta.classes.index("Sky")
         row["street-photo"] = {
             "asphalt_road": float(np.mean(label[ASPHALT] == road)),
             "sky_band_sky": float(np.mean(label[SKY_BAND] == sky)),
@@ -67,9 +83,15 @@ def other_camera_scores(weights: str, shared: Path, device: str = "cpu") -> dict
 
 def scores(weights: str, camvid_root: Path, shared: Path, device: str = "cpu") -> dict:
     """One model's row: CamVid val, then each other-camera set and the street photo."""
-    report = segrefine.evaluate(weights, "camvid", data_root=camvid_root, split="val", device=device)
+    model, config = load_model(weights, device)
+    return model_scores(model, config, camvid_root, shared)
+
+
+def model_scores(model: nn.Module, config: dict, camvid_root: Path, shared: Path) -> dict:
+    """`scores` of a loaded model (its checkpoint `config`), on the model's device."""
+    report = evaluate_model(model, build_dataset("camvid", camvid_root, "val"), dataset_meta("camvid"), progress=False)
     val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"]}
-    return {"camvid-val": val, **other_camera_scores(weights, shared, device)}
+    return {"camvid-val": val, **model_other_camera_scores(model, config, shared)}
 
 
 def print_table(weights: str, row: dict) -> None:
