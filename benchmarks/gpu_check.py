@@ -4,10 +4,12 @@
 Rows, in the order they run (each row is timed by itself; a failing row is recorded and the rest still run, and rows
 that would pass the time budget are recorded as skipped):
 - eager, batch 1: lite, srm=bilinear, crm=off, srm=bilinear + crm=off, srm=flow, smp FPN-R18 (skipped without
-  segmentation_models_pytorch);
+  segmentation_models_pytorch), then on CUDA lite with the SRM's fused Triton warp (`srm.TRITON_WARP`, opt-in; the
+  other network rows run with it off);
 - per module of lite (eager, batch 1, CUDA events; modules_ms in the JSON): backbone, CRM, each SRM, laterals, smooths, fusion, classifier;
 - the `Predictor` end to end (uint8 image in, labels on the host out) against the bare network, eager bf16;
-- torch.compile, batch 1: lite, smp FPN-R18, srm=bilinear + crm=off, then the compiled `Predictor` (CUDA graphs);
+- torch.compile, batch 1: lite, smp FPN-R18, srm=bilinear + crm=off, lite with the Triton warp (on CUDA), then the
+  compiled `Predictor` (CUDA graphs);
 - eager, batch 8, every network.
 Results go to benchmarks/results/gpu-check.json (rewritten after every row, so a run cut short keeps what it did).
 The CUDA path checks of before (bf16 AMP training, torchrun NCCL, `segrefine eval`, Predictor rates) run with
@@ -168,6 +170,7 @@ SWITCHES: dict[str, dict[str, str]] = {
     "srm=bilinear, crm=off": {"srm": "bilinear", "crm": "off"}, "srm=flow": {"srm": "flow"},
 }  # fmt: skip
 FPN = "smp FPN-R18"
+TRITON = "lite, triton warp"  # lite with srm.TRITON_WARP on, to decide its default: rows on CUDA only, where it runs
 COMPILED = ("lite", FPN, "srm=bilinear, crm=off")  # the rows the issue's targets compare
 # Seconds a row is expected to take at most, to skip rather than start rows that would pass the budget.
 ESTIMATE = {"eager": 3.0, "compile": 30.0}
@@ -190,7 +193,8 @@ def build(name: str, device: torch.device) -> nn.Module:
             raise ModuleNotFoundError("segmentation_models_pytorch is not installed") from None
         model = smp.FPN("resnet18", encoder_weights=None, classes=CLASSES)
     else:
-        model = build_model(variant="lite", num_classes=CLASSES, aux=False, **SWITCHES[name])
+        switches = SWITCHES["lite" if name == TRITON else name]
+        model = build_model(variant="lite", num_classes=CLASSES, aux=False, **switches)
     return fold_batchnorm(model).to(device, memory_format=torch.channels_last)
 
 
@@ -286,10 +290,26 @@ def network_row(run: Run, name: str, mode: str, batch: int) -> dict[str, Any]:
         model = build(name, device)
         net = torch.compile(model, dynamic=False) if mode == "compile" else model
         x = torch.randn(batch, 3, *args.hw, device=device).contiguous(memory_format=torch.channels_last)
-        ms = ms_per_call(lambda: autocast(net, args)(x), device, args.warmup, args.repeats)
+        with triton_warp(name == TRITON):
+            ms = ms_per_call(lambda: autocast(net, args)(x), device, args.warmup, args.repeats)
         return {"ms": round(ms, 3), "images_per_s": round(1000 * batch / ms, 1)}
 
     return run.row({"network": name, "mode": mode, "batch": batch}, "compile" if mode == "compile" else "eager", measure)
+
+
+@contextmanager
+def triton_warp(on: bool) -> Iterator[None]:
+    """The SRM's fused Triton warp on or off, whatever SEGREFINE_TRITON_WARP says (torch.compile's work in here too)."""
+    from segrefine.models import srm
+
+    if on:
+        import triton  # noqa: F401 - missing, it is the row's error, as smp is FPN-R18's
+
+    previous, srm.TRITON_WARP = srm.TRITON_WARP, on
+    try:
+        yield
+    finally:
+        srm.TRITON_WARP = previous
 
 
 def module_table(run: Run) -> None:
@@ -373,11 +393,12 @@ def benchmark(args: argparse.Namespace) -> int:
     compile_rows = args.compile if args.compile is not None else device.type == "cuda"
     run = Run(args, device)
     print(f"{args.size}, {device}, {args.dtype}, budget {args.budget:.0f} s; results to {args.json}", flush=True)
-    eager = {name: network_row(run, name, "eager", 1) for name in (*SWITCHES, FPN)}
+    triton = (TRITON,) if device.type == "cuda" else ()
+    eager = {name: network_row(run, name, "eager", 1) for name in (*SWITCHES, FPN, *triton)}
     module_table(run)
     predictor_row(run, False, eager["lite"])
     if compile_rows:
-        compiled = {name: network_row(run, name, "compile", 1) for name in COMPILED}
+        compiled = {name: network_row(run, name, "compile", 1) for name in (*COMPILED, *triton)}
         predictor_row(run, True, compiled["lite"])
     for batch in args.batches:
         if batch != 1:

@@ -7,11 +7,23 @@ upsampling.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segrefine.models.layers import memory_format
+
+# Opt-in, read once (SEGREFINE_TRITON_WARP=1): the mask, neighbourhood sum and warp as one Triton kernel (srm_warp)
+# wherever nothing wants gradients, on CUDA. Off until gpu_check.py's "lite, triton warp" rows show it faster.
+TRITON_WARP = os.environ.get("SEGREFINE_TRITON_WARP") == "1" and importlib.util.find_spec("triton") is not None
+
+
+def triton_warp_applies(values: Tensor) -> bool:
+    """Whether the fused Triton kernel warps `values`: switched on, CUDA, forward only (no gradients), no export."""
+    return TRITON_WARP and values.is_cuda and not torch.is_grad_enabled() and not torch.compiler.is_exporting()
 
 
 def base_grid(height: int, width: int, like: Tensor) -> Tensor:
@@ -101,8 +113,8 @@ class SemanticRefinement(nn.Module):
         if mode == "full":
             self.mask = nn.Conv2d(2 * half, kernel * kernel, 3, padding=1)
 
-    def offsets(self, fine: Tensor, coarse: Tensor) -> Tensor:
-        """The ultimate offset field (B×2×H×W, fine pixels) for aligning `coarse` onto `fine`'s grid."""
+    def fields(self, fine: Tensor, coarse: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The initial offsets (B×2×H×W, fine pixels) and the mask's logits (B×k²×H×W; None for srm=flow)."""
         # Reduce, then upsample: a 1×1 convolution commutes with bilinear interpolation (a per-channel weighted mean of
         # pixels), so this equals reducing the upsampled map, with half the channels to upsample and a quarter of the
         # convolution's work.
@@ -119,6 +131,11 @@ class SemanticRefinement(nn.Module):
             # bound: cell·tanh(Δ/cell), the identity near zero), so the mask-weighted mean does too.
             cell_x, cell_y = fine.shape[-1] / coarse.shape[-1], fine.shape[-2] / coarse.shape[-2]
             offset = torch.cat((cell_x * torch.tanh(offset[:, :1] / cell_x), cell_y * torch.tanh(offset[:, 1:] / cell_y)), 1)
+        return offset, logits
+
+    def offsets(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        """The ultimate offset field (B×2×H×W, fine pixels) for aligning `coarse` onto `fine`'s grid."""
+        offset, logits = self.fields(fine, coarse)
         if logits is None:
             return offset
         if self.mask_activation == "softmax":
@@ -133,4 +150,8 @@ class SemanticRefinement(nn.Module):
         values = coarse if values is None else values
         if self.mode == "bilinear":
             return F.interpolate(values, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        if triton_warp_applies(values):
+            from segrefine.models.srm_warp import fused_warp  # triton imported only when asked for
+
+            return fused_warp(values, *self.fields(fine, coarse), self.kernel, self.mask_activation)
         return warp(values, self.offsets(fine, coarse))
