@@ -153,3 +153,15 @@ def test_local_offsets_stay_within_one_coarse_cell():
     assert offsets[:, 0].abs().max() > 3.9  # saturates at the bound, not at zero
     plain = SemanticRefinement(8, "full", 3, "softmax", local=True)  # untrained: exactly bilinear still
     assert torch.allclose(plain(fine, coarse), F.interpolate(coarse, size=(16, 24), mode="bilinear", align_corners=False), atol=1e-6)
+
+
+def test_the_warp_grid_stays_fp32_under_bf16_autocast():
+    from segrefine.models.srm import warp
+
+    width = 300
+    ramp = torch.linspace(0, 1, width).expand(1, 1, 4, width).contiguous()  # value = position: errors show as value
+    offset = torch.full((1, 2, 4, width), 0.25)
+    expected = warp(ramp, offset)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = warp(ramp, offset.bfloat16())  # the offset convolution's output under autocast
+    torch.testing.assert_close(got.float(), expected, atol=1e-5, rtol=0)

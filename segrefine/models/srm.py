@@ -37,12 +37,15 @@ def base_grid(height: int, width: int, like: Tensor) -> Tensor:
 def warp(source: Tensor, offset: Tensor) -> Tensor:
     """Sample `source` (B×C×h×w) at each pixel of the offset's H×W grid shifted by offset (B×2×H×W, pixels)."""
     height, width = offset.shape[-2:]
+    offset = offset.float()  # under bf16 autocast a bf16 grid would misplace samples by up to a pixel near the edges
     # Pixels to normalised units by plain numbers, not a tensor made of them: an export with dynamic sizes keeps these
     # symbolic instead of freezing the traced size's.
     shift = torch.stack((offset[:, 0] * (2.0 / width), offset[:, 1] * (2.0 / height)), dim=-1)
     grid = base_grid(height, width, offset) + shift
     if torch.compiler.is_exporting():
         return gather_bilinear(source, grid)
+    if not torch.is_autocast_enabled(source.device.type):  # autocast runs grid_sample in fp32; else one dtype
+        grid = grid.to(source.dtype)
     sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # grid_sample writes NCHW whatever the source's layout: a channels-last network stays channels-last here rather
     # than mixing layouts in the next add and converting inside the next convolution.
