@@ -247,10 +247,8 @@ def _metadata(path: str | os.PathLike) -> str:
 
 
 def _calibration_data(
-    calibration: Dataset | str | os.PathLike | None,
-    data_root: str | os.PathLike | None = None,
-    split: str = "train",
-    dataset_options: Mapping[str, Any] | None = None,
+    calibration: Dataset | str | os.PathLike | None, data_root: str | os.PathLike | None, split: str,
+    dataset_options: Mapping[str, Any] | None,
 ) -> tuple[Dataset | None, DatasetMeta | None]:
     """The images `calibration` names and, for a dataset, its metadata: a dataset's name (its `split` under
     `data_root`, built with `dataset_options`), any other text or path a folder of images, a Dataset as it is."""
@@ -260,7 +258,9 @@ def _calibration_data(
     if not isinstance(calibration, (str, os.PathLike)):
         return calibration, None
     if data_root is not None or dataset_options:
-        raise SettingError(f"`data_root` and `dataset_options` are for a calibration dataset, not the folder {calibration}")
+        raise SettingError(
+            f"`data_root` and `dataset_options` are for a calibration dataset, not the folder {os.fspath(calibration)}"
+        )
     return ImageFolder(calibration), None
 
 
@@ -281,13 +281,10 @@ def export(
     on_message: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> ExportReport:
-    """Export `weights` (a PyTorch weights reference, default the shipped model) to the ONNX file `out`; see
-    `export_model` for the other settings.
-
-    `calibration` is a dataset's name (its `calibration_split` under `data_root`, built with `dataset_options`; the
-    model must have its classes), a folder of images, or a Dataset. Everything is checked before the weights load;
-    `on_message` then receives the line naming the model, `on_warning` any warning.
-    """
+    """Export `weights` (a PyTorch weights reference, default the shipped model) to the ONNX file `out`; the settings
+    are those of `export_model`, but `calibration` may also name a dataset: its `calibration_split` under `data_root`,
+    built with `dataset_options` (the model must have its classes). Everything is checked before the weights load;
+    `on_message` then receives the line naming the model, `on_warning` any warning."""
     if weights is not None and is_onnx(weights):
         raise SettingError(f"`weights` {os.fspath(weights)} is already an ONNX file: export a PyTorch checkpoint")
     images, meta = _calibration_data(calibration, data_root, calibration_split, dataset_options)
