@@ -6,6 +6,7 @@
     model = segrefine.SegRefineModel.from_pretrained("lite-camvid")  # trained weights, loaded strictly
     predictor = segrefine.load("lite-camvid")                      # predict arrays, files, folders and videos
     report = segrefine.evaluate("lite-camvid", "camvid", data_root="data/camvid", split="val")
+    segrefine.export("lite-camvid", "lite.onnx")                    # an ONNX file for onnxruntime (fp32 or int8)
     run_dir = segrefine.train(segrefine.TrainConfig(dataset="toy", iters=50))
     run_dir = segrefine.resume(run_dir)                            # continue a run from its last checkpoint
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "Predictor": "segrefine.engine.predictor",
     "PredictReport": "segrefine.engine.predict_files",
     "evaluate": "segrefine.engine.evaluate",
+    "export": "segrefine.engine.export",
     "train": "segrefine.engine.train",
     "resume": "segrefine.engine.train",
     "TrainConfig": "segrefine.engine.config",

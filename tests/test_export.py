@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+import segrefine
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from segrefine.cli import main  # noqa: E402
 from segrefine.engine.backends import bf16_problem, cache_folder, export_key, for_inference  # noqa: E402
 from segrefine.data import build_dataset, dataset_meta  # noqa: E402
-from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export  # noqa: E402
-from segrefine.errors import SettingError  # noqa: E402
+from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export, export_model  # noqa: E402
+from segrefine.errors import SegrefineError, SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
 from segrefine.hub.onnx import load_onnx  # noqa: E402
 from segrefine.models import ModelConfig  # noqa: E402
@@ -43,7 +45,7 @@ def exported(checkpoint, tmp_path_factory):
     """The checkpoint exported for any input size (fp32)."""
     model, config = load_model(checkpoint)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    report = export(model, config, path)
+    report = export_model(model, config, path)
     assert report.agreement >= FP32_AGREEMENT and report.size is None
     return path
 
@@ -163,7 +165,7 @@ def test_the_onnxruntime_backend_exports_once_per_weights(tmp_path, monkeypatch)
 def test_export_shows_its_steps_on_a_terminal(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal
     model = Tiny()
-    report = export(model, {"model": model.config.to_dict()}, tmp_path / "tiny.onnx", progress=True)
+    report = export_model(model, {"model": model.config.to_dict()}, tmp_path / "tiny.onnx", progress=True)
     err = capsys.readouterr().err
     assert report.agreement == 1.0
     assert "exporting the network to ONNX" in err and "checking the export's labels on onnxruntime" in err
@@ -184,7 +186,7 @@ def photos(tmp_path):
 def test_int8_calibrates_on_any_folder_of_images(photos, tmp_path):
     model = Tiny()
     out = tmp_path / "tiny.int8.onnx"
-    report = export(model, {"model": model.config.to_dict()}, out, quantize="int8", calibration=photos)
+    report = export_model(model, {"model": model.config.to_dict()}, out, quantize="int8", calibration=photos)
     assert report.quantized_agreement is not None and out.is_file()
     assert load_onnx(out)[0].size is None  # calibrated at one size, still takes any
 
@@ -205,7 +207,7 @@ def test_a_calibration_folder_without_images_is_one_line(capsys, checkpoint, pho
 def test_a_fixed_size_onnx_skips_other_sizes_and_does_the_rest(capsys, tmp_path):
     model = Tiny()
     weights = tmp_path / "tiny.onnx"
-    export(model, {"model": model.config.to_dict()}, weights, size=(64, 96))
+    export_model(model, {"model": model.config.to_dict()}, weights, size=(64, 96))
     folder = tmp_path / "photos"
     folder.mkdir()
     for name, size in (("a", (64, 64)), ("b", (64, 96)), ("c", (80, 96))):
@@ -280,7 +282,7 @@ def test_an_unwritable_out_folder_is_refused_before_any_work(capsys, checkpoint,
 def test_library_errors_name_the_parameters(checkpoint, tmp_path):
     model, config = load_model(checkpoint)
     with pytest.raises(SettingError, match="^size 20x64") as error:
-        export(model, config, tmp_path / "m.onnx", size=(20, 64))
+        export_model(model, config, tmp_path / "m.onnx", size=(20, 64))
     assert error.value.settings == ["size"]
 
 
@@ -307,3 +309,75 @@ def test_missing_onnxruntime_is_one_line(capsys, checkpoint, exported, tmp_path,
     assert "onnxruntime is not installed: pip install 'segrefine[onnx]'" in err
     err = error_line(capsys, [*TOY_EVAL, "--weights", str(checkpoint), "--backend", "onnxruntime"])
     assert "onnxruntime is not installed" in err
+
+
+# --- the library call: segrefine.export(weights, out, ...) --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    """A random `lite` without SRM offsets, CRM or auxiliary head: an export of seconds."""
+    torch.manual_seed(0)
+    model = build_model(variant="lite", num_classes=TOY.num_classes, srm="bilinear", crm="off", aux=False)
+    return save_checkpoint(model, tmp_path_factory.mktemp("small"), dataset="toy", classes=TOY.classes, palette=TOY.palette)
+
+
+def test_the_library_exports_a_weights_reference_calibrated_on_a_dataset(small_checkpoint, tmp_path):
+    out, messages = tmp_path / "small.int8.onnx", []
+    report = segrefine.export(
+        str(small_checkpoint), out, size=(64, 96), quantize="int8", calibration="toy", calibration_images=2,
+        dataset_options={"size": (64, 96), "length": 2}, on_message=messages.append,
+    )  # fmt: skip
+    assert messages == [f"model {small_checkpoint}: lite, trained on toy, {TOY.num_classes} classes"]
+    assert (report.path, report.size, report.quantize) == (out, (64, 96), "int8")
+    assert report.agreement >= FP32_AGREEMENT and report.quantized_agreement is not None
+    onnx_model, config = load_onnx(out)
+    model, _ = load_model(small_checkpoint)
+    assert onnx_model.config == model.config and onnx_model.size == (64, 96) and config["classes"] == list(TOY.classes)
+
+
+def test_the_library_loads_the_weights_and_builds_the_named_split(small_checkpoint, tmp_path, monkeypatch):
+    import segrefine.engine.export as export_module
+
+    calls = []
+    monkeypatch.setattr(export_module, "export_model", lambda *args, **settings: calls.append((args, settings)))
+    export(small_checkpoint, tmp_path / "m.onnx", quantize="int8", calibration="toy", calibration_split="val",
+           dataset_options={"size": (32, 32), "length": 3}, calibration_images=2, overwrite=True)  # fmt: skip
+    ((model, config, out), settings), = calls
+    expected, _ = load_model(small_checkpoint)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+    assert config["classes"] == list(TOY.classes) and out == tmp_path / "m.onnx"
+    images = settings["calibration"]
+    assert len(images) == 3 and images[2]["name"] == "toy_val_000002" and tuple(images[2]["image"].shape) == (3, 32, 32)
+    assert (settings["calibration_images"], settings["overwrite"], settings["progress"]) == (2, True, False)
+
+
+def test_the_library_checks_everything_before_loading_the_weights(photos, tmp_path):
+    never = "never/loaded"  # loading it would fail with another error
+    cases = [
+        (dict(weights=tmp_path / "m.onnx"), "^weights .*m.onnx is already an ONNX file", ["weights"]),
+        (dict(out=tmp_path / "m.pt"), "^out must name a .onnx file", ["out"]),
+        (dict(calibration=photos, data_root=tmp_path), "^data_root and dataset_options are for a calibration dataset",
+         ["data_root", "dataset_options"]),
+        (dict(calibration=str(photos)), "^calibration images are used only with quantize", ["calibration", "quantize"]),
+    ]  # fmt: skip
+    for given, message, settings in cases:
+        arguments = {"weights": never, "out": tmp_path / "m.onnx", **given}
+        with pytest.raises(SettingError, match=message) as error:
+            export(arguments.pop("weights"), arguments.pop("out"), **arguments)
+        assert error.value.settings == settings
+    with pytest.raises(SegrefineError, match="unknown dataset 'no-such-dataset'"):
+        export(never, tmp_path / "m.onnx", quantize="int8", calibration="no-such-dataset")
+    assert list(tmp_path.iterdir()) == [photos]
+
+
+def test_the_library_refuses_a_calibration_dataset_of_other_classes(small_checkpoint, tmp_path):
+    root = tmp_path / "two-classes"  # a `folder` dataset whose classes are not the checkpoint's
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("ground\nthing\n")
+    cv2.imwrite(str(root / "images" / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(root / "masks" / "a.png"), np.zeros((32, 32), np.uint8))
+    with pytest.raises(SegrefineError, match=f"trained for {TOY.num_classes} classes but dataset folder has 2"):
+        export(small_checkpoint, tmp_path / "m.onnx", quantize="int8", calibration="folder", data_root=root)
+    assert not (tmp_path / "m.onnx").exists()

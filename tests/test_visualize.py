@@ -10,6 +10,8 @@ import torch
 from segrefine.cli import main
 from segrefine.cli import visualize as visualize_cli
 from segrefine.data import build_dataset, dataset_meta
+from segrefine.data.transforms import normalize
+from segrefine.engine.inference import InferenceOptions, predict_logits
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_checkpoint
 from segrefine import build_model
@@ -23,7 +25,7 @@ from segrefine.visualize import (
     iou_chart,
     memory_picture,
     offsets_picture,
-    parse_points,
+    predict_labels,
     sample_picture,
     slot_similarity,
     spatial_picture,
@@ -135,18 +137,19 @@ def test_attention_pictures(untrained, image):
     picture = channel_picture(seen.channel)
     assert picture.shape[0] >= 640 and picture.shape[1] >= 640
 
-    points = parse_points("0,0;63,95")
+    points = [(0, 0), (63, 95)]
     maps = spatial_maps(seen.spatial, seen.grid, points, (64, 96))
     assert torch.equal(maps[0].flatten(), seen.spatial[0]) and torch.equal(maps[1].flatten(), seen.spatial[5])
     spatial = spatial_picture(image, seen.spatial, seen.grid, points)
     assert spatial.shape[1] >= 2 * 256
     with pytest.raises(SegrefineError, match="^points: point 64,0 is outside"):
         spatial_picture(image, seen.spatial, seen.grid, [(64, 0)])
-    with pytest.raises(SegrefineError, match="^points must be y,x pairs"):
-        parse_points("1,2;3")
 
 
-@pytest.mark.parametrize(("points", "message"), [("1,2;3", "--points must be y,x pairs"), ("64,0", "--points: point 64,0 is outside")])
+@pytest.mark.parametrize(("points", "message"), [
+    ("1,2;3", "--points must be y,x pairs"), ("1,2,3", "--points must be y,x pairs"), ("a,b", "--points must be y,x pairs"),
+    ("64,0", "--points: point 64,0 is outside"),
+])  # fmt: skip
 def test_the_cli_words_bad_points_as_its_flag(tmp_path, capsys, points, message):
     path = tmp_path / "image.png"
     cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
@@ -264,6 +267,21 @@ def test_error_map_colours():
     assert tuple(colours[1, 0]) == IGNORED and tuple(colours[1, 1]) == CORRECT
 
 
+def test_predict_labels_takes_inference_options():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 5, padding=2).eval()  # not mirror-symmetric: flipping changes its labels
+    image = torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8)
+    options = InferenceOptions(mode="slide", crop=(32, 32), flip=True)
+    expected = predict_logits(model, normalize(image[None]), options, num_classes=3, flip_pairs=[(0, 1)]).argmax(1)[0]
+    assert not torch.equal(predict_labels(model, image, num_classes=3), expected)
+    assert torch.equal(predict_labels(model, image, options, num_classes=3, flip_pairs=[(0, 1)]), expected)
+    labels = predict_labels(model, image, mode="slide", crop=(32, 32), flip=True, num_classes=3, flip_pairs=[(0, 1)])
+    assert torch.equal(labels, expected)
+    assert predict_labels(model, image, num_classes=3, out_size=(20, 30)).shape == (20, 30)
+    with pytest.raises(SegrefineError, match="not both"):
+        predict_labels(model, image, options, num_classes=3, flip=True)
+
+
 def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
     visualize_cli.errors(weights=str(toy_run), dataset="toy", num=1, dataset_option=TOY_DATA[3::2], device="cpu", out=tmp_path)
     (path,) = capsys.readouterr().out.split()
@@ -292,10 +310,10 @@ def test_predict_and_visualize_a_real_street_photo(cli, shared_data, toy_run, tm
     offsets = _png(written)
     assert offsets.shape[1] >= 2 * 1024 and offsets.shape[0] >= 4 * 512  # image row + three levels
 
-    visualize_cli.attention(images=[street], weights=str(toy_run), points="100,200;400,900", device="cpu", out=out)
+    visualize_cli.attention(images=[street], weights=str(toy_run), points=[(100, 200), (400, 900)], device="cpu", out=out)
     channel, spatial = capsys.readouterr().out.split()
     assert channel.endswith("street-cityscapes-512x1024-channel-attention.png")
     assert _png(channel).shape[0] >= 640
     assert _png(spatial).shape[1] >= 2 * 1024
     with pytest.raises(SegrefineError, match="outside the 512"):
-        visualize_cli.attention(images=[street], weights="never-loaded", points="600,10", device="cpu", out=out)
+        visualize_cli.attention(images=[street], weights="never-loaded", points=[(600, 10)], device="cpu", out=out)

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import CheckpointWeights, load_weights, parse_key_values, parse_size
-from segrefine.errors import SegrefineError
+from segrefine.cli.options import CheckpointWeights, parse_key_values, parse_size, warning
+from segrefine.engine.export import CALIBRATION_IMAGES, FORMATS, QUANTIZATIONS, export as export_weights
+from segrefine.errors import SegrefineError, SettingError, flag
 
 
 def export(
     out: Annotated[Path, typer.Option("--out", help="The .onnx file to write.", show_default=False)],
     weights: CheckpointWeights = None,
-    file_format: Annotated[Literal["onnx"], typer.Option("--format", help="Output format.")] = "onnx",
+    file_format: Annotated[Literal[FORMATS], typer.Option("--format", help="Output format.")] = "onnx",
     size: Annotated[
-        Optional[str], typer.Option("--size", help="Fix the input size HxW (default: any size, each side at least 32).")
+        Optional[tuple],
+        typer.Option(
+            "--size", help="Fix the input size HxW (default: any size, each side at least 32).", metavar="<HxW>",
+            parser=lambda text: parse_size(text, "--size"),
+        ),
     ] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Take any input size, each side at least 32 (the default).")] = False,
     quantize: Annotated[
-        Optional[Literal["int8"]], typer.Option("--quantize", help="Static int8 quantization (needs --calibration).")
+        Optional[Literal[QUANTIZATIONS]], typer.Option("--quantize", help="Static int8 quantization (needs --calibration).")
     ] = None,
     calibration: Annotated[
         Optional[str],
@@ -33,7 +39,7 @@ def export(
     calibration_split: Annotated[str, typer.Option("--calibration-split", help="Split the calibration images come from.")] = "train",
     calibration_images: Annotated[
         int, typer.Option("--calibration-images", min=1, help="Calibration images, spread evenly over the split or folder.")
-    ] = 200,
+    ] = CALIBRATION_IMAGES,
     dataset_option: Annotated[
         Optional[list[str]], typer.Option("--dataset-option", help="Calibration dataset option KEY=VALUE (repeatable).")
     ] = None,
@@ -46,31 +52,18 @@ def export(
     images (resized to --size, or to 360x480), or a dataset's split (whose classes must be the model's). The file is
     written only when everything succeeded; pass it to predict and eval as --weights.
     """
-    from segrefine.data import DATASETS, build_dataset, dataset_meta
-    from segrefine.engine.export import ImageFolder, check_export_options, export as export_model
-    from segrefine.hub.onnx import is_onnx
-
     if size is not None and dynamic:
         raise SegrefineError("give either --size HxW (a fixed input size) or --dynamic (any size), not both")
-    if weights is not None and is_onnx(weights):
-        raise SegrefineError(f"--weights {weights} is already an ONNX file: export a PyTorch checkpoint")
-    fixed = parse_size(size, "--size") if size is not None else None
-    options = parse_key_values(dataset_option, "--dataset-option")
-    meta, images = None, None
-    if calibration is not None and calibration not in DATASETS and Path(calibration).is_dir():
-        if data_root is not None or options:
-            raise SegrefineError(f"--data-root and --dataset-option are for a calibration dataset, not the folder {calibration}")
-        images = ImageFolder(calibration)
-    elif calibration is not None:
-        meta = dataset_meta(calibration, data_root)
-        images = build_dataset(calibration, data_root, calibration_split, **options)
-    check_export_options(out, fixed, quantize, images, calibration_images, overwrite)  # before the model is loaded and announced
-    model, config, _ = load_weights(weights, "cpu", meta)
-    report = export_model(
-        model, config, out, size=fixed, quantize=quantize, calibration=images,
-        calibration_images=calibration_images, overwrite=overwrite, progress=True,
-    )  # fmt: skip
-    shape = f"{fixed[0]}x{fixed[1]}" if fixed else "any size from 32x32"
+    try:
+        report = export_weights(
+            weights, out, size=size, quantize=quantize, calibration=calibration, data_root=data_root,
+            calibration_split=calibration_split, dataset_options=parse_key_values(dataset_option, "--dataset-option"),
+            calibration_images=calibration_images, overwrite=overwrite, progress=True,
+            on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
+        )  # fmt: skip
+    except SettingError as e:
+        raise e.worded(lambda name: "--dataset-option" if name == "dataset_options" else flag(name)) from None
+    shape = f"{size[0]}x{size[1]}" if size else "any size from 32x32"
     line = f"wrote {report.path} ({file_format}, {quantize or 'fp32'}, {shape}): onnxruntime gives PyTorch's labels on "
     if report.quantized_agreement is None:
         line += f"{100 * report.agreement:.2f}% of the check image's pixels"

@@ -34,6 +34,14 @@ Num = Annotated[int, typer.Option("--num", min=1, help="Number of samples, sprea
 Images = Annotated[list[Path], typer.Argument(help="Image files.", show_default=False)]
 
 
+def parse_points(text: str) -> list[tuple[int, int]]:
+    """Parser of --points: 'y,x;y,x' (image pixels) -> [(y, x), ...]; empty: the default points."""
+    try:
+        return [(int(y), int(x)) for y, x in (item.split(",") for item in text.split(";"))] if text else []
+    except ValueError:  # not two parts, or not integers
+        raise SegrefineError(f"--points must be y,x pairs separated by ';' (e.g. 100,200;300,50), got {text!r}") from None
+
+
 def _load(weights: str | None, device: str, dataset: Any = None) -> tuple[Any, dict[str, Any], str]:
     from segrefine.engine.device import resolve_device
     from segrefine.hub.onnx import is_onnx
@@ -128,7 +136,7 @@ def errors(
     model, config, weights = _load(weights, device, meta)
     for item in items:
         label = item["label"]
-        prediction = predict_labels(model, item["image"], meta.num_classes, tuple(label.shape[-2:]))
+        prediction = predict_labels(model, item["image"], num_classes=meta.num_classes, out_size=tuple(label.shape[-2:]))
         picture = prediction_picture(
             item["image"], label, prediction, meta.classes, meta.palette, f"{dataset} {split} | {item['name']}",
             meta.ignore_index,
@@ -159,24 +167,25 @@ def attention(
     images: Images,
     weights: CheckpointWeights = None,
     points: Annotated[
-        Optional[str], typer.Option("--points", help="Query points y,x;y,x in image pixels (default: four spread out).")
+        Optional[list],
+        typer.Option(
+            "--points", help="Query points y,x;y,x in image pixels (default: four spread out).", metavar="<y,x;...>",
+            parser=parse_points,
+        ),
     ] = None,
     device: Device = "auto",
     out: Out = DEFAULT_OUT,
 ) -> None:
     """CRM attention: channel-attention heat map and spatial attention of query points over the image."""
-    from segrefine.visualize import (
-        capture, channel_picture, check_points, default_points, parse_points, require_attention, spatial_picture,
-    )  # fmt: skip
+    from segrefine.visualize import capture, channel_picture, check_points, default_points, require_attention, spatial_picture
 
-    queries = parse_points(points) if points else None
     pictures = _read_images(images)
     for image in pictures.values():
-        check_points(queries or [], *image.shape[-2:])
+        check_points(points or [], *image.shape[-2:])
     model, _, weights = _load(weights, device)
     _checked(weights, require_attention, model)
     for path, image in pictures.items():
-        chosen = queries or default_points(*image.shape[-2:])
+        chosen = points or default_points(*image.shape[-2:])
         seen = capture(model, image, attention=True)
         _save(out, f"{path.stem}-channel-attention", channel_picture(seen.channel, f"CRM channel attention | {path.name}"))
         spatial = spatial_picture(image, seen.spatial, seen.grid, chosen, f"CRM spatial attention | {path.name}")

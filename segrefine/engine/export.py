@@ -1,6 +1,6 @@
 """ONNX export of a network: the graph with its config.json in the metadata, a self-check on onnxruntime, and static
 int8 quantization (QDQ, per-channel weights) with onnxruntime's own tools, calibrated on a dataset's images or on
-any folder of images.
+any folder of images. `export` takes a weights reference, `export_model` a loaded network.
 
 Nothing appears at the target path unless the whole export, its checks and its quantization succeeded.
 """
@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from segrefine.data import DATASETS, build_dataset, dataset_meta
+from segrefine.data.meta import DatasetMeta
 from segrefine.data.toy import render
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import class_labels
 from segrefine.engine.progress import status
 from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub import describe, load_for_dataset
 from segrefine.hub.onnx import CONFIG_KEY, INPUT_NAME, ONNX_SUFFIX, OUTPUT_NAME, OnnxModel, is_onnx, require, session
 from segrefine.imageio import IMAGE_SUFFIXES, atomic_write, folder_problem, read_image
 from segrefine.models import OUTPUT_STRIDE, fold_batchnorm
@@ -244,7 +247,59 @@ def _metadata(path: str | os.PathLike) -> str:
     return props[CONFIG_KEY]
 
 
+def _calibration_data(
+    calibration: Dataset | str | os.PathLike | None, data_root: str | os.PathLike | None, split: str,
+    dataset_options: Mapping[str, Any] | None,
+) -> tuple[Dataset | None, DatasetMeta | None]:
+    """The images `calibration` names and, for a dataset, its metadata: a dataset's name (its `split` under
+    `data_root`, built with `dataset_options`), any other text or path a folder of images, a Dataset as it is."""
+    if isinstance(calibration, str) and (calibration in DATASETS or not os.path.isdir(calibration)):
+        meta = dataset_meta(calibration, data_root)
+        return build_dataset(calibration, data_root, split, **dict(dataset_options or {})), meta
+    if not isinstance(calibration, (str, os.PathLike)):
+        return calibration, None
+    if data_root is not None or dataset_options:
+        raise SettingError(
+            f"`data_root` and `dataset_options` are for a calibration dataset, not the folder {os.fspath(calibration)}"
+        )
+    return ImageFolder(calibration), None
+
+
 def export(
+    weights: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    size: Size | None = None,
+    quantize: str | None = None,
+    calibration: Dataset | str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    calibration_split: str = "train",
+    dataset_options: Mapping[str, Any] | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    keep_float: Sequence[str] = KEEP_FLOAT,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_message: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export `weights` (a PyTorch weights reference, default the shipped model) to the ONNX file `out`; the settings
+    are those of `export_model`, but `calibration` may also name a dataset: its `calibration_split` under `data_root`,
+    built with `dataset_options` (the model must have its classes). Everything is checked before the weights load;
+    `on_message` then receives the line naming the model, `on_warning` any warning."""
+    if weights is not None and is_onnx(weights):
+        raise SettingError(f"`weights` {os.fspath(weights)} is already an ONNX file: export a PyTorch checkpoint")
+    images, meta = _calibration_data(calibration, data_root, calibration_split, dataset_options)
+    check_export_options(out, size, quantize, images, calibration_images, overwrite)
+    model, config, ref = load_for_dataset(weights, meta, "cpu", warn=on_warning)
+    if on_message is not None:
+        on_message(describe(ref, config))
+    return export_model(
+        model, config, out, size=size, quantize=quantize, calibration=images, calibration_images=calibration_images,
+        keep_float=keep_float, overwrite=overwrite, progress=progress,
+    )  # fmt: skip
+
+
+def export_model(
     model: nn.Module,
     config: Mapping[str, Any],
     out: str | os.PathLike,

@@ -1,6 +1,6 @@
 """Pictures of data, predictions and model internals, each an H×W×3 uint8 RGB array (write with `write_png`)."""
 
-from segrefine.visualize.attention import check_points, channel_picture, default_points, parse_points, spatial_picture
+from segrefine.visualize.attention import check_points, channel_picture, default_points, spatial_picture
 from segrefine.visualize.capture import Capture, capture, require_attention, require_offsets
 from segrefine.visualize.draw import read_image, write_png
 from segrefine.visualize.memory import memory_picture, require_memory, slot_similarity
@@ -21,7 +21,6 @@ __all__ = [
     "iou_chart",
     "memory_picture",
     "offsets_picture",
-    "parse_points",
     "predict_labels",
     "prediction_picture",
     "read_image",

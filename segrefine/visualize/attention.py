@@ -54,20 +54,6 @@ def channel_picture(affinity: Tensor, title: str = "CRM channel attention") -> I
     )  # fmt: skip
 
 
-def parse_points(text: str) -> list[tuple[int, int]]:
-    """'y,x;y,x' (image pixels) -> [(y, x), ...]."""
-    points = []
-    for item in text.split(";"):
-        parts = item.split(",")
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            points.append((int(parts[0]), int(parts[1])))
-        except ValueError:
-            raise SettingError(f"`points` must be y,x pairs separated by ';' (e.g. 100,200;300,50), got {text!r}") from None
-    return points
-
-
 def default_points(height: int, width: int) -> list[tuple[int, int]]:
     """Four query points spread over the image: the centres of its quarters."""
     return [(height * i // 4, width * j // 4) for i in (1, 3) for j in (1, 3)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from segrefine.data.transforms import normalize
 from segrefine.engine.device import model_device
-from segrefine.engine.inference import class_labels, predict_logits
+from segrefine.engine.inference import InferenceOptions, class_labels, predict_logits
 from segrefine.visualize.draw import (
     IGNORE_COLOR,
     Image,
@@ -121,7 +122,10 @@ def prediction_picture(
     return _compose(header, panels, names, [_class_entries([gt, pred], classes, palette), errors])
 
 
-def predict_labels(model: torch.nn.Module, image: Tensor, num_classes: int, size: tuple[int, int]) -> Tensor:
-    """Whole-image prediction (H×W train ids at `size`) of one uint8 3×H×W image."""
-    logits = predict_logits(model, normalize(image[None].to(model_device(model))), num_classes=num_classes, out_size=size)
-    return class_labels(logits)[0].cpu()
+def predict_labels(
+    model: torch.nn.Module, image: Tensor, options: InferenceOptions | None = None, *, num_classes: int, **settings: Any
+) -> Tensor:
+    """H×W train ids of one uint8 3×H×W image; `options` (or its fields as keywords), `flip_pairs` and `out_size` are
+    those of `predict_logits` (default: one whole-image pass at the image's size)."""
+    x = normalize(image[None].to(model_device(model)))
+    return class_labels(predict_logits(model, x, options, num_classes=num_classes, **settings))[0].cpu()
