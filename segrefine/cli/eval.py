@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from segrefine.cli.options import (
-    BACKEND_HELP, PRECISION_HELP, Backend, Crop, DataRoot, DatasetName, DatasetOptions, Device, Flip, Mode,
-    Precision, Scales, Stride, Weights, parse_inference, parse_key_values, warning,
+    DataRoot, DatasetName, DatasetOptions, Device, Weights, flag_settings, parse_key_values, warning, with_config_flags,
 )  # fmt: skip
+from segrefine.engine.inference import InferenceOptions
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+_NOT_FLAGS = ("compile",)  # the model runs as loaded
 
 def _fraction(x: float | None) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
@@ -66,12 +67,6 @@ def evaluate(
         Optional[Path], typer.Option("--predictions", help="Evaluate saved <image stem>.png train-id maps instead.")
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "val",
-    mode: Mode = "whole",
-    crop: Crop = None,
-    stride: Stride = None,
-    scales: Scales = None,
-    flip: Flip = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (same-size runs).")] = 1,
     device: Device = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes.")] = DEFAULT_WORKERS,
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
@@ -81,8 +76,6 @@ def evaluate(
     ] = None,
     dataset_option: DatasetOptions = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images.")] = None,
-    backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
-    precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
     class_map: Annotated[
         Optional[str],
         typer.Option(
@@ -92,13 +85,12 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    **values: Any,
 ) -> None:
     """Evaluate a model (--weights) or saved predictions (--predictions) on a dataset split; scores are fractions."""
     from segrefine.engine.evaluate import evaluate as run_evaluation
 
-    options = parse_inference(
-        mode, crop, stride, scales, flip=flip, batch_size=batch_size, backend=backend, precision=precision
-    )
+    options = InferenceOptions(**flag_settings(values, (InferenceOptions,)))
     report = run_evaluation(
         weights, dataset, data_root=data_root, split=split, predictions=predictions, options=options,
         device=device, workers=workers, save_predictions=save_predictions,
@@ -110,3 +102,6 @@ def evaluate(
         typer.echo(json.dumps(report, allow_nan=False))
     else:
         _print_tables(report, f"{dataset} {split}")
+
+
+with_config_flags(evaluate, (InferenceOptions,), _NOT_FLAGS, defaults=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.engine.inference import check_scales
+from segrefine.engine.inference import BACKENDS, PRECISIONS, InferenceOptions, check_scales
 from segrefine.errors import SegrefineError, SettingError, flag, worded
 from segrefine.imageio import folder_problem
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     import torch
 
     from segrefine.data.meta import DatasetMeta
-    from segrefine.engine.inference import InferenceOptions
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -72,7 +71,6 @@ def parse_scales(text: str, option: str = "--scales") -> tuple[float, ...]:
     return scales
 
 
-
 def parse_key_values(items: list[str] | None, option: str) -> dict[str, object]:
     """Parse repeated KEY=VALUE options; values become ints, floats, HxW tuples, booleans or stay strings."""
     parsed: dict[str, object] = {}
@@ -97,22 +95,6 @@ def _value(text: str) -> object:
     return text
 
 
-def parse_inference(
-    mode: str, crop: str | None, stride: str | None, scales: str | None, **settings: Any
-) -> "InferenceOptions":
-    """The inference options shared by eval and predict, from their flags: the HxW and scale texts parsed, the rest
-    (`flip`, `batch_size`, `backend`, `precision`, `compile`) as given; InferenceOptions checks them together."""
-    from segrefine.engine.inference import InferenceOptions
-
-    return InferenceOptions(
-        mode=mode,
-        crop=parse_size(crop, "--crop") if crop else None,
-        stride=parse_size(stride, "--stride") if stride else None,
-        scales=parse_scales(scales) if scales else (1.0,),
-        **settings,
-    )
-
-
 def parse_scale(text: str) -> tuple[float, float]:
     """LOW,HIGH as two numbers; TrainConfig checks that they are finite and 0 < LOW <= HIGH."""
     try:
@@ -122,13 +104,14 @@ def parse_scale(text: str) -> tuple[float, float]:
     return low, high
 
 
-# --- flags made from settings dataclasses (TrainConfig, ModelConfig): name, type, choices and help ---------------
+# --- flags made from settings dataclasses (TrainConfig, ModelConfig, InferenceOptions): name, type, choices, help --
 
-# Settings whose flag takes text that is parsed into the setting's value.
-_PARSERS: dict[str, Callable[[Any], Any]] = {
+# Settings whose flag takes text that typer parses into the setting's value.
+_PARSERS: dict[str, Callable[[str], Any]] = {
     "crop": lambda text: parse_size(text, "--crop"),
+    "stride": lambda text: parse_size(text, "--stride"),
+    "scales": parse_scales,
     "scale": parse_scale,
-    "dataset_options": lambda items: parse_key_values(items, "--dataset-option") or None,
 }
 _SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
 # Help for settings whose field carries none.
@@ -139,46 +122,57 @@ def _config_fields(configs: Sequence[type], exclude: Sequence[str]) -> list[Fiel
     return [f for config in configs for f in fields(config) if f.name not in exclude]
 
 
-def _option(f: Field) -> inspect.Parameter:
-    """The typer option of one field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory; unset: None."""
+def _option(f: Field, defaults: bool) -> inspect.Parameter:
+    """The typer option of one field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory (just --flip
+    where the default is False). A flag not given is None, or with `defaults` the field's default."""
     kind = str(f.type).split("|")[0].strip()
     name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
+    default = f.default if defaults and f.name not in _PARSERS else None
     choices = f.metadata.get("choices", ())
-    if f.name in _PARSERS:
-        annotation: Any = list[str] if f.name == "dataset_options" else str
+    if f.name == "dataset_options":  # repeated: parsed together in `flag_settings`
+        annotation: Any = list[str]
+    elif f.name in _PARSERS:
+        annotation = str
     elif choices:
         annotation = Literal[tuple(str(c) for c in choices)]
     else:
         annotation = _SCALAR[kind]
-    if annotation is bool:
+    if annotation is bool and default is not False:
         name = f"{name}/--no-{name[2:]}"
-    option = typer.Option(name, help=f.metadata.get("help", _HELP.get(f.name, "")), show_default=False)
+    option = typer.Option(
+        name, help=f.metadata.get("help", _HELP.get(f.name, "")), show_default=default not in (None, False),
+        parser=_PARSERS.get(f.name),
+    )  # fmt: skip
     return inspect.Parameter(
-        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[annotation], option]
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[Optional[annotation], option]
     )
 
 
-def with_config_flags(command: Callable[..., Any], configs: Sequence[type], exclude: Sequence[str] = ()) -> None:
-    """Give `command` (whose last parameter is **values) one flag per field of `configs`, for typer to read."""
+def with_config_flags(
+    command: Callable[..., Any], configs: Sequence[type], exclude: Sequence[str] = (), *, defaults: bool = False
+) -> None:
+    """Give `command` (whose last parameter is **values) one flag per field of `configs`, for typer to read; with
+    `defaults` a flag not given is the field's default (shown in the help), else None."""
     own = list(inspect.signature(command, eval_str=True).parameters.values())[:-1]
-    signature = inspect.Signature(own + [_option(f) for f in _config_fields(configs, exclude)])
+    signature = inspect.Signature(own + [_option(f, defaults) for f in _config_fields(configs, exclude)])
     command.__signature__ = signature  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
 
 
 def flag_settings(values: dict[str, Any], configs: Sequence[type], exclude: Sequence[str] = ()) -> dict[str, Any]:
-    """The flags given (not None) as settings: parsed where a flag takes text, numbers for numeric choices."""
+    """The flags given (not None) as settings: the --dataset-option items as one dict, numbers for numeric choices."""
     types = {f.name: str(f.type) for f in _config_fields(configs, exclude)}
     settings = {}
     for name, value in values.items():
-        if value is None:
-            continue
-        if name in _PARSERS:
-            value = _PARSERS[name](value)
+        if name == "dataset_options":
+            value = parse_key_values(value, "--dataset-option") or None
         elif types[name] == "int" and isinstance(value, str):  # a numeric choice, e.g. --srm-kernel 5
             value = int(value)
-        settings[name] = value
+        if value is not None:
+            settings[name] = value
     return settings
+
+
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda, cuda:N or mps.")]
 
 # Options several subcommands share, defined once.
@@ -195,15 +189,9 @@ DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder ho
 DatasetOptions = Annotated[
     Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable).")
 ]
-Mode = Annotated[Literal["whole", "slide"], typer.Option("--mode", help="Whole image or sliding window.")]
-Crop = Annotated[Optional[str], typer.Option("--crop", help="Sliding-window size HxW (--mode slide).")]
-Stride = Annotated[Optional[str], typer.Option("--stride", help="Sliding-window stride HxW (default: 2/3 of the crop).")]
-Scales = Annotated[Optional[str], typer.Option("--scales", help="Comma-separated test scales, e.g. 0.75,1.0,1.25.")]
-Flip = Annotated[bool, typer.Option("--flip", help="Also run on the mirrored image (left/right classes swapped).")]
 
-from segrefine.engine.inference import BACKENDS, PRECISIONS  # noqa: E402
-
+# serve declares these two flags itself: their type and help come from InferenceOptions all the same.
 Backend = Literal[BACKENDS]  # type: ignore[valid-type]
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
-BACKEND_HELP = "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first)."
-PRECISION_HELP = "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16)."
+_INFERENCE_HELP = {f.name: f.metadata["help"] for f in fields(InferenceOptions)}
+BACKEND_HELP, PRECISION_HELP = _INFERENCE_HELP["backend"], _INFERENCE_HELP["precision"]

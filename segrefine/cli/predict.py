@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
 from segrefine import EXAMPLE_IMAGE
-from segrefine.cli.options import (
-    BACKEND_HELP, PRECISION_HELP, Backend, Crop, Device, Flip, Mode, Precision, Scales, Stride, Weights,
-    output_folder, parse_inference,
-)  # fmt: skip
+from segrefine.cli.options import Device, Weights, flag_settings, output_folder, with_config_flags
+from segrefine.engine.inference import InferenceOptions
 from segrefine.engine.predict_files import OUTPUTS, PredictReport, check_save, predict_files
 from segrefine.engine.predictor import Predictor, load
 from segrefine.imageio import MAX_PIXELS
@@ -70,25 +68,12 @@ def predict(
         str, typer.Option("--save", help="Outputs per image: label (train-id PNG), color, overlay; videos give overlays.")
     ] = ",".join(OUTPUTS),
     alpha: Annotated[float, typer.Option("--alpha", help="Weight of the class colours in overlays, 0 to 1.")] = 0.5,
-    mode: Mode = "whole",
-    crop: Crop = None,
-    stride: Stride = None,
-    scales: Scales = None,
-    flip: Flip = False,
     device: Device = "auto",
-    batch_size: Annotated[
-        Optional[int],
-        typer.Option("--batch-size", min=1, help="Same-size images per forward pass (default: 4 on CUDA, 1 elsewhere)."),
-    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: keep them).")] = False,
-    backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
-    precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", min=1, help="Largest image (width × height, read from its header before decoding).")
     ] = MAX_PIXELS,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the prediction step once per image size (CUDA graphs on CUDA).")
-    ] = False,
+    **values: Any,
 ) -> None:
     """Segment images, folders, globs and videos into OUT/<name>_label.png (train ids), _color.png and _overlay.png.
 
@@ -101,10 +86,7 @@ def predict(
     if not inputs:
         raise SegrefineError("give images, folders, globs or videos to segment, or --example for the shipped photo")
     kinds = parse_save(save)
-    options = parse_inference(
-        mode, crop, stride, scales, flip=flip, batch_size=batch_size, backend=backend, precision=precision,
-        compile=compile,
-    )  # fmt: skip
+    options = InferenceOptions(**flag_settings(values, (InferenceOptions,)))
     console = Console(stderr=True, soft_wrap=True)
 
     def say(message: str) -> None:
@@ -130,3 +112,6 @@ def predict(
         typer.echo(_example_outputs(report))
     if report.failed:
         raise typer.Exit(1)
+
+
+with_config_flags(predict, (InferenceOptions,), defaults=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Dataset, Subset
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,24 @@ class Context:
 
 def setup(device_type: str) -> Context:
     """Join the process group torchrun describes in the environment (NCCL on CUDA, gloo on CPU), if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Context()
-    ctx = Context(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         if device_type == "cuda":
-            torch.cuda.set_device(ctx.local_rank)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return ctx
+    return current()
+
+
+def current() -> Context:
+    """This process's place in the torch.distributed process group; a lone process when there is none."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Context()
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shard(dataset: Dataset) -> Dataset:
+    """This process's share of `dataset`: every world-size-th item, without padding duplicates."""
+    ctx = current()
+    return Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size)) if ctx.distributed else dataset
 
 
 def teardown() -> None:

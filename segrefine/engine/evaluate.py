@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -53,7 +52,7 @@ __all__ = [
 ]
 
 UNIT = "fraction"  # every score in every output is a fraction in [0, 1]
-LABEL_IDS_DIR = "labelIds"  # Cityscapes: subfolder of --save-predictions with the official label-id encoding
+LABEL_IDS_DIR = "labelIds"  # Cityscapes: subfolder of `save_predictions` with the official label-id encoding
 
 
 # --- writing predictions ---------------------------------------------------------------------------------------
@@ -146,21 +145,6 @@ def _as_list(batch: list[Any]) -> list[Any]:
     return batch
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _is_main_process() -> bool:
-    return not _distributed() or dist.get_rank() == 0
-
-
-def _shard(dataset: Dataset) -> Dataset:
-    """This process's share of the split: every world-size-th image, without padding duplicates."""
-    if not _distributed():
-        return dataset
-    return Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
-
-
 def _loader(dataset: _Samples, batch_size: int, workers: int, device: torch.device) -> Iterator[list[dict[str, Any]]]:
     """Batches as lists of samples, in order; a SegrefineError a sample carries is raised here."""
     loader = DataLoader(
@@ -210,7 +194,7 @@ def _score(
 ) -> dict[str, Any]:
     """Accumulate (prediction, label) pairs into one confusion matrix on `device`; the summary of all processes."""
     metrics = SegmentationMetrics(meta.num_classes, boundary_ratio=boundary_ratio)
-    with _progress_bar(total, description, progress and _is_main_process()) as advance:
+    with _progress_bar(total, description, progress and distributed.current().is_main) as advance:
         for pred, label in pairs:
             metrics.update(pred.to(device), label.to(device, non_blocking=True))
             advance()
@@ -270,7 +254,7 @@ def evaluate_model(
     options = inference_options(options, settings)
     device = resolve_device(device) if device is not None else model_device(model)
     writer = PredictionWriter(save_predictions, meta) if save_predictions is not None else None
-    shard = _shard(dataset)
+    shard = distributed.shard(dataset)
 
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:
         for batch in _loader(_Samples(shard), options.batch_size or 1, workers, device):
@@ -329,7 +313,7 @@ def evaluate_predictions(
     if not folder.is_dir():
         raise SegrefineError(f"prediction folder {folder} does not exist or is not a folder")
     device = torch.device(device)
-    shard = _shard(dataset)
+    shard = distributed.shard(dataset)
     missing: list[str] = []
 
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,17 +35,18 @@ def check_scales(scales: Sequence[float]) -> None:
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """How a model runs at test time; every combination is checked here, once."""
+    """How a model runs at test time; every combination is checked here, once. eval and predict make their flags
+    from these fields."""
 
-    mode: str = "whole"  # whole image, or sliding windows of `crop`
-    crop: Size | None = None  # (height, width) of a window; `mode` slide only
-    stride: Size | None = None  # (height, width) between windows (default: two thirds of `crop`)
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False  # also run on the mirrored image, left/right classes swapped
-    batch_size: int | None = None  # images per forward pass (default: the caller's, by device)
-    precision: str = "fp32"
-    backend: str | None = None  # default: onnxruntime for an .onnx file, else torch
-    compile: bool = False  # torch.compile the prediction step, once per input size
+    mode: str = field(default="whole", metadata={"help": "Whole image or sliding window.", "choices": MODES})
+    crop: Size | None = field(default=None, metadata={"help": "Sliding-window size HxW (slide mode only)."})
+    stride: Size | None = field(default=None, metadata={"help": "Sliding-window stride HxW (default: 2/3 of the crop)."})
+    scales: tuple[float, ...] = field(default=(1.0,), metadata={"help": "Comma-separated test scales, e.g. 0.75,1.0,1.25."})
+    flip: bool = field(default=False, metadata={"help": "Also run on the mirrored image (left/right classes swapped)."})
+    batch_size: int | None = field(default=None, metadata={"help": "Same-size images per forward pass (default: 1; 4 for predict on CUDA)."})
+    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16).", "choices": PRECISIONS})
+    backend: str | None = field(default=None, metadata={"help": "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first).", "choices": BACKENDS})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the prediction step once per image size (CUDA graphs on CUDA)."})
 
     def __post_init__(self) -> None:
         # Sequences from callers (lists, numpy) become tuples, so that options compare and hash by value.
