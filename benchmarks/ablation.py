@@ -8,6 +8,9 @@ short schedule and seeds, then scored on val and, with --shared, on other camera
     python benchmarks/ablation.py --data-root CAMVID --shared SHARED --backbone runs/train/camvid-cpu \
         --rows photometric-none photometric-camera photometric-camera-scale2 photometric-camera-scale2-srm-bilinear \
         --iters 300 --crop 360x480 --batch-size 16 --jobs 4 --workers 3 --results benchmarks/results/ablation-camvid-gpu.json
+    # IBN-a on the shipped recipe, beside the rows of that file (same schedule and backbone)
+    ... --rows photometric-camera-scale2-ibn --iters 300 --crop 360x480 --batch-size 16 --jobs 3 --workers 4 \
+        --results benchmarks/results/ablation-camvid-gpu.json
 
 The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the full-resolution frames (scale
 0.5–1.5), lr 0.02, bf16 autocast (`--no-amp` where the CPU has no fast bf16), ENet class weights, poly lr. Every row starts from the same backbone: by default the backbone of the
@@ -78,6 +81,7 @@ ROWS: dict[str, dict] = {
     # Instance-batch normalisation (IBN-a) in the first three backbone stages, alone and with the camera recipe.
     "photometric-none-ibn": {"photometric": "none", "ibn": True},
     "photometric-camera-ibn": {"photometric": "camera", "ibn": True},
+    "photometric-camera-scale2-ibn": {"photometric": "camera", "scale": [0.5, 2.0], "ibn": True},
     # The SRM question for the camera recipe: the row above against the same training with bilinear upsampling.
     "photometric-camera-scale2-srm-bilinear": {"photometric": "camera", "scale": [0.5, 2.0], "srm": "bilinear"},
     "crm-off": {"crm": "off"},

@@ -103,11 +103,11 @@ class TinyIbn(nn.Module):
 def test_ibn_onnx_export_agrees(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from segrefine.engine.export import FP32_AGREEMENT, export
+    from segrefine.engine.export import FP32_AGREEMENT, export_model
     from segrefine.hub.onnx import load_onnx
 
     model = _trained_looking(TinyIbn())
-    report = export(model, {"model": model.config.to_dict()}, tmp_path / "model.onnx")
+    report = export_model(model, {"model": model.config.to_dict()}, tmp_path / "model.onnx")
     assert report.agreement >= FP32_AGREEMENT
     onnx_model, _ = load_onnx(tmp_path / "model.onnx")
     image = torch.randn(2, 3, 37, 45) * 2 + 1  # another size and batch than the exporter traced
