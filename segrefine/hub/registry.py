@@ -188,20 +188,9 @@ def _model(entry: Any, where: str) -> ModelEntry:
         "an object of numbers or strings",
     )
     _field(entry, where, "default_for", lambda v: isinstance(v, list) and all(map(_text, v)), "a list of dataset or task names")
-    return ModelEntry(
-        name=entry["name"],
-        variant=entry["variant"],
-        dataset=entry["dataset"],
-        num_classes=entry["num_classes"],
-        classes=tuple(entry["classes"]),
-        repo=entry["repo"],
-        revision=entry["revision"],
-        file=entry["file"],
-        sha256=entry["sha256"],
-        metrics=dict(entry["metrics"]),
-        default_for=tuple(entry.get("default_for", ())),
-        embedded=embedded,
-    )
+    # every key was checked against the fields above: the JSON lists become tuples, the entry its dataclass
+    lists = {"classes": tuple(entry["classes"]), "default_for": tuple(entry.get("default_for", ()))}
+    return ModelEntry(**{**entry, **lists, "metrics": dict(entry["metrics"]), "embedded": embedded})
 
 
 def _backbone(entry: Any, where: str) -> BackboneEntry:
@@ -215,15 +204,7 @@ def _backbone(entry: Any, where: str) -> BackboneEntry:
     _field(entry, where, "file", _repo_file, "a relative path ending in .safetensors")
     _field(entry, where, "sha256", lambda v: v is None or (isinstance(v, str) and _SHA256.fullmatch(v)), "null or 64 lower-case hex digits")
     _field(entry, where, "description", lambda v: isinstance(v, str), "a string")
-    return BackboneEntry(
-        arch=entry["arch"],
-        variants=tuple(entry["variants"]),
-        repo=entry["repo"],
-        revision=entry["revision"],
-        file=entry["file"],
-        sha256=entry["sha256"],
-        description=entry.get("description", ""),
-    )
+    return BackboneEntry(**{**entry, "variants": tuple(entry["variants"])})
 
 
 def is_repo_id(value: Any) -> bool:

@@ -15,19 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import flow_to_image
 
-from segrefine.visualize.draw import (
-    INK,
-    Image,
-    font_px,
-    framed,
-    hstack,
-    overlay,
-    text_block,
-    titled,
-    to_rgb,
-    upscale,
-    vstack,
-)
+from segrefine.visualize.draw import (INK, Image, font_px, framed, hstack,
+    overlay, text_block, titled, to_rgb, upscale, vstack)  # fmt: skip
 
 ARROW = (255, 221, 0)
 MIN_SIDE = 256

@@ -12,21 +12,8 @@ from torch import Tensor
 from segrefine.data.transforms import normalize
 from segrefine.engine.device import model_device
 from segrefine.engine.inference import InferenceOptions, class_labels, predict_logits
-from segrefine.visualize.draw import (
-    IGNORE_COLOR,
-    Image,
-    arrange,
-    colorize,
-    font_px,
-    framed,
-    legend,
-    overlay,
-    text_block,
-    titled,
-    to_rgb,
-    upscale,
-    vstack,
-)
+from segrefine.visualize.draw import (IGNORE_COLOR, Image, arrange, colorize, font_px, framed,
+    legend, overlay, text_block, titled, to_rgb, upscale, vstack)  # fmt: skip
 
 CORRECT = (46, 160, 67)
 WRONG = (214, 39, 40)
