@@ -28,7 +28,7 @@ from torch import nn
 from segrefine import Predictor
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.class_map import cross_taxonomy, load_class_map
-from segrefine.engine.device import model_device
+from segrefine.engine.device import model_device, resolve_device
 from segrefine.engine.evaluate import _model_meta, evaluate_model
 from segrefine.hub import load_model
 
@@ -52,7 +52,7 @@ def other_cameras(shared: Path) -> dict[str, tuple[str, Path, str]]:
 
 def other_camera_scores(weights: str, shared: Path, device: str = "cpu") -> dict:
     """Each other-camera set under `shared` (mIoU, boundary mIoU, per class) and the street photo's shares."""
-    model, config = load_model(weights, device)
+    model, config = load_model(weights, resolve_device(device))
     return model_other_camera_scores(model, config, shared)
 
 
@@ -83,7 +83,7 @@ def model_other_camera_scores(model: nn.Module, config: dict, shared: Path) -> d
 
 def scores(weights: str, camvid_root: Path, shared: Path, device: str = "cpu") -> dict:
     """One model's row: CamVid val, then each other-camera set and the street photo."""
-    model, config = load_model(weights, device)
+    model, config = load_model(weights, resolve_device(device))
     return model_scores(model, config, camvid_root, shared)
 
 

@@ -44,8 +44,8 @@ def warp(source: Tensor, offset: Tensor) -> Tensor:
     grid = base_grid(height, width, offset) + shift
     if torch.compiler.is_exporting():
         return gather_bilinear(source, grid)
-    if not torch.is_autocast_enabled(source.device.type):  # autocast runs grid_sample in fp32; else one dtype
-        grid = grid.to(source.dtype)
+    if grid.dtype != source.dtype and not torch.is_autocast_enabled(source.device.type):
+        grid = grid.to(source.dtype)  # grid_sample takes one dtype, unless autocast runs it in fp32
     sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # grid_sample writes NCHW whatever the source's layout: a channels-last network stays channels-last here rather
     # than mixing layouts in the next add and converting inside the next convolution.
