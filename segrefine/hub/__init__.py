@@ -2,24 +2,21 @@
 
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import (
-    CONFIG_NAME,
-    RUN_BEST_DIR,
-    RUN_CHECKPOINTS,
-    RUN_LAST_DIR,
-    WEIGHTS_NAME,
-    check_safetensors,
+    SegRefineModel,
     checkpoint_config,
     class_mismatch,
     describe,
     load_backbone_weights,
-    load_state,
+    load_model,
     load_state_dict_strict,
     load_weights_file,
-    read_config,
     rebuild,
     save_checkpoint,
 )
-from segrefine.hub.pretrained import SegRefineModel, build_model, load_for_dataset, load_model
+from segrefine.hub.files import (
+    CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, check_safetensors, load_state, read_config,
+)  # fmt: skip
+from segrefine.hub.pretrained import build_model, load_for_dataset
 from segrefine.hub.reference import HubUnreachable, ResolvedWeights, fetch_backbone, pull, resolve, resolve_local
 from segrefine.hub.registry import (
     DEFAULT_TASK, BackboneEntry, ModelEntry, Registry, default_model, default_weights, load_registry,

@@ -1,38 +1,36 @@
-"""Checkpoints on disk: `config.json` + `model.safetensors` in one folder, written atomically, loaded strictly.
-
-Pickled files are never loaded: `load_state` sniffs the first bytes and refuses them whatever the file is called.
-"""
+"""Checkpoints on disk (`config.json` + `model.safetensors` in one folder, written atomically, loaded strictly), the
+network that saves, loads and publishes as one (`SegRefineModel`, a Hugging Face Hub model), and `load_model`, which
+every way of loading weights goes through."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, load_model, save_model
+import safetensors.torch
+from huggingface_hub import ModelCard, ModelHubMixin
+from safetensors import SafetensorError
+from safetensors.torch import save_model
 from torch import Tensor, nn
 
-from segrefine.errors import SegrefineError
-from segrefine.imageio import atomic_write, read_json, write_json
+from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub.card import model_card
+from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, one_line, read_config
+from segrefine.hub.onnx import is_onnx, load_onnx
+from segrefine.hub.reference import ResolvedWeights, pushing, resolve
+from segrefine.imageio import atomic_write, write_json
 from segrefine.models.backbone import ResNetBackbone
 from segrefine.models.config import ModelConfig
 from segrefine.models.segmenter import SegRefineNet
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-# Layout of a training run folder: each of these holds CONFIG_NAME + WEIGHTS_NAME; references prefer best.
-RUN_CHECKPOINTS = "checkpoints"
-RUN_BEST_DIR = Path(RUN_CHECKPOINTS, "best")
-RUN_LAST_DIR = Path(RUN_CHECKPOINTS, "last")
-
-_RESERVED_KEYS = ("segrefine_version", "model", "dataset", "classes", "palette", "flip_pairs", "metrics")
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = b"\x80"  # pickle's PROTO opcode, followed by the protocol number
-_PICKLE_VERSIONS = (b"\x02", b"\x03", b"\x04", b"\x05")
+# The network's own switches and the version that wrote the file; every other entry of config.json is `info`.
+_OWN_KEYS = ("model", "segrefine_version")
+# Entries of `info` that checkpoint_config takes by name; the others (train, provenance, ...) pass as extras.
+_NAMED = ("dataset", "classes", "palette", "flip_pairs", "metrics")
+_RESERVED_KEYS = _OWN_KEYS + _NAMED
 
 
 def checkpoint_config(
@@ -81,37 +79,10 @@ def save_checkpoint(model: nn.Module, folder: str | Path, **info: Any) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # Weights first: a folder whose config.json is present always has its weights. save_model stores a tied
-    # tensor once; load_model restores it under all its names.
+    # tensor once; safetensors' load_model restores it under all its names.
     atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_model(model, str(tmp), metadata={"format": "pt"}))
     write_json(folder / CONFIG_NAME, config)
     return folder
-
-
-def load_state(path: str | Path) -> dict[str, Tensor]:
-    """Read a safetensors file into CPU tensors; pickled checkpoints are refused, never unpickled."""
-    path = Path(path)
-    check_safetensors(path)
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise SegrefineError(f"{path} is not a readable safetensors file: {_one_line(e)}") from None
-
-
-def check_safetensors(path: Path) -> dict[str, torch.Size]:
-    """Raise SegrefineError unless `path` is a safetensors file (`safe_open` validates the header); returns the
-    shape of each tensor it holds."""
-    if not path.is_file():
-        raise SegrefineError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {name: torch.Size(f.get_slice(name).get_shape()) for name in f.keys()}
-    except (SafetensorError, OSError) as e:
-        if _is_pickle(path):
-            raise SegrefineError(
-                f"{path} is a pickled PyTorch checkpoint (torch.save); segrefine never loads pickles because they can "
-                "run arbitrary code: convert it once with safetensors.torch.save_file and use the .safetensors file"
-            ) from None
-        raise SegrefineError(f"{path} is not a safetensors file ({_one_line(e)})") from None
 
 
 def load_weights_file(module: nn.Module, path: str | Path, source: str) -> None:
@@ -119,10 +90,10 @@ def load_weights_file(module: nn.Module, path: str | Path, source: str) -> None:
     naming them. Pickles are refused."""
     path = Path(path)
     _refuse_misfit(source, [], [], list(_wrong_shapes(module, check_safetensors(path)).values()))
-    try:  # load_model, unlike load_state_dict, restores a tied tensor that save_model stored once under all its names
-        missing, unexpected = load_model(module, str(path), strict=False)
+    try:  # unlike load_state_dict, this restores a tied tensor that save_model stored once under all its names
+        missing, unexpected = safetensors.torch.load_model(module, str(path), strict=False)
     except (SafetensorError, OSError) as e:
-        raise SegrefineError(f"{path} is not a readable safetensors file: {_one_line(e)}") from None
+        raise SegrefineError(f"{path} is not a readable safetensors file: {one_line(e)}") from None
     _refuse_misfit(source, sorted(missing), sorted(unexpected), [])
 
 
@@ -177,28 +148,90 @@ def class_mismatch(ref: str | Path, config: Mapping[str, Any], dataset: str, cla
     return None
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint's config.json (a JSON object with a "model" section)."""
-    config = read_json(path, "checkpoint config")
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise SegrefineError(f"{path} is not a segrefine config.json (it has no \"model\" section)")
-    return config
+class SegRefineModel(
+    SegRefineNet,
+    ModelHubMixin,
+    library_name="segrefine",
+    pipeline_tag="image-segmentation",
+    tags=["segrefine", "semantic-segmentation"],
+):
+    """The network plus what its config.json records about the data it learned (`info`: dataset, classes, palette,
+    flip pairs, metrics, training settings); saves, loads and publishes as a Hub model folder."""
+
+    def __init__(self, config: ModelConfig, info: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.info: dict[str, Any] = dict(info or {})
+
+    @property
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The whole config.json of this model: its switches under "model", then `info`."""
+        return checkpoint_config(self.config, **self._checkpoint_info())
+
+    def _checkpoint_info(self) -> dict[str, Any]:
+        if not {"classes", "palette"} <= self.info.keys():
+            raise SettingError(
+                "saving a model needs its class names and palette: set `info` (e.g. model.info = {'dataset': ..., "
+                "'classes': [...], 'palette': [...]}); a model from from_pretrained or from training has them"
+            )
+        extra = {k: v for k, v in self.info.items() if k not in _NAMED}
+        return {"dataset": "", **{k: self.info[k] for k in _NAMED if k in self.info}, "extra": extra}
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        ref: str | Path,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "SegRefineModel":
+        """Load any weights reference (registry name, Hub id `owner/name[@revision]`, run or checkpoint folder,
+        .safetensors file) strictly, in eval mode on `device`."""
+        text = str(ref)
+        if revision is not None:
+            if "@" in text:
+                raise SegrefineError(f"give the revision once: {text!r} already names one, and `revision` is {revision!r}")
+            text = f"{text}@{revision}"
+        return load_checkpoint(resolve(text, token=token, cache_dir=cache_dir), device)[0]
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_checkpoint(self, save_directory, **self._checkpoint_info())
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        return ModelCard(model_card(self.checkpoint_config, **kwargs))
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
+        """The mixin's push (one commit of `save_pretrained`'s folder), with `repo_id` on the card and failures in
+        one line."""
+        kwargs["model_card_kwargs"] = {"repo_id": repo_id, **(kwargs.get("model_card_kwargs") or {})}
+        with pushing(repo_id, kwargs.get("branch")):
+            return super().push_to_hub(repo_id, **kwargs)
 
 
 def rebuild(config: Mapping[str, Any]) -> nn.Module:
-    """Build the (untrained) network that a config.json describes."""
-    return SegRefineNet(ModelConfig.from_dict(dict(config["model"])))
+    """The (untrained) network that a config.json describes, with the rest of the config as its `info`."""
+    own = ModelConfig.from_dict(dict(config["model"]))
+    return SegRefineModel(own, {k: v for k, v in config.items() if k not in _OWN_KEYS})
 
 
-def load_checkpoint(
-    config_path: Path, weights_path: Path, source: str, build: Callable[[dict[str, Any]], nn.Module] | None = None
+def load_checkpoint(weights: ResolvedWeights, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Build the network that resolved weights describe (`rebuild`) and load them strictly; returns (the network in
+    eval mode on `device`, its config.json)."""
+    config = read_config(weights.config_path)
+    model = rebuild(config)
+    load_weights_file(model, weights.weights_path, weights.ref)
+    return model.to(device).eval(), config
+
+
+def load_model(
+    ref: str | Path, device: str | torch.device = "cpu", *, token: str | None = None, cache_dir: str | Path | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Read a checkpoint's config.json, build the network it describes (`build`, by default `rebuild`) and load its
-    weights strictly; returns (model, config)."""
-    config = read_config(config_path)
-    model = (build or rebuild)(config)
-    load_weights_file(model, weights_path, source)
-    return model, config
+    """Load any weights reference (see `segrefine.hub.resolve`) strictly; returns (the network in eval mode on
+    `device`, its config.json). An exported .onnx file loads as a model that runs on onnxruntime (`segrefine.hub.onnx`)."""
+    if is_onnx(ref):
+        return load_onnx(ref, device)
+    return load_checkpoint(resolve(ref, token=token, cache_dir=cache_dir), device)
 
 
 def load_backbone_weights(backbone: ResNetBackbone, state: Mapping[str, Tensor], source: str) -> None:
@@ -217,13 +250,6 @@ def _json_safe(value: Any) -> Any:
         return None
     return value
 
-
-def _is_pickle(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(len(_ZIP_MAGIC))
-    return head.startswith(_ZIP_MAGIC) or (head[:1] == _PICKLE_PROTO and head[1:2] in _PICKLE_VERSIONS)
-
-
 def _listing(label: str, items: Sequence[str], shown: int = 5) -> str:
     more = f" … ({len(items)} in all)" if len(items) > shown else ""
     return f"{len(items)} {label} ({', '.join(items[:shown])}{more})"
@@ -231,7 +257,3 @@ def _listing(label: str, items: Sequence[str], shown: int = 5) -> str:
 
 def _shape(shape: torch.Size) -> str:
     return "×".join(map(str, shape)) or "scalar"
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

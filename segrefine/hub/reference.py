@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,15 +26,9 @@ from huggingface_hub.errors import (
 from torch import Tensor
 
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub.checkpoint import (
-    CONFIG_NAME,
-    RUN_BEST_DIR,
-    RUN_LAST_DIR,
-    WEIGHTS_NAME,
-    check_safetensors,
-    load_state,
-    read_config,
-)
+from segrefine.hub.files import (
+    CONFIG_NAME, RUN_BEST_DIR, RUN_LAST_DIR, WEIGHTS_NAME, check_safetensors, load_state, read_config,
+)  # fmt: skip
 from segrefine.hub.registry import BackboneEntry, embedded_path, is_repo_id, load_registry
 
 ACCEPTED = (
@@ -256,6 +252,20 @@ def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> Se
         )
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return SettingError(f"Hub request for {repo_id} failed: {first}")
+
+
+@contextmanager
+def pushing(repo_id: str, revision: str | None = None) -> Iterator[None]:
+    """Hub calls that publish to `repo_id` fail as one line: what the Hub answered, or that it cannot be reached."""
+    try:
+        yield
+    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
+        raise hub_error(e, repo_id, revision) from None
+    except transport_errors() as e:
+        raise SegrefineError(
+            f"cannot reach the Hub at {constants.ENDPOINT} to push {repo_id} ({type(e).__name__}): check the "
+            "connection and HF_ENDPOINT, then push again"
+        ) from None
 
 
 def _verify_sha256(path: Path, expected: str, what: str) -> None:

@@ -1,16 +1,18 @@
-"""Publish a local checkpoint on the Hub: config.json, model.safetensors and a generated model card, in one commit."""
+"""Publish a local checkpoint on the Hub: config.json, model.safetensors and a model card, in one commit."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub import HfApi, constants, get_token
 
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.card import model_card
-from segrefine.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
-from segrefine.hub.reference import hub_error, resolve_local, transport_errors
+from segrefine.hub.checkpoint import load_checkpoint
+from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME
+from segrefine.hub.reference import pushing, resolve_local
 from segrefine.hub.registry import is_repo_id
 from segrefine.models.config import ModelConfig
 from segrefine.models.flops import FlopReport, count_flops
@@ -39,7 +41,7 @@ def upload_checkpoint(
     if constants.HF_HUB_OFFLINE:
         raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")
     weights = resolve_local(source)
-    _, config = load_checkpoint(weights.config_path, weights.weights_path, str(source))
+    _, config = load_checkpoint(weights)
     written = weights.config_path.with_name(CARD_NAME)
     if written.is_file():  # a checkpoint folder with its own card (the embedded default) is published unchanged
         card = written.read_text(encoding="utf-8")
@@ -55,29 +57,16 @@ def upload_checkpoint(
     from segrefine import __version__
 
     api = HfApi(token=token, library_name="segrefine", library_version=__version__)
-    operations = [
-        CommitOperationAdd(CONFIG_NAME, weights.config_path),
-        CommitOperationAdd(WEIGHTS_NAME, weights.weights_path),
-        CommitOperationAdd(CARD_NAME, card.encode()),
-    ]
-    try:
+    # Only these three files, under their checkpoint names: a run folder also holds optimiser state and logs.
+    with tempfile.TemporaryDirectory() as folder, pushing(repo_id, revision):
+        shutil.copyfile(weights.config_path, Path(folder, CONFIG_NAME))
+        shutil.copyfile(weights.weights_path, Path(folder, WEIGHTS_NAME))
+        Path(folder, CARD_NAME).write_bytes(card.encode())
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.create_commit(
-            repo_id,
-            operations,
-            commit_message=commit_message or f"Upload segrefine {config['model'].get('variant', '')} checkpoint",
-            revision=revision,
-        )
-    except (HfHubHTTPError, OfflineModeIsEnabled) as e:
-        raise hub_error(e, repo_id, revision) from None
-    except transport_errors() as e:
-        raise SegrefineError(
-            f"cannot reach the Hub at {constants.ENDPOINT} to push {repo_id} ({type(e).__name__}): check the "
-            "connection and HF_ENDPOINT, then push again"
-        ) from None
-    return info.commit_url
+        message = commit_message or f"Upload segrefine {config['model'].get('variant', '')} checkpoint"
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=message).commit_url
 
 
 def _complexity(config: dict, size: tuple[int, int]) -> FlopReport:
