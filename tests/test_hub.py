@@ -539,3 +539,17 @@ def test_model_push_to_hub_and_from_pretrained_round_trip(hub):
     assert "library_name: segrefine" in card and "model-index" in card and "mean_iou" in card
     loaded = SegRefineModel.from_pretrained("alice/lite")
     assert same_state(loaded, model) and loaded.info["metrics"]["mIoU"] == 0.5
+
+
+def test_model_push_to_a_new_branch_and_without_a_token(hub, monkeypatch):
+    from segrefine import SegRefineModel, build_model
+
+    model = build_model("lite", 3, aux=False).eval()
+    model.info = {"dataset": "toy", "classes": list(CLASSES), "palette": [list(c) for c in PALETTE]}
+    model.push_to_hub("alice/lite", revision="v2")  # the branch does not exist yet
+    assert "model.safetensors" in hub.files("alice/lite", "v2") and "model.safetensors" not in hub.files("alice/lite")
+    assert same_state(SegRefineModel.from_pretrained("alice/lite@v2"), model)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("segrefine.hub.reference.get_token", lambda: None)
+    with pytest.raises(SegrefineError, match="pushing to the Hub needs a Hugging Face token"):
+        model.push_to_hub("alice/other")

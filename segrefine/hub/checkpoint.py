@@ -201,12 +201,15 @@ class SegRefineModel(
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         return ModelCard(model_card(self.checkpoint_config, **kwargs))
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
-        """The mixin's push (one commit of `save_pretrained`'s folder), with `repo_id` on the card and failures in
-        one line."""
+    def push_to_hub(  # type: ignore[override]
+        self, repo_id: str, *, revision: str | None = None, token: str | None = None, private: bool | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """The mixin's push (one commit of `save_pretrained`'s folder) to the branch `revision` (made when missing),
+        with `repo_id` on the card and failures in one line; returns the commit URL."""
         kwargs["model_card_kwargs"] = {"repo_id": repo_id, **(kwargs.get("model_card_kwargs") or {})}
-        with pushing(repo_id, kwargs.get("branch")):
-            return super().push_to_hub(repo_id, **kwargs)
+        with pushing(repo_id, revision, token, private):
+            return super().push_to_hub(repo_id, branch=revision, token=token, private=private, **kwargs).commit_url
 
 
 def rebuild(config: Mapping[str, Any]) -> nn.Module:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -254,11 +254,32 @@ def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> Se
     return SettingError(f"Hub request for {repo_id} failed: {first}")
 
 
+def check_push_target(repo_id: str) -> None:
+    """A push needs an owner/name repo id and the Hub not switched off."""
+    if not is_repo_id(repo_id):
+        raise SettingError(f"Hub repo id must be owner/name (use `revision` for a branch), got {repo_id!r}")
+    if constants.HF_HUB_OFFLINE:
+        raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")
+
+
 @contextmanager
-def pushing(repo_id: str, revision: str | None = None) -> Iterator[None]:
-    """Hub calls that publish to `repo_id` fail as one line: what the Hub answered, or that it cannot be reached."""
+def pushing(repo_id: str, revision: str | None, token: str | None, private: bool | None) -> Iterator[HfApi]:
+    """An HfApi to publish to `repo_id` at `revision` (the repo and the branch made when missing), once a token is at
+    hand; its Hub calls fail as one line: what the Hub answered, or that it cannot be reached."""
+    check_push_target(repo_id)
+    if token is None and get_token() is None:
+        raise SettingError(
+            "pushing to the Hub needs a Hugging Face token with write access: pass `token`, set HF_TOKEN, or log in "
+            "once with `hf auth login`"
+        )
+    from segrefine import __version__
+
+    api = HfApi(token=token, library_name="segrefine", library_version=__version__)
     try:
-        yield
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        yield api
     except (HfHubHTTPError, OfflineModeIsEnabled) as e:
         raise hub_error(e, repo_id, revision) from None
     except transport_errors() as e:

@@ -6,14 +6,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import HfApi, constants, get_token
-
-from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import load_checkpoint
 from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME
-from segrefine.hub.reference import pushing, resolve_local
-from segrefine.hub.registry import is_repo_id
+from segrefine.hub.reference import check_push_target, pushing, resolve_local
 from segrefine.models.config import ModelConfig
 from segrefine.models.flops import FlopReport, count_flops
 
@@ -36,10 +32,7 @@ def upload_checkpoint(
     The checkpoint is loaded strictly first, so weights that do not fit their config are never published; then a
     token must be at hand (`token`, HF_TOKEN or a saved login) before the Hub is contacted.
     """
-    if not is_repo_id(repo_id):
-        raise SettingError(f"Hub repo id must be owner/name (use `revision` for a branch), got {repo_id!r}")
-    if constants.HF_HUB_OFFLINE:
-        raise SegrefineError("cannot push while HF_HUB_OFFLINE=1 is set: unset it to upload")
+    check_push_target(repo_id)
     weights = resolve_local(source)
     _, config = load_checkpoint(weights)
     written = weights.config_path.with_name(CARD_NAME)
@@ -48,23 +41,11 @@ def upload_checkpoint(
     else:
         report = _complexity(config, flops_size)
         card = model_card(config, repo_id=repo_id, params=report.params, gmacs=report.gmacs, input_size=flops_size)
-    if token is None and get_token() is None:
-        raise SettingError(
-            "pushing to the Hub needs a Hugging Face token with write access: pass `token`, set HF_TOKEN, or log in "
-            "once with `hf auth login`"
-        )
-
-    from segrefine import __version__
-
-    api = HfApi(token=token, library_name="segrefine", library_version=__version__)
     # Only these three files, under their checkpoint names: a run folder also holds optimiser state and logs.
-    with tempfile.TemporaryDirectory() as folder, pushing(repo_id, revision):
+    with tempfile.TemporaryDirectory() as folder, pushing(repo_id, revision, token, private) as api:
         shutil.copyfile(weights.config_path, Path(folder, CONFIG_NAME))
         shutil.copyfile(weights.weights_path, Path(folder, WEIGHTS_NAME))
         Path(folder, CARD_NAME).write_bytes(card.encode())
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision is not None:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
         message = commit_message or f"Upload segrefine {config['model'].get('variant', '')} checkpoint"
         return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, commit_message=message).commit_url
 
