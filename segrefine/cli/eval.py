@@ -19,6 +19,7 @@ from rich.table import Table
 from segrefine.cli.options import (
     DataRoot, DatasetName, DatasetOptions, Device, Weights, flag_settings, parse_key_values, warning, with_config_flags,
 )  # fmt: skip
+from segrefine.engine.distributed import launched_as_main
 from segrefine.engine.inference import InferenceOptions
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -96,7 +97,7 @@ def evaluate(
         device=device, workers=workers, save_predictions=save_predictions,
         dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, progress=True, class_map=class_map, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
     )  # fmt: skip
-    if os.environ.get("RANK", "0") != "0":  # under torchrun every process evaluates its share; rank 0 alone reports
+    if not launched_as_main():  # under torchrun every process evaluates its share; rank 0 alone reports
         return
     if as_json:
         typer.echo(json.dumps(report, allow_nan=False))

@@ -6,7 +6,6 @@ line and the Python API cannot drift apart.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,6 +13,7 @@ import typer
 
 from segrefine.cli.options import flag_settings, with_config_flags
 from segrefine.engine.config import TrainConfig, read_config_file, resolve_config
+from segrefine.engine.distributed import launched_as_main
 from segrefine.engine.run_folder import RunFolder
 from segrefine.engine.train import TrainingInterrupted, resume as resume_run, train as run_training
 from segrefine.errors import Interrupted, SegrefineError, SettingError, flag
@@ -70,7 +70,7 @@ def train(
     except TrainingInterrupted as e:
         resume_command = f"`segrefine train --resume --out {e.run_dir}`"
         raise Interrupted(e.describe(resume_command)) from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
+    if launched_as_main():  # under torchrun only rank 0 talks
         typer.echo(f"run folder: {run_dir}")
 
 

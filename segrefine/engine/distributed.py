@@ -55,3 +55,9 @@ def teardown() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def launched_as_main() -> bool:
+    """Whether the launcher (torchrun) made this process rank 0, or none launched it: the one that reports. Read from
+    the launcher's environment, so it holds after the process group is gone."""
+    return os.environ.get("RANK", "0") == "0"
