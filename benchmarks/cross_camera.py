@@ -29,7 +29,7 @@ from segrefine import Predictor
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.class_map import cross_taxonomy, load_class_map
 from segrefine.engine.device import model_device, resolve_device
-from segrefine.engine.evaluate import _model_meta, evaluate_model
+from segrefine.engine.evaluate import model_meta, evaluate_model
 from segrefine.hub import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cross-camera.json"
@@ -59,7 +59,7 @@ def other_camera_scores(weights: str, shared: Path, device: str = "cpu") -> dict
 def model_other_camera_scores(model: nn.Module, config: dict, shared: Path) -> dict:
     """`other_camera_scores` of a loaded model (its checkpoint `config`), on the model's device."""
     row: dict = {}
-    meta = _model_meta(config)
+    meta = model_meta(config)
     for name, (dataset, root, split) in other_cameras(shared).items():
         labels = dataset_meta(dataset, root)
         report = evaluate_model(

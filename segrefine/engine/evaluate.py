@@ -209,7 +209,7 @@ def _mapped(labels: Tensor, lut: np.ndarray | None) -> Tensor:
     return torch.from_numpy(lut).to(labels.device)[labels.long().clamp(0, IGNORE_INDEX)]
 
 
-def _model_meta(config: Mapping[str, Any]) -> DatasetMeta:
+def model_meta(config: Mapping[str, Any]) -> DatasetMeta:
     """The classes a checkpoint predicts, from its config.json."""
     palette = tuple(tuple(int(v) for v in color) for color in config["palette"])
     flip_pairs = tuple(tuple(int(v) for v in pair) for pair in config.get("flip_pairs") or ())
@@ -394,7 +394,7 @@ def evaluate(
             # Through a class map the model's classes need not be the dataset's: the map is checked instead.
             warn = on_warning if ctx.is_main else None
             model, config, ref = load_for_dataset(weights, meta if mapping is None else None, run_device, warn=warn)
-            scoring = cross_taxonomy(mapping, _model_meta(config), meta) if mapping is not None else None
+            scoring = cross_taxonomy(mapping, model_meta(config), meta) if mapping is not None else None
             if say is not None:
                 say(describe(ref, config))
             model = for_inference(model, run_device, backend=options.backend, precision=options.precision)
