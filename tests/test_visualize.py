@@ -296,6 +296,20 @@ def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
         visualize_cli.errors(weights=str(toy_run), dataset="folder", data_root=root, device="cpu", out=tmp_path)
 
 
+def test_errors_mode_takes_the_inference_flags(cli, toy_run, tmp_path, monkeypatch):
+    import segrefine.visualize
+
+    seen = []
+    real = segrefine.visualize.predict_labels
+    monkeypatch.setattr(segrefine.visualize, "predict_labels", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    args = ("visualize", "errors", *TOY_DATA, "--num", "1", "--weights", toy_run, "--device", "cpu", "--out", tmp_path)
+    result = cli(*args, "--mode", "slide", "--crop", "32x48", "--flip")
+    assert result.returncode == 0, result.stderr
+    assert seen == [InferenceOptions(mode="slide", crop=(32, 48), flip=True)]
+    result = cli(*args, "--mode", "slide")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--crop is required" in result.stderr, result.stderr
+
+
 # --- a real photograph, and the real entry point -----------------------------------------------------------------
 
 

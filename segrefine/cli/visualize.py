@@ -14,8 +14,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from segrefine.cli.options import (
-    CheckpointWeights, DataRoot, DatasetName, DatasetOptions, Device, load_weights, output_folder, parse_key_values,
+    CheckpointWeights, DataRoot, DatasetName, DatasetOptions, Device, flag_settings, load_weights, output_folder,
+    parse_key_values, with_config_flags,
 )  # fmt: skip
+from segrefine.engine.inference import InferenceOptions
 from segrefine.errors import SegrefineError
 
 app = typer.Typer(
@@ -128,20 +130,30 @@ def errors(
     dataset_option: DatasetOptions = None,
     device: Device = "auto",
     out: Out = DEFAULT_OUT,
+    **values: Any,
 ) -> None:
     """Image | ground truth | prediction | error map (correct, wrong, ignore) for samples of a dataset split."""
     from segrefine.visualize import predict_labels, prediction_picture
 
+    options = InferenceOptions(**flag_settings(values, (InferenceOptions,), _NOT_INFERENCE_FLAGS))
     meta, items = _samples(dataset, data_root, split, num, dataset_option)
     model, config, weights = _load(weights, device, meta)
     for item in items:
         label = item["label"]
-        prediction = predict_labels(model, item["image"], num_classes=meta.num_classes, out_size=tuple(label.shape[-2:]))
+        prediction = predict_labels(
+            model, item["image"], options, num_classes=meta.num_classes, flip_pairs=meta.flip_pairs,
+            out_size=tuple(label.shape[-2:]),
+        )  # fmt: skip
         picture = prediction_picture(
             item["image"], label, prediction, meta.classes, meta.palette, f"{dataset} {split} | {item['name']}",
             meta.ignore_index,
         )  # fmt: skip
         _save(out, f"errors-{item['name']}", picture)
+
+
+# The PyTorch network as loaded, one image at a time: only the inference modes apply.
+_NOT_INFERENCE_FLAGS = ("batch_size", "precision", "backend", "compile")
+with_config_flags(errors, (InferenceOptions,), _NOT_INFERENCE_FLAGS, defaults=True)
 
 
 @app.command("offsets")
