@@ -12,6 +12,7 @@ from segrefine.imageio import UnreadableInput, read_image, write_image
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_checkpoint
 from segrefine import build_model
+from trained_looking import trained_looking
 
 META = dataset_meta("toy")
 
@@ -143,11 +144,8 @@ def test_bad_device():
 def _varied_model():
     """A random `lite` whose labels vary over the image (a freshly built one predicts one class everywhere)."""
     torch.manual_seed(0)
-    model = build_model(variant="lite", num_classes=5, aux=False).eval()
+    model = trained_looking(build_model(variant="lite", num_classes=5, aux=False), seed=0)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5), module.bias.normal_(0, 0.5)
         torch.nn.init.normal_(model.classifier[1].weight, std=1.0)
     return model
 

@@ -12,25 +12,13 @@ from segrefine.models import ModelConfig
 from segrefine.models.backbone import IBN_STAGES, InstanceBatchNorm
 from segrefine.models.flops import count_flops
 from segrefine.models.fold import fold_batchnorm
+from trained_looking import trained_looking
 
 TOY = dataset_meta("toy")
 
 
 def _save(model: nn.Module, folder: Path) -> Path:
     return save_checkpoint(model, folder, dataset="toy", classes=TOY.classes, palette=TOY.palette)
-
-
-def _trained_looking(model: nn.Module) -> nn.Module:
-    """Random affine parameters and running statistics, so that a mix-up of the two halves shows."""
-    torch.manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)):
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.5, 0.5)
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 def test_ibn_sits_in_the_first_normalisation_of_stages_one_to_three_only():
@@ -43,7 +31,7 @@ def test_ibn_sits_in_the_first_normalisation_of_stages_one_to_three_only():
 
 
 def test_the_instance_half_removes_each_images_colour_cast():
-    norm = _trained_looking(InstanceBatchNorm(8))
+    norm = trained_looking(InstanceBatchNorm(8))
     x = torch.randn(2, 8, 6, 5)
     gain, shift = torch.rand(1, 8, 1, 1) + 0.5, torch.randn(1, 8, 1, 1)
     with torch.no_grad():
@@ -53,7 +41,7 @@ def test_the_instance_half_removes_each_images_colour_cast():
 
 
 def test_a_batchnorm_trained_network_loads_into_ibn_split_at_the_half():
-    plain = _trained_looking(build_model(variant="lite", num_classes=3))
+    plain = trained_looking(build_model(variant="lite", num_classes=3))
     ibn = build_model(variant="lite", num_classes=3, ibn=True)
     ibn.load_state_dict(plain.state_dict(), strict=True)
     bn, norm = plain.backbone.layer2[1].bn1, ibn.backbone.layer2[1].bn1
@@ -65,7 +53,7 @@ def test_a_batchnorm_trained_network_loads_into_ibn_split_at_the_half():
 
 
 def test_ibn_checkpoint_round_trip(tmp_path):
-    model = _trained_looking(build_model(variant="lite", num_classes=TOY.num_classes, ibn=True))
+    model = trained_looking(build_model(variant="lite", num_classes=TOY.num_classes, ibn=True))
     loaded, config = load_model(_save(model, tmp_path))
     assert config["model"]["ibn"] is True and loaded.config.ibn
     image = torch.rand(1, 3, 64, 96)
@@ -80,7 +68,7 @@ def test_ibn_changes_neither_macs_nor_parameters():
 
 
 def test_batchnorm_folding_keeps_an_ibn_networks_outputs():
-    model = _trained_looking(build_model(variant="lite", num_classes=3, ibn=True, aux=False))
+    model = trained_looking(build_model(variant="lite", num_classes=3, ibn=True, aux=False))
     image = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         expected = model(image)
@@ -106,7 +94,7 @@ def test_ibn_onnx_export_agrees(tmp_path):
     from segrefine.engine.export import FP32_AGREEMENT, export_model
     from segrefine.hub.onnx import load_onnx
 
-    model = _trained_looking(TinyIbn())
+    model = trained_looking(TinyIbn())
     report = export_model(model, {"model": model.config.to_dict()}, tmp_path / "model.onnx")
     assert report.agreement >= FP32_AGREEMENT
     onnx_model, _ = load_onnx(tmp_path / "model.onnx")

@@ -90,9 +90,9 @@ def test_lock_refuses_a_second_holder_until_released(tmp_path):
         assert (run.path / ".lock").read_text() == str(os.getpid())
         with pytest.raises(SettingError, match=f"out {run.path} is in use by another training run \\(process"):
             with run.lock():
-                pass
-    with run.lock():
-        pass
+                raise AssertionError("a second holder got the lock")
+    with run.lock():  # released: the next run takes it
+        assert (run.path / ".lock").read_text() == str(os.getpid())
 
 
 def test_resume_continues_an_interrupted_run_from_its_folder(tmp_path, interrupt_training):
