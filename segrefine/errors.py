@@ -88,3 +88,8 @@ def _fits(value: Any, kind: str) -> bool:
     if kind == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return isinstance(value, str)
+
+
+def one_line(message: object) -> str:
+    """A message (or an exception's) on one line: every run of whitespace, newlines included, as one space."""
+    return " ".join(str(message).split())

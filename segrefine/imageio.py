@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import SegrefineError, SettingError, one_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -103,7 +103,7 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SegrefineError(f"{path} is not valid JSON: {' '.join(str(e).split())}") from None
+        raise SegrefineError(f"{path} is not valid JSON: {one_line(e)}") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

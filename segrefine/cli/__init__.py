@@ -17,7 +17,7 @@ import typer.core
 import typer.main
 
 from segrefine import __version__
-from segrefine.errors import SegrefineError, SettingError, flag
+from segrefine.errors import SegrefineError, SettingError, flag, one_line
 
 
 class Subcommand(NamedTuple):
@@ -114,8 +114,7 @@ def _root(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    line = " ".join(str(message).split())
-    print(f"segrefine: error: {line}", file=sys.stderr)
+    print(f"segrefine: error: {one_line(message)}", file=sys.stderr)
     sys.exit(code)
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segrefine.data.meta import IGNORE_INDEX
+from segrefine.engine.distributed import current
 from segrefine.errors import SegrefineError
 
 __all__ = [
@@ -187,7 +188,7 @@ class SegmentationMetrics:
 
     def reduce(self) -> SegmentationMetrics:
         """Sum the counts of all torch.distributed processes into every process (in place; call once)."""
-        if not (dist.is_available() and dist.is_initialized()):
+        if not current().distributed:
             return self
         device = self._counts.device
         flat = torch.cat([self._counts.flatten(), self._boundary.flatten()])

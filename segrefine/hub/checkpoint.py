@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import save_model
 from torch import Tensor, nn
 
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import SegrefineError, SettingError, one_line
 from segrefine.hub.card import model_card
-from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, one_line, read_config
+from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, read_config
 from segrefine.hub.onnx import is_onnx, load_onnx
 from segrefine.hub.reference import ResolvedWeights, pushing, resolve
 from segrefine.imageio import atomic_write, write_json

@@ -13,7 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, one_line
 from segrefine.imageio import read_json
 
 CONFIG_NAME = "config.json"
@@ -62,11 +62,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise SegrefineError(f"{path} is not a segrefine config.json (it has no \"model\" section)")
     return config
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(error).split())
 
 
 def _is_pickle(path: Path) -> bool:

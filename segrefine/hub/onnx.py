@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, one_line
 from segrefine.imageio import UnreadableInput
 from segrefine.models import OUTPUT_STRIDE, ModelConfig
 
@@ -68,7 +68,7 @@ def session(path: str | os.PathLike, device: torch.device = torch.device("cpu"))
     try:
         return ort.InferenceSession(os.fspath(path), options, providers=providers(device))
     except failures as e:
-        raise SegrefineError(f"{path} is not an ONNX model onnxruntime can load: {' '.join(str(e).split())}") from None
+        raise SegrefineError(f"{path} is not an ONNX model onnxruntime can load: {one_line(e)}") from None
 
 
 class OnnxModel(nn.Module):
