@@ -8,17 +8,19 @@ os.replace, so a reader never sees a half-written file and a failure leaves noth
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
-import struct
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from segrefine.errors import SegrefineError, SettingError, one_line
 
@@ -141,67 +143,34 @@ def decode_failure(error: cv2.error) -> str:
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(H, W) from the header of a PNG, JPEG, BMP, WebP or TIFF file's bytes, without decoding; None for other formats
-    or a header that does not parse (opencv's decoder then has the last word)."""
+    """(H, W) that an image file's header claims, read by Pillow without decoding; None where Pillow cannot read the
+    header (the decoder then has the last word). Past Pillow's own limit, `PILLOW_MAX_PIXELS`, the size is not read:
+    Image.DecompressionBombError."""
     try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", data[16:24])
-            return height, width
-        if data[:2] == b"\xff\xd8":
-            return _jpeg_size(data)
-        if data[:2] == b"BM":
-            core = struct.unpack("<I", data[14:18])[0] == 12  # the old OS/2 header has 16-bit sizes
-            width, height = struct.unpack("<HH", data[18:22]) if core else struct.unpack("<ii", data[18:26])
-            return abs(height), abs(width)  # a negative height is a top-down bitmap
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            return _webp_size(data)
-        if data[:4] in (b"II*\0", b"MM\0*"):
-            return _tiff_size(data)
-    except (struct.error, IndexError, KeyError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below our own limit it is only a size
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except (OSError, ValueError, EOFError):  # UnidentifiedImageError is an OSError
         return None
-    return None
+    return height, width
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """The size in the first start-of-frame segment, found by walking the segments that precede it."""
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xC4, 0xC8, 0xCC) or not 0xC0 <= marker <= 0xCF:  # not a start of frame: skip the segment
-            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
-            continue
-        height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-        return height, width
-    return None
+PILLOW_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # over this Image.open raises instead of reading the header
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    kind = data[12:16]
-    if kind == b"VP8 ":  # lossy: 14-bit sizes after the key frame's start code
-        width, height = struct.unpack("<HH", data[26:30])
-        return height & 0x3FFF, width & 0x3FFF
-    if kind == b"VP8L":  # lossless: 14-bit sizes minus one, packed after the signature byte
-        bits = int.from_bytes(data[21:25], "little")
-        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
-    if kind == b"VP8X":  # extended: 24-bit canvas sizes minus one
-        return int.from_bytes(data[27:30], "little") + 1, int.from_bytes(data[24:27], "little") + 1
-    return None
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageLength × ImageWidth of the first directory (SHORT or LONG values)."""
-    order = "<" if data[:2] == b"II" else ">"
-    (offset,) = struct.unpack(order + "I", data[4:8])
-    (count,) = struct.unpack(order + "H", data[offset : offset + 2])
-    size = {}
-    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
-        tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
-        if tag in (256, 257):
-            size[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), data[entry + 8 : entry + (10 if kind == 3 else 12)])[0]
-    return size[257], size[256]
+def size_problem(data: bytes, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why an image file's bytes claim too many pixels to decode (over `max_pixels`), from its header alone; None when
+    they do not, or when the header does not say."""
+    try:
+        size = image_size(data)
+    except Image.DecompressionBombError:
+        if not PILLOW_MAX_PIXELS or max_pixels >= PILLOW_MAX_PIXELS:
+            return None  # the user allows more than Pillow reads: opencv's own limit decides
+        return f"more than {PILLOW_MAX_PIXELS} pixels, over the limit of {max_pixels} (`max_pixels`)"
+    if size is None or size[0] * size[1] <= max_pixels:
+        return None
+    return f"{size[0]}×{size[1]} (H×W) is {size[0] * size[1]} pixels, over the limit of {max_pixels} (`max_pixels`)"
 
 
 @contextlib.contextmanager
@@ -235,12 +204,9 @@ def decode(
         data = np.fromfile(os.fspath(path), dtype=np.uint8)  # imdecode, unlike imread, takes any path encoding
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
-    size = image_size(data.tobytes())
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise error(
-            f"cannot read {what} {path}: its header claims a size too large to decode: {size[0]}×{size[1]} (H×W) is "
-            f"{size[0] * size[1]} pixels, over the limit of {max_pixels} (`max_pixels`)"
-        )
+    problem = size_problem(data.tobytes(), max_pixels)
+    if problem is not None:
+        raise error(f"cannot read {what} {path}: its header claims a size too large to decode: {problem}")
     with opencv_silent(), native_stderr_muted():
         try:
             pixels = cv2.imdecode(data, flags) if data.size else None

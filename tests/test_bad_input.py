@@ -29,7 +29,9 @@ from segrefine.engine.checkpoint import write_trainer_state
 from segrefine.engine.predictor import Predictor
 from segrefine.engine.recipes import RECIPES
 from segrefine.hub import save_checkpoint
-from segrefine.imageio import FILE_MODE, MAX_PIXELS, UnreadableInput, image_size, read_image
+from segrefine.imageio import (
+    FILE_MODE, MAX_PIXELS, PILLOW_MAX_PIXELS, UnreadableInput, image_size, read_image, size_problem,
+)  # fmt: skip
 import segrefine as segrefine_api
 from segrefine import build_model
 from segrefine.errors import SegrefineError
@@ -443,11 +445,18 @@ def test_predict_skips_an_image_too_large_to_decode_and_does_the_others(cli, tmp
 
 
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
-    bomb = huge_png(tmp_path / "bomb.png", 20_000, 20_000)  # under opencv's own limit: it would decode it
-    message = (rf"cannot read image \S+bomb.png: its header claims a size too large to decode: 20000×20000 \(H×W\) is "
-               rf"400000000 pixels, over the limit of {MAX_PIXELS} \(`max_pixels`\)$")  # fmt: skip
+    bomb = huge_png(tmp_path / "bomb.png", 12_000, 12_000)  # under opencv's own limit: it would decode it
+    message = (rf"cannot read image \S+bomb.png: its header claims a size too large to decode: 12000×12000 \(H×W\) is "
+               rf"144000000 pixels, over the limit of {MAX_PIXELS} \(`max_pixels`\)$")  # fmt: skip
     with pytest.raises(UnreadableInput, match=message):
         read_image(bomb)
+
+
+def test_past_pillows_own_limit_the_header_is_refused_unless_the_limit_allows_more(tmp_path):
+    data = huge_png(tmp_path / "huge.png").read_bytes()  # 10^10 pixels: Pillow does not give the size
+    assert size_problem(data) == f"more than {PILLOW_MAX_PIXELS} pixels, over the limit of {MAX_PIXELS} (`max_pixels`)"
+    assert size_problem(data, max_pixels=PILLOW_MAX_PIXELS) is None  # then opencv's own limit has the last word
+    assert size_problem(huge_png(tmp_path / "ok.png", 100, 100).read_bytes()) is None
 
 
 @pytest.mark.parametrize(

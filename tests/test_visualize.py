@@ -12,7 +12,7 @@ from segrefine.cli import visualize as visualize_cli
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import normalize
 from segrefine.engine.inference import InferenceOptions, predict_logits
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub import save_checkpoint
 from segrefine import build_model
 from segrefine.visualize import (
@@ -159,14 +159,16 @@ def test_the_cli_words_bad_points_as_its_flag(tmp_path, capsys, points, message)
     assert done.value.code == 2 and err.startswith(f"segrefine: error: {message}") and err.count("\n") == 1
 
 
-def test_attention_on_a_model_without_attention_is_one_clear_error(plain_checkpoint, tmp_path, image):
+def test_attention_on_a_model_without_attention_is_one_clear_error(plain_checkpoint, tmp_path, image, capsys):
     model = build_model(variant="lite", num_classes=3, crm="off").eval()
     with pytest.raises(SegrefineError, match="crm=attention"):
         capture(model, image, attention=True)
     path = tmp_path / "image.png"
     cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
-    with pytest.raises(SegrefineError, match=r"--weights .*crm=off"):
-        visualize_cli.attention(images=[path], weights=str(plain_checkpoint), device="cpu", out=tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["visualize", "attention", str(path), "--weights", str(plain_checkpoint), "--device", "cpu", "--out", str(tmp_path)])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert done.value.code == 2 and error.startswith(f"segrefine: error: --weights {plain_checkpoint}: ") and "crm=off" in error
     assert not list(tmp_path.glob("*attention*.png"))
 
 
@@ -191,7 +193,7 @@ def test_memory_similarity_of_known_slots():
 def test_memory_on_a_model_without_memory_is_one_clear_error(plain_checkpoint, tmp_path):
     with pytest.raises(SegrefineError, match="no class memory"):
         slot_similarity(build_model(variant="lite", num_classes=3))
-    with pytest.raises(SegrefineError, match=r"--weights .*memory=off"):
+    with pytest.raises(SettingError, match=r"^weights .*memory=off"):  # the CLI says --weights
         visualize_cli.memory(weights=str(plain_checkpoint), out=tmp_path)
 
 
@@ -243,6 +245,22 @@ def test_dataset_mode_writes_one_picture_per_sample(tmp_path, capsys):
     picture = _png(written[0])
     assert picture.shape[0] >= 256 and picture.shape[1] >= 3 * 384  # small images are enlarged side by side
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_the_library_yields_the_pictures_and_reports_unreadable_images(tmp_path, plain_checkpoint):
+    from segrefine.visualize import dataset_pictures, memory_pictures, read_images
+
+    pictures = dict(dataset_pictures("toy", split="val", num=2, dataset_options={"length": 3, "size": (64, 96)}))
+    assert list(pictures) == ["dataset-toy_val_000000", "dataset-toy_val_000002"]
+    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in pictures.values())
+    assert not list(tmp_path.iterdir())  # the caller writes them
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 12, 3), np.uint8))
+    skipped = []
+    images = read_images([tmp_path / "a.png", tmp_path / "missing.png"], on_skip=skipped.append)
+    assert list(images) == [tmp_path / "a.png"] and images[tmp_path / "a.png"].shape == (3, 8, 12)
+    assert len(skipped) == 1 and "missing.png" in skipped[0]
+    with pytest.raises(SettingError, match="memory=off"):  # checked at the first picture, before any is made
+        next(memory_pictures(plain_checkpoint))
 
 
 def test_sample_picture_shows_image_and_label():
@@ -297,11 +315,11 @@ def test_errors_mode_with_a_trained_checkpoint(toy_run, tmp_path, capsys):
 
 
 def test_errors_mode_takes_the_inference_flags(cli, toy_run, tmp_path, monkeypatch):
-    import segrefine.visualize
+    import segrefine.visualize.pictures
 
     seen = []
-    real = segrefine.visualize.predict_labels
-    monkeypatch.setattr(segrefine.visualize, "predict_labels", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
+    real = segrefine.visualize.pictures.predict_labels
+    monkeypatch.setattr(segrefine.visualize.pictures, "predict_labels", lambda *a, **k: seen.append(a[2]) or real(*a, **k))
     args = ("visualize", "errors", *TOY_DATA, "--num", "1", "--weights", toy_run, "--device", "cpu", "--out", tmp_path)
     result = cli(*args, "--mode", "slide", "--crop", "32x48", "--flip")
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segrefine.cli.options import (
-    DataRoot, DatasetName, DatasetOptions, Device, Weights, flag_settings, parse_key_values, warning, with_config_flags,
+    DataRoot, DatasetName, DatasetOptions, Device, Weights, flag_settings, parse_key_values, say, warning, with_config_flags,
 )  # fmt: skip
 from segrefine.engine.distributed import launched_as_main
 from segrefine.engine.inference import InferenceOptions
@@ -95,7 +94,7 @@ def evaluate(
     report = run_evaluation(
         weights, dataset, data_root=data_root, split=split, predictions=predictions, options=options,
         device=device, workers=workers, save_predictions=save_predictions,
-        dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, progress=True, class_map=class_map, on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
+        dataset_options=parse_key_values(dataset_option, "--dataset-option"), limit=limit, progress=True, class_map=class_map, on_message=say, on_warning=warning,
     )  # fmt: skip
     if not launched_as_main():  # under torchrun every process evaluates its share; rank 0 alone reports
         return

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import CheckpointWeights, parse_key_values, parse_size, warning
+from segrefine.cli.options import CheckpointWeights, parse_key_values, parse_size, say, warning
 from segrefine.engine.export import CALIBRATION_IMAGES, FORMATS, QUANTIZATIONS, export as export_weights
 from segrefine.errors import SegrefineError, SettingError, flag
 
@@ -59,7 +58,7 @@ def export(
             weights, out, size=size, quantize=quantize, calibration=calibration, data_root=data_root,
             calibration_split=calibration_split, dataset_options=parse_key_values(dataset_option, "--dataset-option"),
             calibration_images=calibration_images, overwrite=overwrite, progress=True,
-            on_message=lambda line: print(line, file=sys.stderr), on_warning=warning,
+            on_message=say, on_warning=warning,
         )  # fmt: skip
     except SettingError as e:
         raise e.worded(lambda name: "--dataset-option" if name == "dataset_options" else flag(name)) from None

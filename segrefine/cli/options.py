@@ -8,18 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import Field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
 from segrefine.engine.inference import BACKENDS, PRECISIONS, InferenceOptions, check_scales
 from segrefine.errors import SegrefineError, SettingError, flag, worded
 from segrefine.imageio import folder_problem
-
-if TYPE_CHECKING:
-    import torch
-
-    from segrefine.data.meta import DatasetMeta
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -36,16 +31,9 @@ def output_folder(text: str | Path) -> Path:
     return out
 
 
-def load_weights(
-    weights: str | None, device: "str | torch.device", dataset: "DatasetMeta | None" = None, *, announce: bool = True
-) -> tuple[Any, dict[str, Any], str]:
-    """`segrefine.hub.load_for_dataset` for the CLI: warnings on stderr, and with `announce` a line naming the model."""
-    from segrefine.hub import describe, load_for_dataset
-
-    model, config, ref = load_for_dataset(weights, dataset, device, warn=warning)
-    if announce:
-        print(describe(ref, config), file=sys.stderr)
-    return model, config, ref
+def say(line: str) -> None:
+    """A library message (the line naming a loaded model) on stderr."""
+    print(line, file=sys.stderr)
 
 
 def warning(message: str) -> None:

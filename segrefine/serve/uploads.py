@@ -8,6 +8,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from segrefine.errors import worded
+from segrefine.imageio import size_problem
+
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
@@ -22,23 +25,22 @@ class BadUpload(ValueError):
 def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     """H×W×3 uint8 RGB of a JPEG, PNG or WebP file's bytes; BadUpload for anything else.
 
-    Pillow reads the header alone on open, so a small file claiming a huge size is refused before decoding, and it
+    The size is read from the header alone, so a small file claiming a huge size is refused before decoding; Pillow
     raises on truncated data where OpenCV returns a half-grey picture; EXIF orientation is applied."""
     if not data:
         raise BadUpload("the request has no image: the body is empty")
+    problem = size_problem(data, max_pixels)
+    if problem is not None:
+        raise BadUpload("the image's header claims " + worded(problem, lambda name: "the service's max_pixels"), 413)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked against ours
             image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own limit, from the header
-        raise BadUpload(f"the image's header claims more pixels than the limit of {max_pixels}", 413) from None
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         raise BadUpload("the body is not a JPEG, PNG or WebP image", 415) from None
     if image.format not in FORMATS:
         raise BadUpload(f"{image.format} images are not accepted: send JPEG, PNG or WebP", 415)
     width, height = image.size
-    if width * height > max_pixels:
-        raise BadUpload(f"the image is {width}×{height} ({width * height} pixels); the limit is {max_pixels}", 413)
     if width < 1 or height < 1:
         raise BadUpload(f"the image is {width}×{height}: it has no pixels")
     try:
