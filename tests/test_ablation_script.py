@@ -44,6 +44,7 @@ def test_training_ingredient_rows_are_scored_across_cameras(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
     ablation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablation)
+    ablation.TIMING_SIZE = (64, 96)  # latency, FLOPs and the tight boundary at a smoke test's size
     results = tmp_path / "ablation.json"
     argv = ["--data-root", str(_camvid(tmp_path / "camvid")), "--rows", "photometric-camera-scale2",
             "--seeds", "0", "--iters", "2", "--crop", "64", "--batch-size", "2", "--backbone", "none", "--runs", str(tmp_path / "runs"),
@@ -63,6 +64,7 @@ def test_two_iteration_smoke_run_writes_resumable_rows(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
     ablation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablation)
+    ablation.TIMING_SIZE = (64, 96)  # latency, FLOPs and the tight boundary at a smoke test's size
     results = tmp_path / "ablation.json"
     argv = ["--data-root", str(_camvid(tmp_path / "camvid")), "--rows", "srm-bilinear", "srm-full-local",
             "--seeds", "0", "--iters", "2", "--crop", "64", "--batch-size", "2", "--backbone", "none", "--runs", str(tmp_path / "runs"),

@@ -17,7 +17,9 @@ pytest.importorskip("onnxscript")
 from segrefine.cli import main  # noqa: E402
 from segrefine.engine.backends import bf16_problem, cache_folder, export_key, for_inference  # noqa: E402
 from segrefine.data import build_dataset, dataset_meta  # noqa: E402
-from segrefine.engine.export import FP32_AGREEMENT, check_export_options, check_image, export, export_model  # noqa: E402
+from segrefine.engine.export import (
+    FP32_AGREEMENT, CalibrationImages, check_export_options, check_image, export, export_model, quantize_int8,
+)  # fmt: skip  # noqa: E402
 from segrefine.errors import SegrefineError, SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
 from segrefine.hub.onnx import load_onnx  # noqa: E402
@@ -89,10 +91,10 @@ def test_fp32_round_trip_takes_any_size_and_carries_the_classes(checkpoint, expo
             assert agreement(onnx_model(image), model(image)) >= FP32_AGREEMENT
 
 
-def test_int8_export_through_the_cli(capsys, checkpoint, tmp_path):
+def test_int8_export_through_the_cli(capsys, small_checkpoint, tmp_path):
     out = tmp_path / "model.int8.onnx"
     code, stdout, _ = run(capsys, [
-        "export", "--weights", str(checkpoint), "--out", str(out), "--size", "64x96", "--quantize", "int8",
+        "export", "--weights", str(small_checkpoint), "--out", str(out), "--size", "64x96", "--quantize", "int8",
         "--calibration", "toy", *TOY_DATA, "--calibration-images", "2",
     ])  # fmt: skip
     assert code == 0 and stdout.startswith(f"wrote {out} (onnx, int8, 64x96)")
@@ -100,6 +102,22 @@ def test_int8_export_through_the_cli(capsys, checkpoint, tmp_path):
     assert model.size == (64, 96) and config["classes"] == list(TOY.classes)
     labels = model(check_image((64, 96))).argmax(1)
     assert labels.shape == (1, 64, 96) and 0 <= labels.min() and labels.max() < TOY.num_classes
+
+
+def test_int8_quantizes_the_whole_network_with_its_refinement_modules(checkpoint, exported, tmp_path):
+    # The module's fp32 export of lite (SRM warps, CRM attention), quantized as `export --quantize int8` does after
+    # its export: every op of the network must go through onnxruntime's quantizer and run.
+    out = tmp_path / "lite.int8.onnx"
+    images = CalibrationImages(build_dataset("toy", None, "val", size=(64, 96), length=2), count=2)
+    assert quantize_int8(exported, out, images) == 0  # no module is kept float by default
+    model, config = load_onnx(out)
+    assert config["classes"] == list(TOY.classes)
+    reference, _ = load_model(checkpoint)
+    image = check_image((64, 96))
+    with torch.no_grad():
+        expected = reference(image)
+    quantized = model(image)
+    assert quantized.shape == expected.shape and agreement(quantized, expected) >= 0.95  # 0.989 when written
 
 
 def test_predict_with_onnx_weights_gives_pytorchs_labels(capsys, checkpoint, exported, tmp_path):
