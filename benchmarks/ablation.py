@@ -49,6 +49,7 @@ from safetensors.torch import save_file
 
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.engine.evaluate import evaluate_model
+from segrefine.engine.inference import InferenceOptions
 from segrefine.hub import build_model, load_model
 from segrefine.models import ModelConfig
 from segrefine.models.flops import count_flops
@@ -98,6 +99,9 @@ TRAIN_SETTINGS = ("photometric", "scale")  # row keys that are training settings
 SCHEDULE = {"iters": 300, "crop": [160, 160], "batch_size": 8, "lr": 0.02, "scale": [0.5, 1.5]}
 TIGHT_BOUNDARY_PX = 3
 TIMING_SIZE = (360, 480)
+# Other cameras' frames scored each at its own size, as every row in the results was (before test-time resizing to
+# the training images' side became the default): rows stay comparable.
+NATIVE = InferenceOptions(short_side=0)
 
 
 def switches(row: str) -> dict:
@@ -191,7 +195,7 @@ def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str, sh
         "per_class": {name: c["iou"] for name, c in report["per_class"].items()},
         "params": flops.params, "gmacs": round(flops.gmacs, 3), "ms": latency_ms(switches(row)),
         "train_s": round(times[-1] - times[0], 1) if times else None, "settings": train_settings(row),
-        **({"cross_camera": other_cameras(str(run / "checkpoints" / "last"), shared, device)} if shared else {}),
+        **({"cross_camera": other_cameras(str(run / "checkpoints" / "last"), shared, device, NATIVE)} if shared else {}),
     }  # fmt: skip
 
 

@@ -11,8 +11,9 @@ Columns, every score a fraction (mIoU, boundary mIoU) or a share of pixels:
 - the street photo (`images/street-cityscapes-512x1024.png`): the share of its asphalt (rows 300-430, columns
   200-800) predicted Road, and of its sky band (rows 0-60, columns 480-640) predicted Sky.
 
-Whole-image, single-scale, fp32 inference on the CPU, as `segrefine predict` and `segrefine eval` run by default
-(`--device auto` for a quick look on a GPU).
+Whole-image, single-scale, fp32 inference on the CPU, as `segrefine predict` and `segrefine eval` run by default:
+each image resized to the short side of the model's training images (360 for CamVid), or at its own size with
+`--short-side 0` (`--device auto` for a quick look on a GPU).
 Results go to benchmarks/results/cross-camera.json (`--results`), keyed by weights reference.
 """
 
@@ -30,6 +31,7 @@ from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.class_map import cross_taxonomy, load_class_map
 from segrefine.engine.device import model_device, resolve_device
 from segrefine.engine.evaluate import model_meta, evaluate_model
+from segrefine.engine.inference import InferenceOptions, at_model_scale
 from segrefine.hub import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cross-camera.json"
@@ -50,20 +52,25 @@ def other_cameras(shared: Path) -> dict[str, tuple[str, Path, str]]:
     return found
 
 
-def other_camera_scores(weights: str, shared: Path, device: str = "cpu") -> dict:
+def other_camera_scores(
+    weights: str, shared: Path, device: str = "cpu", options: InferenceOptions = InferenceOptions()
+) -> dict:
     """Each other-camera set under `shared` (mIoU, boundary mIoU, per class) and the street photo's shares."""
     model, config = load_model(weights, resolve_device(device))
-    return model_other_camera_scores(model, config, shared)
+    return model_other_camera_scores(model, config, shared, options)
 
 
-def model_other_camera_scores(model: nn.Module, config: dict, shared: Path) -> dict:
-    """`other_camera_scores` of a loaded model (its checkpoint `config`), on the model's device."""
+def model_other_camera_scores(
+    model: nn.Module, config: dict, shared: Path, options: InferenceOptions = InferenceOptions()
+) -> dict:
+    """`other_camera_scores` of a loaded model (its checkpoint `config`), on the model's device; `options` as
+    `segrefine eval` takes them (by default the model's own scale, as there)."""
     row: dict = {}
     meta = model_meta(config)
     for name, (dataset, root, split) in other_cameras(shared).items():
         labels = dataset_meta(dataset, root)
         report = evaluate_model(
-            model, build_dataset(dataset, root, split), labels, progress=False,
+            model, build_dataset(dataset, root, split), labels, at_model_scale(options, config), progress=False,
             scoring=cross_taxonomy(load_class_map(CLASS_MAP), meta, labels),
         )  # fmt: skip
         row[name] = {
@@ -72,7 +79,7 @@ def model_other_camera_scores(model: nn.Module, config: dict, shared: Path) -> d
         }  # fmt: skip
     photo = shared / STREET_PHOTO
     if photo.is_file():
-        label = Predictor(model, config, model_device(model)).predict(photo)
+        label = Predictor(model, config, model_device(model), options).predict(photo)
         road, sky = meta.classes.index("Road"), meta.classes.index("Sky")
         row["street-photo"] = {
             "asphalt_road": float(np.mean(label[ASPHALT] == road)),
@@ -81,17 +88,20 @@ def model_other_camera_scores(model: nn.Module, config: dict, shared: Path) -> d
     return row
 
 
-def scores(weights: str, camvid_root: Path, shared: Path, device: str = "cpu") -> dict:
+def scores(weights: str, camvid_root: Path, shared: Path, device: str = "cpu", options: InferenceOptions = InferenceOptions()) -> dict:
     """One model's row: CamVid val, then each other-camera set and the street photo."""
     model, config = load_model(weights, resolve_device(device))
-    return model_scores(model, config, camvid_root, shared)
+    return model_scores(model, config, camvid_root, shared, options)
 
 
-def model_scores(model: nn.Module, config: dict, camvid_root: Path, shared: Path) -> dict:
+def model_scores(
+    model: nn.Module, config: dict, camvid_root: Path, shared: Path, options: InferenceOptions = InferenceOptions()
+) -> dict:
     """`scores` of a loaded model (its checkpoint `config`), on the model's device."""
-    report = evaluate_model(model, build_dataset("camvid", camvid_root, "val"), dataset_meta("camvid"), progress=False)
+    camvid = build_dataset("camvid", camvid_root, "val")
+    report = evaluate_model(model, camvid, dataset_meta("camvid"), at_model_scale(options, config), progress=False)
     val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"]}
-    return {"camvid-val": val, **model_other_camera_scores(model, config, shared)}
+    return {"camvid-val": val, **model_other_camera_scores(model, config, shared, options)}
 
 
 def print_table(weights: str, row: dict) -> None:
@@ -118,12 +128,15 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, required=True, help="folder of other cameras' labelled sets")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--device", default="cpu", help="cpu (the published figures), cuda or auto")
+    parser.add_argument("--short-side", type=int, help="as `segrefine eval --short-side` (default: the model's own)")
     args = parser.parse_args()
+    options = InferenceOptions(short_side=args.short_side)
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     for weights in args.weights:
-        row = scores(weights, args.camvid_root, args.shared, args.device)
-        print_table(weights, row)
-        results[weights] = row
+        row = scores(weights, args.camvid_root, args.shared, args.device, options)
+        name = weights if args.short_side is None else f"{weights} --short-side {args.short_side}"
+        print_table(name, row)
+        results[name] = row
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -118,6 +118,7 @@ def test_missing_predictions_list_the_stems(tmp_path, cli):
         (["--weights", "w", "--device", "tpu"], "--device must be"),
         (["--weights", "w", "--dataset-option", "colour=red"], "has no option colour"),
         (["--weights", "w", "--batch-size", "0"], "--batch-size"),
+        (["--weights", "w", "--short-side", "-1"], "--short-side must be 0 (each image at its own size)"),
     ],
 )
 def test_bad_options_are_one_line(args, match, cli):
@@ -135,3 +136,12 @@ def test_slide_with_a_crop_larger_than_the_image_works(checkpoint, cli):
     assert result.returncode == 0
     report = json.loads(result.stdout)
     assert report["mode"] == "slide" and report["crop"] == [512, 1024] and report["num_images"] == 1
+
+
+def test_short_side_is_reported_and_runs_the_images_at_it(checkpoint, cli):
+    native = _json(cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json"))
+    assert native["short_side"] is None  # toy images come in any size: each runs at its own
+    same = _json(cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json", "--short-side", "64"))
+    assert same["short_side"] == 64 and same["mIoU"] == native["mIoU"]  # 64×96 already: nothing resampled
+    halved = _json(cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json", "--short-side", "32"))
+    assert halved["short_side"] == 32 and halved["per_class"] != native["per_class"]

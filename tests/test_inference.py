@@ -174,3 +174,59 @@ def test_options_or_their_fields_not_both():
     assert not torch.allclose(given, predict_logits(model, x, num_classes=K))  # the options did change the result
     with pytest.raises(SettingError, match="^give options or its fields as keywords, not both"):
         predict_logits(model, x, options, num_classes=K, flip=False)
+
+
+# --- the model's own scale (short_side) ----------------------------------------------------------------------------
+
+class _SizeSpy(nn.Module):
+    """A 1×1 convolution that records the size of every input it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = _pointwise_model()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        return self.conv(x)
+
+
+def test_short_side_runs_the_image_at_that_side_and_answers_at_full_size():
+    model, x = _SizeSpy(), _images(1, 40, 60)
+    out = predict_logits(model, x, num_classes=K, short_side=20, scales=(1.0, 1.5))
+    assert model.sizes == [(20, 30), (30, 45)] and out.shape == (1, K, 40, 60)
+    model.sizes.clear()
+    same = predict_logits(model, x, num_classes=K, short_side=40)  # already that side: not resampled at all
+    assert model.sizes == [(40, 60)]
+    torch.testing.assert_close(same, predict_logits(model, x, num_classes=K, short_side=0))
+    assert InferenceOptions(short_side=360).input_size(1024, 2048) == (360, 720)
+    assert InferenceOptions(short_side=360).input_size(1080, 810) == (480, 360)
+
+
+def test_short_side_defaults_to_the_side_of_the_models_training_images():
+    from segrefine.engine.inference import at_model_scale
+
+    assert at_model_scale(InferenceOptions(), {"dataset": "camvid"}).short_side == 360
+    assert at_model_scale(InferenceOptions(), {"dataset": "cityscapes"}).short_side == 1024
+    for config in ({"dataset": "ade20k"}, {"dataset": "folder"}, {"dataset": "my-own"}, {}):  # sizes vary or unknown
+        assert at_model_scale(InferenceOptions(), config).short_side == 0
+    assert at_model_scale(InferenceOptions(short_side=0), {"dataset": "camvid"}).short_side == 0
+    with pytest.raises(SettingError, match="short_side"):
+        InferenceOptions(short_side=-1)
+
+
+@pytest.mark.parametrize("flip", [False, True])  # one pass (the predictor's own path) and predict_logits
+def test_the_predictor_runs_a_photo_at_the_models_scale(flip):
+    import numpy as np
+
+    from segrefine.data.meta import CAMVID
+    from segrefine.engine.predictor import Predictor
+
+    config = {"model": {"num_classes": K}, "dataset": "camvid", "classes": CAMVID.classes[:K], "palette": CAMVID.palette[:K]}
+    image = np.random.default_rng(0).integers(0, 256, (720, 960, 3), np.uint8)
+    model = _SizeSpy()
+    labels = Predictor(model, config, flip=flip).predict(image)
+    assert set(model.sizes) == {(360, 480)} and labels.shape == (720, 960)
+    model.sizes.clear()
+    assert Predictor(model, config, flip=flip, short_side=0).predict(image).shape == (720, 960)
+    assert set(model.sizes) == {(720, 960)}

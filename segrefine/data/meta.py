@@ -18,6 +18,9 @@ class DatasetMeta:
     palette: tuple[Color, ...]
     ignore_index: int = IGNORE_INDEX
     flip_pairs: tuple[tuple[int, int], ...] = ()
+    # The shorter side, in pixels, of the dataset's images as its models learn them (None: sizes vary). A model
+    # trained on them sees other photos resized to it (`InferenceOptions.short_side`).
+    short_side: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.palette) != len(self.classes):
@@ -67,9 +70,9 @@ CITYSCAPES_LABEL_TO_TRAIN: dict[int, int] = {
     27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
 }  # fmt: skip
 
-CITYSCAPES = DatasetMeta("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
-BDD100K = DatasetMeta("bdd100k", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
-KITTI = DatasetMeta("kitti", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
+CITYSCAPES = DatasetMeta("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, short_side=1024)
+BDD100K = DatasetMeta("bdd100k", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, short_side=720)
+KITTI = DatasetMeta("kitti", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)  # frames of 370-376 rows
 
 # --- ADE20K (SceneParsing / ADEChallengeData2016): 150 classes ---------------------------------------------
 
@@ -186,4 +189,4 @@ CAMVID_PALETTE = (
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 )  # fmt: skip
 
-CAMVID = DatasetMeta("camvid", CAMVID_CLASSES, CAMVID_PALETTE)
+CAMVID = DatasetMeta("camvid", CAMVID_CLASSES, CAMVID_PALETTE, short_side=360)  # the 360×480 SegNet release

@@ -35,7 +35,9 @@ from segrefine.data.transforms import normalize
 from segrefine.engine import distributed
 from segrefine.engine.backends import for_inference
 from segrefine.engine.device import model_device, resolve_device
-from segrefine.engine.inference import InferenceOptions, class_labels, inference_options, predict_logits
+from segrefine.engine.inference import (
+    InferenceOptions, at_model_scale, class_labels, inference_options, predict_logits,
+)  # fmt: skip
 from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
 from segrefine.imageio import read_label_map, write_image
@@ -290,6 +292,7 @@ def evaluate_model(
         "flip": options.flip,
         "crop": list(options.crop) if options.crop is not None else None,
         "stride": list(options.stride) if options.stride is not None else None,
+        "short_side": options.short_side or None,
         "unit": UNIT,
     }
 
@@ -364,8 +367,9 @@ def evaluate(
     map (`cityscapes:camvid`, either way round) or a JSON file {"finer class": "coarser class" or null}; scores
     are then in the coarser classes. `limit` scores only the first N images. `on_message` receives the
     line naming the model, `on_warning` any warning. `options` (or its fields as keywords: `mode`, `crop`,
-    `stride`, `scales`, `flip`, `batch_size`, `backend`, `precision`) say how the model runs. Under torchrun every
-    process calls this and gets the report.
+    `stride`, `scales`, `flip`, `short_side`, `batch_size`, `backend`, `precision`) say how the model runs;
+    `short_side` defaults to the side of the model's training images. Under torchrun every process calls this and
+    gets the report.
     """
     options = inference_options(options, settings)
     if weights is not None and predictions is not None:
@@ -374,8 +378,8 @@ def evaluate(
     how = replace(options, batch_size=options.batch_size or 1, backend=None, precision=InferenceOptions.precision)
     if predictions is not None and (how != InferenceOptions(batch_size=1) or save_predictions):
         raise SettingError(
-            "`mode`, `crop`, `stride`, `scales`, `flip`, `batch_size` and `save_predictions` apply only with "
-            "`weights`, not with `predictions`"
+            "`mode`, `crop`, `stride`, `scales`, `flip`, `short_side`, `batch_size` and `save_predictions` apply only "
+            "with `weights`, not with `predictions`"
         )
     if limit is not None and limit < 1:
         raise SettingError(f"`limit` must be at least 1, got {limit}")
@@ -395,6 +399,7 @@ def evaluate(
             warn = on_warning if ctx.is_main else None
             model, config, ref = load_for_dataset(weights, meta if mapping is None else None, run_device, warn=warn)
             scoring = cross_taxonomy(mapping, model_meta(config), meta) if mapping is not None else None
+            options = at_model_scale(options, config)
             if say is not None:
                 say(describe(ref, config))
             model = for_inference(model, run_device, backend=options.backend, precision=options.precision)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segrefine.data import dataset_meta
 from segrefine.errors import SegrefineError, SettingError
 
-__all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "check_runtime", "check_scales", "inference_options", "predict_logits"]
+__all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "at_model_scale", "check_runtime", "check_scales", "inference_options", "predict_logits"]
 
 MODES = ("whole", "slide")
 BACKENDS = ("torch", "onnxruntime")
@@ -47,6 +48,7 @@ class InferenceOptions:
     precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16).", "choices": PRECISIONS})
     backend: str | None = field(default=None, metadata={"help": "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first).", "choices": BACKENDS})
     compile: bool = field(default=False, metadata={"help": "torch.compile the prediction step once per image size (CUDA graphs on CUDA)."})
+    short_side: int | None = field(default=None, metadata={"help": "Resize each image so that its shorter side has this many pixels before inference; labels come back at full size (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
 
     def __post_init__(self) -> None:
         # Sequences from callers (lists, numpy) become tuples, so that options compare and hash by value.
@@ -69,6 +71,8 @@ class InferenceOptions:
                 raise SettingError(
                     f"`stride` must be positive and at most the crop {crop[0]}x{crop[1]}, got {stride[0]}x{stride[1]}"
                 )
+        if self.short_side is not None and self.short_side < 0:
+            raise SettingError(f"`short_side` must be 0 (each image at its own size) or a number of pixels, got {self.short_side}")
         if self.batch_size is not None and self.batch_size < 1:
             raise SettingError(f"`batch_size` must be at least 1, got {self.batch_size}")
         check_runtime(self.backend, self.precision)
@@ -77,6 +81,25 @@ class InferenceOptions:
     def single_pass(self) -> bool:
         """One forward pass of the whole image: its largest logit is the prediction."""
         return self.mode == "whole" and self.scales == (1.0,) and not self.flip
+
+    def input_size(self, height: int, width: int) -> Size:
+        """The size an H×W image runs at (before `scales`): its shorter side brought to `short_side`."""
+        if not self.short_side or min(height, width) == self.short_side:
+            return height, width
+        factor = self.short_side / min(height, width)
+        return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def at_model_scale(options: InferenceOptions, config: Mapping[str, Any]) -> InferenceOptions:
+    """`options` with `short_side`, when not given, set to that of the images the model (its checkpoint `config`)
+    learnt from: the side of its dataset's images where they have one size, else 0 (each image at its own size)."""
+    if options.short_side is not None:
+        return options
+    try:
+        side = dataset_meta(str(config.get("dataset") or "")).short_side
+    except SegrefineError:  # trained on a dataset segrefine does not know, or a folder of its own
+        side = None
+    return replace(options, short_side=side or 0)
 
 
 def inference_options(options: InferenceOptions | None, settings: Mapping[str, Any]) -> InferenceOptions:
@@ -146,6 +169,12 @@ def _flip_permutation(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> 
     return order
 
 
+def resized(images: Tensor, size: Size) -> Tensor:
+    """Images brought to `short_side`: resized bilinearly to `size`, antialiased where they shrink."""
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
 def class_labels(logits: Tensor) -> Tensor:
     """B×H×W: the argmax over the K classes of B×K×H×W logits."""
     # On a CPU the reduction runs over contiguous memory in channels-last (each pixel's K scores side by side) and
@@ -171,8 +200,9 @@ def predict_logits(
     `model` must be in eval mode and return B×K×h×w logits for a B×3×h×w input. `options` (or its fields as
     keywords: `mode`, `crop`, `stride`, `scales`, `flip`) say how: `mode="slide"` runs windows of `crop` (height,
     width) every `stride` (default: two thirds of the crop). Each of `scales` resizes the image bilinearly before
-    inference; with `flip` every scale also runs on the mirrored image, whose logits are mirrored back with the
-    channels of each of `flip_pairs` swapped. The result is resized to `out_size` (default: the input size).
+    inference, after `short_side` brought the image's shorter side to it (antialiased when shrinking); with `flip`
+    every scale also runs on the mirrored image, whose logits are mirrored back with the channels of each of
+    `flip_pairs` swapped. The result is resized to `out_size` (default: the input size).
     """
     if images.dim() != 4:
         raise ValueError(f"expected B×3×H×W images, got {tuple(images.shape)}")
@@ -190,13 +220,14 @@ def predict_logits(
             return _slide(model, x, crop, stride, num_classes)
         return _forward(model, x, num_classes)
 
+    base = options.input_size(height, width)
+    if base != (height, width):
+        images = resized(images, base)
     probs = None
     passes = 0
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = images if size == (height, width) else F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False
-        )
+        size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
+        scaled = images if size == base else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         for flipped in (False, True) if flip else (False,):
             if flipped:
                 logits = run(scaled.flip(-1)).flip(-1)[:, order]

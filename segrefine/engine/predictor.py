@@ -25,12 +25,15 @@ from typing import Any, Union
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
 from segrefine.engine.backends import Autocast
-from segrefine.engine.inference import InferenceOptions, class_labels, inference_options, predict_logits
+from segrefine.engine.inference import (
+    InferenceOptions, at_model_scale, class_labels, inference_options, predict_logits, resized,
+)  # fmt: skip
 from segrefine.engine.device import resolve_device
 from segrefine.engine.predict_files import PredictReport, predict_files
 from segrefine.errors import SegrefineError
@@ -96,7 +99,7 @@ class Predictor:
         self.model = model
         self.config = config
         self.device = device
-        self.options = inference_options(options, settings)
+        self.options = at_model_scale(inference_options(options, settings), config)
         self.source = source
         self.batch_size: int = self.options.batch_size or DEFAULT_BATCH_SIZE.get(device.type, 1)
         self.num_classes = int(self.config["model"]["num_classes"])
@@ -231,10 +234,13 @@ class Predictor:
         x = normalize(batch.permute(0, 3, 1, 2))
         if self.device.type not in CHANNELS_LAST_DEVICES:
             x = x.contiguous()
+        size = self.options.input_size(*x.shape[-2:])
         if self.options.single_pass:
             # One pass: its largest logit is the prediction. predict_logits would add a softmax and a log over
             # K×H×W values that cannot change it (a quarter of the time of `lite` at 512×1024 on CPU).
-            logits = self._network(x)
+            logits = self._network(x if size == x.shape[-2:] else resized(x, size))
+            if size != x.shape[-2:]:
+                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         else:
             logits = predict_logits(self.model, x, self.options, num_classes=self.num_classes, flip_pairs=self.flip_pairs)
         return class_labels(logits).to(torch.uint8)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.meta import DatasetMeta
 from segrefine.engine.device import resolve_device
-from segrefine.engine.inference import InferenceOptions, inference_options
+from segrefine.engine.inference import InferenceOptions, at_model_scale, inference_options
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub import describe, load_for_dataset
 from segrefine.hub.onnx import is_onnx
@@ -95,7 +95,8 @@ def error_pictures(
     as keywords) say how the model runs, one image at a time."""
     options = inference_options(options, settings)
     meta, items = _samples(dataset, data_root, split, num, dataset_options)
-    model, _, _ = load_network(weights, device, meta, on_message=on_message, on_warning=on_warning)
+    model, config, _ = load_network(weights, device, meta, on_message=on_message, on_warning=on_warning)
+    options = at_model_scale(options, config)
     for item in items:
         label = item["label"]
         prediction = predict_labels(
