@@ -70,7 +70,7 @@ def model_other_camera_scores(
     for name, (dataset, root, split) in other_cameras(shared).items():
         labels = dataset_meta(dataset, root)
         report = evaluate_model(
-            model, build_dataset(dataset, root, split), labels, at_model_scale(options, config), progress=False,
+            model, build_dataset(dataset, root, split), labels, options=at_model_scale(options, config), progress=False,
             scoring=cross_taxonomy(load_class_map(CLASS_MAP), meta, labels),
         )  # fmt: skip
         row[name] = {
@@ -99,7 +99,7 @@ def model_scores(
 ) -> dict:
     """`scores` of a loaded model (its checkpoint `config`), on the model's device."""
     camvid = build_dataset("camvid", camvid_root, "val")
-    report = evaluate_model(model, camvid, dataset_meta("camvid"), at_model_scale(options, config), progress=False)
+    report = evaluate_model(model, camvid, dataset_meta("camvid"), options=at_model_scale(options, config), progress=False)
     val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"]}
     return {"camvid-val": val, **model_other_camera_scores(model, config, shared, options)}
 
