@@ -45,11 +45,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30, help="toy scenes to make")
     parser.add_argument("--size", default="512x1024", help="HxW of the toy scenes")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--short-side", type=int, default=None, help="as predict's --short-side (default: the model's)")
+    parser.add_argument("--no-bf16", action="store_true", help="leave out bf16 (slow on CPUs without bf16 arithmetic)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = {"torch fp32": dict(ref=args.weights), "torch bf16": dict(ref=args.weights, precision="bf16")}
+    runs = {"torch fp32": dict(ref=args.weights)}
+    runs |= {} if args.no_bf16 else {"torch bf16": dict(ref=args.weights, precision="bf16")}
     runs |= {f"onnxruntime {Path(path).name}": dict(ref=path) for path in args.onnx}
+    runs = {name: {**settings, "short_side": args.short_side} for name, settings in runs.items()}
     with tempfile.TemporaryDirectory() as tmp:
         images = args.folder
         if images is None:
