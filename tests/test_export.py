@@ -20,6 +20,7 @@ from segrefine.data import build_dataset, dataset_meta  # noqa: E402
 from segrefine.engine.export import (
     FP32_AGREEMENT, CalibrationImages, check_export_options, check_image, export, export_model, quantize_int8,
 )  # fmt: skip  # noqa: E402
+from segrefine.engine.inference import InferenceOptions, at_model_scale  # noqa: E402
 from segrefine.errors import SegrefineError, SettingError  # noqa: E402
 from segrefine.hub import build_model, load_model, save_checkpoint  # noqa: E402
 from segrefine.hub.onnx import load_onnx  # noqa: E402
@@ -100,6 +101,8 @@ def test_int8_export_through_the_cli(capsys, small_checkpoint, tmp_path):
     assert code == 0 and stdout.startswith(f"wrote {out} (onnx, int8, 64x96)")
     model, config = load_onnx(out)
     assert model.size == (64, 96) and config["classes"] == list(TOY.classes)
+    # Its inputs are not brought to a training side: the export's own size was chosen for it.
+    assert at_model_scale(InferenceOptions(), {**config, "dataset": "camvid"}, model).short_side == 0
     labels = model(check_image((64, 96))).argmax(1)
     assert labels.shape == (1, 64, 96) and 0 <= labels.min() and labels.max() < TOY.num_classes
 

@@ -323,7 +323,7 @@ def test_errors_mode_takes_the_inference_flags(cli, toy_run, tmp_path, monkeypat
     args = ("visualize", "errors", *TOY_DATA, "--num", "1", "--weights", toy_run, "--device", "cpu", "--out", tmp_path)
     result = cli(*args, "--mode", "slide", "--crop", "32x48", "--flip")
     assert result.returncode == 0, result.stderr
-    assert seen == [InferenceOptions(mode="slide", crop=(32, 48), flip=True)]
+    assert seen == [InferenceOptions(mode="slide", crop=(32, 48), flip=True, short_side=0)]  # toy: any size
     result = cli(*args, "--mode", "slide")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--crop is required" in result.stderr, result.stderr
 

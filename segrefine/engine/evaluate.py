@@ -399,10 +399,10 @@ def evaluate(
             warn = on_warning if ctx.is_main else None
             model, config, ref = load_for_dataset(weights, meta if mapping is None else None, run_device, warn=warn)
             scoring = cross_taxonomy(mapping, model_meta(config), meta) if mapping is not None else None
-            options = at_model_scale(options, config)
             if say is not None:
                 say(describe(ref, config))
             model = for_inference(model, run_device, backend=options.backend, precision=options.precision)
+            options = at_model_scale(options, config, model)
             report = evaluate_model(
                 model, data, meta, options=options, device=run_device, workers=workers,
                 save_predictions=save_predictions, progress=progress, scoring=scoring,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from segrefine.data import dataset_meta
 from segrefine.errors import SegrefineError, SettingError
+from segrefine.hub.onnx import OnnxModel
 
 __all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "at_model_scale", "check_runtime", "check_scales", "inference_options", "predict_logits"]
 
@@ -90,11 +91,14 @@ class InferenceOptions:
         return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def at_model_scale(options: InferenceOptions, config: Mapping[str, Any]) -> InferenceOptions:
+def at_model_scale(options: InferenceOptions, config: Mapping[str, Any], model: Any = None) -> InferenceOptions:
     """`options` with `short_side`, when not given, set to that of the images the model (its checkpoint `config`)
-    learnt from: the side of its dataset's images where they have one size, else 0 (each image at its own size)."""
+    learnt from: the side of its dataset's images where they have one size, else 0 (each image at its own size). An
+    ONNX `model` exported for one input size keeps its inputs as they come (0): that size was chosen at export."""
     if options.short_side is not None:
         return options
+    if isinstance(model, OnnxModel) and model.size is not None:
+        return replace(options, short_side=0)
     try:
         side = dataset_meta(str(config.get("dataset") or "")).short_side
     except SegrefineError:  # trained on a dataset segrefine does not know, or a folder of its own

@@ -99,7 +99,7 @@ class Predictor:
         self.model = model
         self.config = config
         self.device = device
-        self.options = at_model_scale(inference_options(options, settings), config)
+        self.options = at_model_scale(inference_options(options, settings), config, model)
         self.source = source
         self.batch_size: int = self.options.batch_size or DEFAULT_BATCH_SIZE.get(device.type, 1)
         self.num_classes = int(self.config["model"]["num_classes"])
