@@ -11,6 +11,9 @@ short schedule and seeds, then scored on val and, with --shared, on other camera
     # IBN-a on the shipped recipe, beside the rows of that file (same schedule and backbone)
     ... --rows photometric-camera-scale2-ibn --iters 300 --crop 360x480 --batch-size 16 --jobs 3 --workers 4 \
         --results benchmarks/results/ablation-camvid-gpu.json
+    # IBN-a against the same recipe on this schedule, fp32 on a CPU without bf16 (4 seeds: about 1 hour on 2 cores)
+    python benchmarks/ablation.py --data-root CAMVID --shared SHARED --no-amp --seeds 0 1 2 3 --device cpu \
+        --rows photometric-camera-scale2 photometric-camera-scale2-ibn --results benchmarks/results/ablation-camvid-ibn.json
 
 The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the full-resolution frames (scale
 0.5–1.5), lr 0.02, bf16 autocast (`--no-amp` where the CPU has no fast bf16), ENet class weights, poly lr. Every row starts from the same backbone: by default the backbone of the
@@ -21,8 +24,8 @@ the val frames at their full 360×480, on the GPU when there is one (latency alw
 
 With `--shared ../shared/data` each row is also scored across cameras (benchmarks/cross_camera.py): the mIoU of
 every other camera's labelled frames (CamVid classes, cityscapes:camvid class map) and the share of the street
-photo's asphalt labelled Road. The two PAIRED rows (the camera recipe with srm=full and srm=bilinear) get six seeds,
-and their per-seed differences a 95% t interval.
+photo's asphalt labelled Road. The two rows of each of PAIRS (the camera recipe with srm=full and srm=bilinear; with
+and without IBN-a) get six seeds, and their per-seed differences a 95% t interval.
 
 Results go to benchmarks/results/ablation-camvid.json (`--results` to change it): {"schedule": {...}, "rows":
 [{"row", "dataset", "switches", "seed", "iters", "crop", "mIoU", "boundary_mIoU", "boundary_mIoU_3px", "per_class",
@@ -93,8 +96,12 @@ SEEDS = {
     name: (0, 1, 2) if name.startswith(("srm-bilinear", "srm-flow", "srm-full", "photometric")) else (0, 1)
     for name in ROWS
 }
-PAIRED = ("photometric-camera-scale2", "photometric-camera-scale2-srm-bilinear")  # six paired seeds: a 95% interval
-SEEDS.update({name: tuple(range(6)) for name in PAIRED})
+# Each pair is compared seed by seed (six paired seeds: a 95% interval): the SRM question, and IBN-a.
+PAIRS = (
+    ("photometric-camera-scale2", "photometric-camera-scale2-srm-bilinear"),
+    ("photometric-camera-scale2-ibn", "photometric-camera-scale2"),
+)
+SEEDS.update({name: tuple(range(6)) for pair in PAIRS for name in pair})
 TRAIN_SETTINGS = ("photometric", "scale")  # row keys that are training settings, not network switches
 SCHEDULE = {"iters": 300, "crop": [160, 160], "batch_size": 8, "lr": 0.02, "scale": [0.5, 1.5]}
 TIGHT_BOUNDARY_PX = 3
@@ -316,17 +323,15 @@ def paired_differences(rows: list[dict], a: str, b: str) -> dict[str, tuple[floa
     return out
 
 
-def paired_table(rows: list[dict]) -> str:
-    a, b = PAIRED
+def paired_table(rows: list[dict], a: str, b: str) -> str:
     diffs = paired_differences(rows, a, b)
     if not diffs:
         return ""
-    lines = [f"Paired by seed, `{a}` (srm=full) minus `{b}`, points (95% t interval):", "",
+    lines = [f"Paired by seed, `{a}` minus `{b}`, points (95% t interval):", "",
              "| score | seeds | difference | 95% interval |", "|---|---|---|---|"]  # fmt: skip
     for key, (mean, half, n) in diffs.items():
         lines.append(f"| {key} | {n} | {100 * mean:+.2f} | [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}] |")
     return "\n".join(lines)
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -368,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         ]  # fmt: skip
         missed = run_rows(todo, args, schedule, backbone, results)
     print(table(results["rows"]))
-    print(paired_table(results["rows"]))
+    for a, b in PAIRS:
+        print(paired_table(results["rows"], a, b))
     if missed:
         sys.exit("not scored: " + "; ".join(missed))
 

@@ -93,7 +93,7 @@ def _load(path: Path, name: str):
 
 def test_paired_difference_is_the_mean_with_a_t_interval():
     ablation = _load(SCRIPT, "ablation")
-    a, b = ablation.PAIRED
+    a, b = ablation.PAIRS[0]
 
     def row(name, seed, miou):
         return {"row": name, "seed": seed, "mIoU": miou, "boundary_mIoU": 0.5}
@@ -103,8 +103,9 @@ def test_paired_difference_is_the_mean_with_a_t_interval():
     mean, half, seeds = ablation.paired_differences(rows, a, b)["CamVid val mIoU"]
     assert seeds == 3 and abs(mean - 0.02) < 1e-12
     assert abs(half - 4.303 * 0.01 / 3**0.5) < 1e-9  # t(0.975, 2 df) · sd / sqrt(n)
-    assert "| CamVid val mIoU | 3 | +2.00 | [-0.48, +4.48] |" in ablation.paired_table(rows)
-    assert ablation.paired_table(rows[:1]) == ""  # one seed: no interval
+    assert "| CamVid val mIoU | 3 | +2.00 | [-0.48, +4.48] |" in ablation.paired_table(rows, a, b)
+    assert "`" + a + "` minus `" + b + "`" in ablation.paired_table(rows, a, b)
+    assert ablation.paired_table(rows[:1], a, b) == ""  # one seed: no interval
     assert ablation.crop_size("360x480") == [360, 480] and ablation.crop_size("64") == [64, 64]
 
 
