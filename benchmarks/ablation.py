@@ -11,8 +11,8 @@ short schedule and seeds, then scored on val and, with --shared, on other camera
     # IBN-a on the shipped recipe, beside the rows of that file (same schedule and backbone)
     ... --rows photometric-camera-scale2-ibn --iters 300 --crop 360x480 --batch-size 16 --jobs 3 --workers 4 \
         --results benchmarks/results/ablation-camvid-gpu.json
-    # IBN-a against the same recipe on this schedule, fp32 on a CPU without bf16 (4 seeds: about 1 hour on 2 cores)
-    python benchmarks/ablation.py --data-root CAMVID --shared SHARED --no-amp --seeds 0 1 2 3 --device cpu \
+    # IBN-a against the same recipe on this schedule, in fp32 (six paired seeds: 70 minutes on 2 AVX-512 cores)
+    python benchmarks/ablation.py --data-root CAMVID --shared SHARED --no-amp --seeds 0 1 2 3 4 5 --device cpu \
         --rows photometric-camera-scale2 photometric-camera-scale2-ibn --results benchmarks/results/ablation-camvid-ibn.json
 
 The schedule fits a 2-core CPU: 300 iterations of batch 8, 160×160 crops of the full-resolution frames (scale
