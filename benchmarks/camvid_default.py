@@ -43,6 +43,7 @@ from segrefine.data import build_dataset, dataset_meta
 from segrefine.data.transforms import eval_transform
 from segrefine.engine.config import TrainConfig, resolve_config
 from segrefine.engine.evaluate import evaluate_model
+from segrefine.engine.inference import InferenceOptions
 from segrefine.models.flops import count_flops
 from segrefine.hub import CONFIG_NAME, RUN_LAST_DIR, WEIGHTS_NAME, load_model, model_card, save_checkpoint
 from segrefine.hub.registry import DEFAULT_TASK, ZOO_FILE
@@ -198,6 +199,8 @@ def main() -> None:
     print(f"fp16 file:       val mIoU {fp16['mIoU']:.4f}, boundary mIoU {fp16['boundary_mIoU']:.4f}")
     cameras = cross_camera_scores(str(folder), Path(args.data_root), args.shared)
     cameras.pop("camvid-val")
+    own_size = cross_camera_scores(str(folder), Path(args.data_root), args.shared, options=InferenceOptions(short_side=0))
+    own_size.pop("camvid-val")
 
     metrics = {"split": "val", **scores(fp16), "per_class": fp16["per_class"]}
     config = json.loads((folder / CONFIG_NAME).read_text())
@@ -205,13 +208,14 @@ def main() -> None:
     machine = run_hardware(args.run)
     config["provenance"] = {
         "command": command, "hardware": machine.where, "train_seconds": round(seconds), "iterations": iters,
-        "base": base, "fp32_val": scores(fp32), "cross_camera": cameras, "license": LICENSE,
+        "base": base, "fp32_val": scores(fp32), "cross_camera": cameras,
+        "cross_camera_own_size": own_size, "license": LICENSE,
     }  # fmt: skip
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     flops = count_flops(shipped.config, (360, 480))
     early = stopped_early(iters, settings.iters, settings.lr)
-    details = card_details(command, base, seconds, iters, early, fp32, fp16, cameras, eval_seconds,
+    details = card_details(command, base, seconds, iters, early, fp32, fp16, cameras, own_size, eval_seconds,
                            val_trajectory(args.run), settings, machine)
     card = model_card(config, name=args.name, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480),
                       license=LICENSE, details=details)
@@ -235,12 +239,21 @@ def main() -> None:
 def cross_camera_line(cameras: dict) -> str:
     """The other cameras' figures in one sentence."""
     sets = [f"{name} ({entry['images']} frame{'s' if entry['images'] > 1 else ''}) {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry]
-    text = "Other cameras, scored in CamVid's classes through the cityscapes:camvid class map, mIoU: " + ", ".join(sets)
+    text = ("Other cameras, scored in CamVid's classes through the cityscapes:camvid class map, each photo resized to "
+            "CamVid's 360-pixel shorter side as `predict` and `eval` do by default, mIoU: " + ", ".join(sets))
     photo = cameras.get("street-photo")
     if photo:
         text += (f"; on a Cityscapes street photo {100 * photo['asphalt_road']:.1f}% of the asphalt is labelled Road "
                  f"and {100 * photo['sky_band_sky']:.1f}% of a sky band Sky")
     return text + " (`python benchmarks/cross_camera.py`)."
+
+
+def own_size_line(cameras: dict) -> str:
+    """The same figures with each photo at its own size, in one sentence."""
+    sets = ", ".join(f"{name} {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry)
+    photo = cameras["street-photo"]
+    return (f"At each photo's own size (`--short-side 0`): {sets}; asphalt {100 * photo['asphalt_road']:.1f}%, "
+            f"sky band {100 * photo['sky_band_sky']:.1f}%.")
 
 
 def readme_summary(name: str, report: dict, cameras: dict, base: dict, seconds: float, iters: int, flops,
@@ -295,7 +308,7 @@ def stopped_early(iters: int, scheduled: int, lr: float) -> str:
 
 
 def card_details(command: str, base: dict, seconds: float, iters: int, early: str, fp32: dict, fp16: dict,
-                 cameras: dict, eval_seconds: float, trajectory: str, settings: TrainConfig,
+                 cameras: dict, own_size: dict, eval_seconds: float, trajectory: str, settings: TrainConfig,
                  machine: Machine) -> str:
     precision = "bf16 autocast" if settings.amp or (settings.amp is None and machine.on_gpu) else "fp32"
     height, width = settings.crop
@@ -339,13 +352,14 @@ Validation mIoU during stage 2{" (" + machine.data + ")" if machine.data else ""
 A model trained on one camera learns that camera's colour rendering: stage 1 alone labels the asphalt of a Cityscapes
 photo as Tree. Scored on every labelled frame from other cameras this project holds, in CamVid's 11 classes through
 the built-in `cityscapes:camvid` class map (`segrefine eval --dataset kitti --class-map cityscapes:camvid`; terrain,
-which CamVid has no class for, ignored), %:
+which CamVid has no class for, ignored), each photo first resized to CamVid's 360-pixel shorter side (the default of
+`eval` and `predict`; `--short-side 0` scores each at its own size), %:
 
 | frames | images | mIoU | boundary mIoU |
 |---|---|---|---|
 {camera_rows}
 
-{cross_camera_line(cameras)}
+{cross_camera_line(cameras)} {own_size_line(own_size)}
 
 ## Per-class results (CamVid val, %)
 
