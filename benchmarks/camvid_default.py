@@ -250,10 +250,13 @@ def cross_camera_line(cameras: dict) -> str:
 
 def own_size_line(cameras: dict) -> str:
     """The same figures with each photo at its own size, in one sentence."""
-    sets = ", ".join(f"{name} {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry)
-    photo = cameras["street-photo"]
-    return (f"At each photo's own size (`--short-side 0`): {sets}; asphalt {100 * photo['asphalt_road']:.1f}%, "
-            f"sky band {100 * photo['sky_band_sky']:.1f}%.")
+    text = "At each photo's own size (`--short-side 0`): " + ", ".join(
+        f"{name} {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry
+    )
+    photo = cameras.get("street-photo")
+    if photo:
+        text += f"; asphalt {100 * photo['asphalt_road']:.1f}%, sky band {100 * photo['sky_band_sky']:.1f}%"
+    return text + "."
 
 
 def readme_summary(name: str, report: dict, cameras: dict, base: dict, seconds: float, iters: int, flops,
