@@ -130,6 +130,15 @@ def test_bad_uploads_get_a_4xx_with_one_line_and_the_service_goes_on(client, nam
     assert client.get("/health").status_code == 200
 
 
+def test_a_header_past_what_pillow_decodes_is_413_even_under_a_larger_max_pixels():
+    from segrefine.imageio import PILLOW_MAX_PIXELS
+    from segrefine.serve.uploads import BadUpload, decode_upload
+
+    with pytest.raises(BadUpload, match=f"more than {PILLOW_MAX_PIXELS} pixels, more than can be decoded") as caught:
+        decode_upload(_png_claiming(60000, 60000), max_pixels=4 * PILLOW_MAX_PIXELS)
+    assert caught.value.status == 413
+
+
 def test_unknown_format_path_method_and_form_field(client):
     body = _encode(_image())
     response = client.post("/v1/predict?format=jpeg", content=body, headers={"content-type": "image/png"})

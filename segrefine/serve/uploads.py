@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segrefine.errors import worded
-from segrefine.imageio import size_problem
+from segrefine.imageio import PILLOW_MAX_PIXELS, size_problem
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -36,7 +36,9 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked against ours
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # only where the service's max_pixels is above what Pillow decodes
+        raise BadUpload(f"the image's header claims more than {PILLOW_MAX_PIXELS} pixels, more than can be decoded", 413) from None
+    except (UnidentifiedImageError, OSError):
         raise BadUpload("the body is not a JPEG, PNG or WebP image", 415) from None
     if image.format not in FORMATS:
         raise BadUpload(f"{image.format} images are not accepted: send JPEG, PNG or WebP", 415)
