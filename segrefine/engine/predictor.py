@@ -234,12 +234,14 @@ class Predictor:
         x = normalize(batch.permute(0, 3, 1, 2))
         if self.device.type not in CHANNELS_LAST_DEVICES:
             x = x.contiguous()
-        size = self.options.input_size(*x.shape[-2:])
         if self.options.single_pass:
             # One pass: its largest logit is the prediction. predict_logits would add a softmax and a log over
             # K×H×W values that cannot change it (a quarter of the time of `lite` at 512×1024 on CPU).
-            logits = self._network(x if size == x.shape[-2:] else resized(x, size))
-            if size != x.shape[-2:]:
+            size = self.options.input_size(*x.shape[-2:])
+            if size == x.shape[-2:]:
+                logits = self._network(x)
+            else:  # run at the model's scale, labelled at the image's size
+                logits = self._network(resized(x, size))
                 logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         else:
             logits = predict_logits(self.model, x, self.options, num_classes=self.num_classes, flip_pairs=self.flip_pairs)
