@@ -333,6 +333,7 @@ def paired_table(rows: list[dict], a: str, b: str) -> str:
         lines.append(f"| {key} | {n} | {100 * mean:+.2f} | [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}] |")
     return "\n".join(lines)
 
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", required=True)

@@ -67,10 +67,11 @@ def model_other_camera_scores(
     `segrefine eval` takes them (by default the model's own scale, as there)."""
     row: dict = {}
     meta = model_meta(config)
+    options = at_model_scale(options, config)
     for name, (dataset, root, split) in other_cameras(shared).items():
         labels = dataset_meta(dataset, root)
         report = evaluate_model(
-            model, build_dataset(dataset, root, split), labels, options=at_model_scale(options, config), progress=False,
+            model, build_dataset(dataset, root, split), labels, options=options, progress=False,
             scoring=cross_taxonomy(load_class_map(CLASS_MAP), meta, labels),
         )  # fmt: skip
         row[name] = {
@@ -98,8 +99,9 @@ def model_scores(
     model: nn.Module, config: dict, camvid_root: Path, shared: Path, options: InferenceOptions = InferenceOptions()
 ) -> dict:
     """`scores` of a loaded model (its checkpoint `config`), on the model's device."""
+    options = at_model_scale(options, config)
     camvid = build_dataset("camvid", camvid_root, "val")
-    report = evaluate_model(model, camvid, dataset_meta("camvid"), options=at_model_scale(options, config), progress=False)
+    report = evaluate_model(model, camvid, dataset_meta("camvid"), options=options, progress=False)
     val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"]}
     return {"camvid-val": val, **model_other_camera_scores(model, config, shared, options)}
 
