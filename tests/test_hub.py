@@ -518,6 +518,16 @@ def test_model_card_metadata_and_body():
     assert 'SegRefineModel.from_pretrained("alice/tiny")' in body
 
 
+def test_model_card_of_metrics_on_training_frames_claims_no_evaluation():
+    config = {"model": {"variant": "lite"}, "dataset": "camvid", "classes": ["a"], "palette": [[1, 2, 3]],
+              "metrics": {"mIoU": 0.79, "split": "val", "held_out": False}}  # fmt: skip
+    card = model_card(config, name="x")
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert "model-index" not in meta and meta["metrics"] == ["mean_iou"]
+    assert "## Results (camvid val, frames it trained on, %)" in card and "| mIoU | 79.00 |" in card
+    assert "held_out" not in card
+
+
 def test_model_card_without_metrics():
     card = model_card({"model": {"variant": "base"}, "dataset": "toy", "classes": ["a"], "palette": [[1, 2, 3]]})
     meta = yaml.safe_load(card.split("---\n", 2)[1])

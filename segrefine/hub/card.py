@@ -32,7 +32,8 @@ def model_card(
 
     `name` (a registry name; default: `repo_id`) titles the card and is the reference its usage shows.
     `license` is a Hub licence id (e.g. "cc-by-nc-4.0"); `details` is Markdown placed after the results (data,
-    training command, hardware, ...)."""
+    training command, hardware, ...). Metrics with `"held_out": false` (the model trained on the split they score)
+    are shown as such and left out of the Hub's model-index, which would present them as an evaluation."""
     from segrefine.models.registry import VARIANTS
 
     model = config["model"]
@@ -41,6 +42,7 @@ def model_card(
     palette = list(config.get("palette", []))
     metrics = dict(config.get("metrics") or {})
     split = str(metrics.pop("split", "val"))
+    held_out = metrics.pop("held_out", True) is not False
     scores = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
     variant = str(model.get("variant", ""))
@@ -69,7 +71,7 @@ def model_card(
             )
             for key, value in scores.items()
         ]
-        or None,
+        if held_out and scores else None,
     )
 
     rows = [
@@ -81,7 +83,7 @@ def model_card(
         data, template_str=TEMPLATE, name=name, ref=ref, variant=variant, backbone=backbone, dataset=dataset,
         num_classes=len(classes), settings=model, split=split, scores={k: 100 * v for k, v in scores.items()},
         details=details.strip(), params=params, gmacs=gmacs, input_size=input_size, rows=rows,
-        per_class=bool(per_class),
+        per_class=bool(per_class), held_out=held_out,
     )  # fmt: skip
     return str(card)
 
@@ -103,7 +105,7 @@ A segrefine `{{ variant }}` semantic segmentation network ({{ backbone }} backbo
 |---|---|
 {% for key, value in settings.items() %}| {{ key }} | `{{ value }}` |
 {% endfor %}
-{% if scores %}## Results ({{ dataset }} {{ split }}, %)
+{% if scores %}## Results ({{ dataset }} {{ split }}{% if not held_out %}, frames it trained on{% endif %}, %)
 
 | metric | value |
 |---|---|

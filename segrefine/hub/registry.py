@@ -184,8 +184,8 @@ def _model(entry: Any, where: str) -> ModelEntry:
         entry,
         where,
         "metrics",
-        lambda v: isinstance(v, dict) and all(isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in v.values()),
-        "an object of numbers or strings",
+        lambda v: isinstance(v, dict) and all(isinstance(x, (int, float, str, bool)) for x in v.values()),
+        "an object of numbers, strings or booleans (e.g. held_out: false)",
     )
     _field(entry, where, "default_for", lambda v: isinstance(v, list) and all(map(_text, v)), "a list of dataset or task names")
     # every key was checked against the fields above: the JSON lists become tuples, the entry its dataclass
