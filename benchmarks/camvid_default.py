@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, required=True,
                         help=f"the run (a {BASE_RECIPE} run is trained with --train) or packaged model it starts from")
     parser.add_argument("--held-out-twin", type=Path,
-                        help="for a last stage trained on val: the run of the same stage on train alone")
+                        help="for a last stage trained on val: the run of the same stage on train alone (trained by --train)")
     parser.add_argument("--train", action="store_true", help="first train the stages (resuming any started run)")
     parser.add_argument("--name", default="lite-camvid")
     args = parser.parse_args()
@@ -215,6 +215,9 @@ def main() -> None:
         if not (args.base / CONFIG_NAME).is_file() or (args.base / "log.jsonl").is_file():
             train_stage(BASE_RECIPE, args.data_root, args.base)
         train_stage(args.recipe, args.data_root, args.run, "--init-weights", str(args.base))
+        if args.held_out_twin is not None:
+            train_stage(args.recipe, args.data_root, args.held_out_twin, "--init-weights", str(args.base),
+                        "--train-split", "train", "--eval-every", "600")
 
     torch.set_num_threads(os.cpu_count() or 1)
     checkpoint = args.run / RUN_LAST_DIR
@@ -426,7 +429,8 @@ and so are these weights.
 
 {steps}
 
-The camera ingredients were chosen by the camera rows of `benchmarks/ablation.py` (the README's ablation section).{during}
+The camera ingredients were chosen by the camera rows of `benchmarks/ablation.py`, and a stage on train and val by the
+rows of a longer schedule beside them (the README's ablation section).{during}
 
 {pilots_section()}
 
