@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hub_server import HubServer
 
-from segrefine.hub import save_checkpoint
+from segrefine.hub import load_registry, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,12 @@ def hub_env(tmp_path):
 
 
 def test_list_shows_the_shipped_model_and_backbones():
-    result = run("list", env={**os.environ, "COLUMNS": "200"})
+    result = run("list", env={**os.environ, "COLUMNS": "400"})  # wide enough that no cell folds
     assert result.returncode == 0, result.stderr
     assert "lite-camvid" in result.stdout and "ships with segrefine" in result.stdout
+    assert "held_out" not in result.stdout  # a model that trained on its scoring split says so in words
+    if load_registry().model("lite-camvid").metrics.get("held_out") is False:
+        assert "(not held out: it trained on that split)" in result.stdout
     for repo in ("timm/resnet18.a1_in1k", "timm/resnet50.a1_in1k", "timm/resnet101.a1h_in1k"):
         assert repo in result.stdout
 

@@ -32,7 +32,9 @@ def list_weights() -> None:
         for column in ("name", "variant", "dataset", "classes", "Hub repo", "revision", "metrics", "default for"):
             table.add_column(column, no_wrap=column in ("name", "Hub repo"), overflow="fold")
         for m in registry.models:
-            metrics = ", ".join(f"{k} {v}" for k, v in m.metrics.items())
+            metrics = ", ".join(f"{k} {v}" for k, v in m.metrics.items() if k != "held_out")
+            if m.metrics.get("held_out") is False:
+                metrics += " (not held out: it trained on that split)"
             repo = m.repo or ("ships with segrefine" if m.embedded else "–")
             revision = m.revision or "–"
             table.add_row(m.name, m.variant, m.dataset, str(m.num_classes), repo, revision, metrics, ", ".join(m.default_for))
