@@ -183,8 +183,8 @@ def base_stages(base: Path) -> list[dict]:
     # A model packaged in two stages before the stages were listed: the first is its `base`.
     first, last = provenance["base"], provenance
     return [
-        {**stage(first["command"], Machine(first["hardware"]), first["train_seconds"], first["iterations"],
-                 recipe_settings(BASE_RECIPE))},
+        stage(first["command"], Machine(first["hardware"]), first["train_seconds"], first["iterations"],
+              recipe_settings(BASE_RECIPE)),
         {**stage(last["command"], Machine(last["hardware"], on_gpu="NVIDIA" in last["hardware"]),
                  last["train_seconds"], last["iterations"], config["train"]),
          "beside": "the camera ablation's trainings (benchmarks/ablation.py, four at a time)"},
@@ -266,8 +266,8 @@ def main() -> None:
     own_size.pop("camvid-val")
 
     # A model that trained on val keeps its val scores, marked as not held out (the card then claims no evaluation).
-    held_out = {"held_out": False} if trained_on_val(stages) else {}
-    metrics = {"split": "val", **held_out, **scores(fp16), "per_class": fp16["per_class"]}
+    not_held_out = {"held_out": False} if trained_on_val(stages) else {}
+    metrics = {"split": "val", **not_held_out, **scores(fp16), "per_class": fp16["per_class"]}
     config = json.loads((folder / CONFIG_NAME).read_text())
     config["metrics"] = metrics
     config["provenance"] = {
@@ -290,7 +290,7 @@ def main() -> None:
     entry = {
         "name": args.name, "variant": shipped.config.variant, "dataset": "camvid", "num_classes": meta.num_classes,
         "classes": list(meta.classes), "repo": "", "revision": "", "file": WEIGHTS_NAME, "sha256": digest,
-        "metrics": {"split": "val", **held_out, **{k: round(v, 4) for k, v in scores(fp16).items()}},
+        "metrics": {"split": "val", **not_held_out, **{k: round(v, 4) for k, v in scores(fp16).items()}},
         "default_for": [DEFAULT_TASK, "camvid"], "embedded": args.name,
     }
     zoo["models"] = [m for m in zoo["models"] if m["name"] != args.name] + [entry]
@@ -313,11 +313,8 @@ def cross_camera_line(cameras: dict) -> str:
     sets = [f"{name} ({entry['images']} frame{'s' if entry['images'] > 1 else ''}) {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry]
     text = ("Other cameras, scored in CamVid's classes through the cityscapes:camvid class map, each photo resized to "
             "CamVid's 360-pixel shorter side as `predict` and `eval` do by default, mIoU: " + ", ".join(sets))
-    photo = cameras.get("street-photo")
-    if photo:
-        text += (f"; on a Cityscapes street photo {100 * photo['asphalt_road']:.1f}% of the asphalt is labelled Road "
-                 f"and {100 * photo['sky_band_sky']:.1f}% of a sky band Sky")
-    return text + " (`python benchmarks/cross_camera.py`)."
+    photo = street_photo_line(cameras)  # it names the command itself
+    return f"{text}. {photo}" if photo else f"{text} (`python benchmarks/cross_camera.py`)."
 
 
 def own_size_line(cameras: dict) -> str:
