@@ -106,9 +106,11 @@ TRAIN_SETTINGS = ("photometric", "scale")  # row keys that are training settings
 SCHEDULE = {"iters": 300, "crop": [160, 160], "batch_size": 8, "lr": 0.02, "scale": [0.5, 1.5]}
 TIGHT_BOUNDARY_PX = 3
 TIMING_SIZE = (360, 480)
-# Other cameras' frames scored each at its own size, as every row in the results was (before test-time resizing to
-# the training images' side became the default): rows stay comparable.
-NATIVE = InferenceOptions(short_side=0)
+# Every row scores the network's own labels, as every row in the results was scored before the guided filter became
+# the default, and other cameras' frames each at its own size (before test-time resizing to the training images'
+# side became the default): rows stay comparable.
+NETWORK = InferenceOptions(guided_filter=False)
+NATIVE = InferenceOptions(short_side=0, guided_filter=False)
 
 
 def switches(row: str) -> dict:
@@ -186,12 +188,12 @@ def latency_ms(values: dict, repeats: int = 5) -> float:
 
 
 def score_row(row: str, seed: int, run: Path, schedule: dict, data_root: str, shared: Path | None, device: str) -> dict:
-    report = json.loads((run / "eval.json").read_text())
     model, config = load_model(run / "checkpoints" / "last")
     meta = dataset_meta("camvid")
     val = build_dataset("camvid", data_root, "val")
+    report = evaluate_model(model, val, meta, options=NETWORK, device=device, progress=False)
     tight = TIGHT_BOUNDARY_PX / math.hypot(*TIMING_SIZE)
-    tight_report = evaluate_model(model, val, meta, boundary_ratio=tight, device=device, progress=False)
+    tight_report = evaluate_model(model, val, meta, options=NETWORK, boundary_ratio=tight, device=device, progress=False)
     flops = count_flops(replace(ModelConfig.from_dict(config["model"]), aux=False), TIMING_SIZE)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     times = [r["time"] for r in log if "time" in r]  # wall clock of each logged step: training time, not eval

@@ -17,6 +17,9 @@ optionally `camvid-camera-trainval`, which continues it on train and val togethe
     python benchmarks/camvid_default.py --data-root ../shared/data/camvid --shared ../shared/data --train \
         --recipe camvid-camera-trainval --base lite-camvid-stage2/ --run runs/train/camvid-camera-trainval \
         --held-out-twin runs/train/camvid-camera-train
+    # score the packaged model again after a change to how `eval` and `predict` run (its training as recorded)
+    python benchmarks/camvid_default.py --data-root ../shared/data/camvid --shared ../shared/data --rescore \
+        --held-out-twin runs/train/camvid-camera-train
 
 A run trained on another machine carries that machine in its hardware.json (benchmarks/gpu_camera.sh writes it);
 otherwise this machine is named.
@@ -56,6 +59,8 @@ from segrefine.hub.registry import DEFAULT_TASK, ZOO_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 from cross_camera import scores as cross_camera_scores  # noqa: E402
+
+NETWORK = InferenceOptions(guided_filter=False)  # the network's own labels
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
@@ -201,15 +206,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", required=True, help="CamVid root (train/, trainannot/, val/, valannot/)")
     parser.add_argument("--shared", type=Path, required=True, help="folder of other cameras' labelled frames")
-    parser.add_argument("--run", type=Path, required=True, help="the training run folder of the last stage")
+    parser.add_argument("--run", type=Path, help="the training run folder of the last stage (not with --rescore)")
     parser.add_argument("--recipe", default=RECIPE, help=f"the last stage's recipe, for --train (default {RECIPE})")
-    parser.add_argument("--base", type=Path, required=True,
+    parser.add_argument("--base", type=Path,
                         help=f"the run (a {BASE_RECIPE} run is trained with --train) or packaged model it starts from")
     parser.add_argument("--held-out-twin", type=Path,
                         help="for a last stage trained on val: the run of the same stage on train alone (trained by --train)")
     parser.add_argument("--train", action="store_true", help="first train the stages (resuming any started run)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the packaged weights/NAME again as `eval` and `predict` now run it, keeping its "
+                             "recorded stages (no training runs needed)")
     parser.add_argument("--name", default="lite-camvid")
     args = parser.parse_args()
+    if args.rescore == (args.run is not None) or (args.run is not None and args.base is None):
+        parser.error("give --run and --base (package a run), or --rescore (score the packaged model again)")
 
     if args.train:
         if not (args.base / CONFIG_NAME).is_file() or (args.base / "log.jsonl").is_file():
@@ -220,66 +230,48 @@ def main() -> None:
                         "--train-split", "train", "--eval-every", "600")
 
     torch.set_num_threads(os.cpu_count() or 1)
-    checkpoint = args.run / RUN_LAST_DIR
-    run_config = json.loads((args.run / CONFIG_NAME).read_text())
     meta = dataset_meta("camvid")
-    settings = TrainConfig.from_dict(run_config["train"])
-    stages = base_stages(args.base)
-    # The class count the network was built with (older runs did not record it); no paths of the training machine.
-    settings = replace(
-        settings, model=replace(settings.model, num_classes=meta.num_classes), data_root=None, out=None,
-        init_weights=out_folder(stages[-1]["command"]),
-    )  # fmt: skip
-    train = settings.to_dict()
     val = build_dataset("camvid", args.data_root, "val", eval_transform())
-
-    model, config = load_model(checkpoint, "cpu")
-    start = time.perf_counter()
-    fp32 = evaluate_model(model, val, meta, device="cpu", progress=False)
-    eval_seconds = time.perf_counter() - start
-    print(f"fp32 checkpoint: val mIoU {fp32['mIoU']:.4f}, boundary mIoU {fp32['boundary_mIoU']:.4f}")
+    folder = WEIGHTS / args.name
+    packaged = rescored(folder) if args.rescore else package_run(args.run, args.base, folder, val)
 
     twin = None
     if args.held_out_twin is not None:
         twin_model, _ = load_model(args.held_out_twin / RUN_LAST_DIR, "cpu")
         twin_train = {**json.loads((args.held_out_twin / CONFIG_NAME).read_text())["train"], "data_root": None,
-                      "out": None, "init_weights": train["init_weights"]}  # fmt: skip
-        twin = {"command": " ".join(train_command(twin_train, "CAMVID_ROOT", RUNS / f"{settings.recipe}-train")),
+                      "out": None, "init_weights": packaged.train["init_weights"]}  # fmt: skip
+        twin = {"command": " ".join(train_command(twin_train, "CAMVID_ROOT", RUNS / f"{packaged.train['recipe']}-train")),
                 "camvid_val": scores(evaluate_model(twin_model, val, meta, device="cpu", progress=False))}
         print(f"held-out twin:   val mIoU {twin['camvid_val']['mIoU']:.4f}")
+    elif trained_on_val(packaged.stages):
+        print("warning: no --held-out-twin: the card gives no held-out CamVid val score", file=sys.stderr)
 
-    folder = WEIGHTS / args.name
-    seconds, iters = wall_time(args.run)
-    machine = run_hardware(args.run)
-    command = " ".join(train_command(train, "CAMVID_ROOT", RUNS / settings.recipe))
-    stages = [*stages, stage(command, machine, seconds, iters, train)]
-    save_checkpoint(
-        copy.deepcopy(model).half(), folder, dataset="camvid", classes=meta.classes, palette=meta.palette,
-        extra={"train": train},
-    )
     shipped, _ = load_model(folder, "cpu")
+    start = time.perf_counter()
     fp16 = evaluate_model(shipped, val, meta, device="cpu", progress=False)
+    eval_seconds = time.perf_counter() - start
     print(f"fp16 file:       val mIoU {fp16['mIoU']:.4f}, boundary mIoU {fp16['boundary_mIoU']:.4f}")
+    fp16_network = evaluate_model(shipped, val, meta, options=NETWORK, device="cpu", progress=False)
     cameras = cross_camera_scores(str(folder), Path(args.data_root), args.shared)
     cameras.pop("camvid-val")
     own_size = cross_camera_scores(str(folder), Path(args.data_root), args.shared, options=InferenceOptions(short_side=0))
     own_size.pop("camvid-val")
 
     # A model that trained on val keeps its val scores, marked as not held out (the card then claims no evaluation).
+    stages = packaged.stages
     not_held_out = {"held_out": False} if trained_on_val(stages) else {}
     metrics = {"split": "val", **not_held_out, **scores(fp16), "per_class": fp16["per_class"]}
     config = json.loads((folder / CONFIG_NAME).read_text())
     config["metrics"] = metrics
     config["provenance"] = {
-        "stages": stages, "fp32_val": scores(fp32), "cross_camera": cameras, "cross_camera_own_size": own_size,
+        "stages": stages, "fp32_val": packaged.fp32_network, "fp16_val_network": scores(fp16_network),
+        "cross_camera": cameras, "cross_camera_own_size": own_size,
         **({"held_out_twin": twin} if twin is not None else {}), "license": LICENSE,
     }  # fmt: skip
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
     flops = count_flops(shipped.config, (360, 480))
-    early = stopped_early(iters, settings.iters, settings.lr)
-    trajectory = val_trajectory(args.run) if settings.train_split == "train" else ""
-    details = card_details(stages, early, fp32, fp16, cameras, own_size, twin, eval_seconds, trajectory, machine)
+    details = card_details(stages, packaged, fp16, fp16_network, cameras, own_size, twin, eval_seconds)
     card = model_card(config, name=args.name, params=flops.params, gmacs=flops.gmacs, input_size=(360, 480),
                       license=LICENSE, details=details)
     (folder / "README.md").write_text(card)
@@ -296,7 +288,57 @@ def main() -> None:
     zoo["models"] = [m for m in zoo["models"] if m["name"] != args.name] + [entry]
     zoo_path.write_text(json.dumps(zoo, indent=2) + "\n")
     print(f"wrote {folder} ({(folder / WEIGHTS_NAME).stat().st_size / 2**20:.1f} MiB) and the {args.name} entry in {zoo_path}")
-    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, stages, twin, flops) + early)
+    print("\nREADME summary:\n" + readme_summary(args.name, fp16, cameras, stages, twin, flops) + packaged.early)
+
+
+class Packaged(NamedTuple):
+    """What packaging knows of a model's training: its stages, the last stage's settings, the fp32 checkpoint's
+    CamVid val scores (the network's own labels), and what the card says of the last run."""
+
+    stages: list[dict]
+    train: dict
+    fp32_network: dict
+    early: str = ""  # the sentence of `stopped_early`
+    trajectory: str = ""  # the last stage's validation scores while it trained
+    machine: Machine = Machine("")
+
+
+def package_run(run: Path, base: Path, folder: Path, val) -> Packaged:
+    """Store the last checkpoint of `run` (the stage after `base`) as fp16 in `folder`; its stages and fp32 scores."""
+    meta = dataset_meta("camvid")
+    run_config = json.loads((run / CONFIG_NAME).read_text())
+    settings = TrainConfig.from_dict(run_config["train"])
+    stages = base_stages(base)
+    # The class count the network was built with (older runs did not record it); no paths of the training machine.
+    settings = replace(
+        settings, model=replace(settings.model, num_classes=meta.num_classes), data_root=None, out=None,
+        init_weights=out_folder(stages[-1]["command"]),
+    )  # fmt: skip
+    train = settings.to_dict()
+    model, _ = load_model(run / RUN_LAST_DIR, "cpu")
+    fp32 = evaluate_model(model, val, meta, options=NETWORK, device="cpu", progress=False)
+    print(f"fp32 checkpoint: val mIoU {fp32['mIoU']:.4f}, boundary mIoU {fp32['boundary_mIoU']:.4f} (network alone)")
+    seconds, iters = wall_time(run)
+    machine = run_hardware(run)
+    command = " ".join(train_command(train, "CAMVID_ROOT", RUNS / settings.recipe))
+    save_checkpoint(
+        copy.deepcopy(model).half(), folder, dataset="camvid", classes=meta.classes, palette=meta.palette,
+        extra={"train": train},
+    )
+    return Packaged(
+        [*stages, stage(command, machine, seconds, iters, train)], train, scores(fp32),
+        stopped_early(iters, settings.iters, settings.lr),
+        val_trajectory(run) if settings.train_split == "train" else "", machine,
+    )  # fmt: skip
+
+
+def rescored(folder: Path) -> Packaged:
+    """The recorded training of the model packaged in `folder`, to score it again."""
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    provenance, train = config["provenance"], config["train"]
+    last = provenance["stages"][-1]
+    return Packaged(provenance["stages"], train, provenance["fp32_val"],
+                    stopped_early(last["iterations"], train["iters"], train["lr"]))
 
 
 def street_photo_line(cameras: dict) -> str:
@@ -397,8 +439,8 @@ def stopped_early(iters: int, scheduled: int, lr: float) -> str:
             f"command stopped at iteration {iters} (or its checkpoints/last at that point) reproduces it.")
 
 
-def card_details(stages: list[dict], early: str, fp32: dict, fp16: dict, cameras: dict, own_size: dict,
-                 twin: dict | None, eval_seconds: float, trajectory: str, machine: Machine) -> str:
+def card_details(stages: list[dict], packaged: Packaged, fp16: dict, fp16_network: dict, cameras: dict,
+                 own_size: dict, twin: dict | None, eval_seconds: float) -> str:
     rows = "\n".join(
         f"| {name} | {100 * v['iou']:.2f} | {100 * v['boundary_iou']:.2f} |" for name, v in fp16["per_class"].items()
     )
@@ -411,11 +453,12 @@ def card_details(stages: list[dict], early: str, fp32: dict, fp16: dict, cameras
             f". {held_out_sentence(twin)}")
     steps = "\n\n".join(
         f"**Stage {i}**: {s['summary']}; {minutes(s)}{', beside ' + s['beside'] if s.get('beside') else ''}."
-        f"{early if i == len(stages) else ''}\n\n```bash\n{s['command']}\n```"
+        f"{packaged.early if i == len(stages) else ''}\n\n```bash\n{s['command']}\n```"
         for i, s in enumerate(stages, 1)
     )
-    during = (f"\n\nValidation mIoU during stage {len(stages)}{' (' + machine.data + ')' if machine.data else ''}: "
-              f"{trajectory}." if trajectory else "")
+    data_note = f" ({packaged.machine.data})" if packaged.machine.data else ""
+    during = (f"\n\nValidation mIoU during stage {len(stages)}{data_note}: {packaged.trajectory}."
+              if packaged.trajectory else "")
     return f"""## Data and licence
 
 Trained from scratch (no ImageNet weights) on the 367 training frames of CamVid (Brostow et al. 2008) in the 11-class
@@ -447,9 +490,11 @@ which CamVid has no class for, ignored), each photo first resized to CamVid's 36
 
 ## Per-class results (CamVid val{", frames it trained on" if on_val else ""}, %)
 
-Whole image, single scale. The weights are stored as fp16 (loaded into fp32): val mIoU {100 * fp16['mIoU']:.2f} from
-the fp16 file vs {100 * fp32['mIoU']:.2f} from the fp32 checkpoint. Boundary IoU counts pixels within 2% of the image
-diagonal of a class boundary. Evaluating the 101 frames took {eval_seconds:.0f} s.
+Whole image, single scale, with the guided filter (the default of `eval` and `predict`; the network's own labels,
+`--no-guided-filter`: mIoU {100 * fp16_network['mIoU']:.2f}, boundary mIoU {100 * fp16_network['boundary_mIoU']:.2f}).
+The weights are stored as fp16 (loaded into fp32): the network's own labels score {100 * fp16_network['mIoU']:.2f}
+from the fp16 file vs {100 * packaged.fp32_network['mIoU']:.2f} from the fp32 checkpoint. Boundary IoU counts pixels
+within 2% of the image diagonal of a class boundary. Evaluating the 101 frames took {eval_seconds:.0f} s.
 
 | class | IoU | boundary IoU |
 |---|---|---|

@@ -13,7 +13,8 @@ Columns, every score a fraction (mIoU, boundary mIoU) or a share of pixels:
 
 Whole-image, single-scale, fp32 inference on the CPU, as `segrefine predict` and `segrefine eval` run by default:
 each image resized to the short side of the model's training images (360 for CamVid), or at its own size with
-`--short-side 0` (`--device auto` for a quick look on a GPU).
+`--short-side 0`, and the class boundaries snapped to the image's edges by the guided filter (the network's own labels
+with `--no-guided-filter`; `--device auto` for a quick look on a GPU).
 Results go to benchmarks/results/cross-camera.json (`--results`), keyed by weights reference.
 """
 
@@ -131,12 +132,16 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--device", default="cpu", help="cpu (the published figures), cuda or auto")
     parser.add_argument("--short-side", type=int, help="as `segrefine eval --short-side` (default: the model's own)")
+    parser.add_argument("--no-guided-filter", dest="guided_filter", action="store_false",
+                        help="as `segrefine eval --no-guided-filter`: the network's own labels")
     args = parser.parse_args()
-    options = InferenceOptions(short_side=args.short_side)
+    options = InferenceOptions(short_side=args.short_side, guided_filter=args.guided_filter)
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     for weights in args.weights:
         row = scores(weights, args.camvid_root, args.shared, args.device, options)
-        name = weights if args.short_side is None else f"{weights} --short-side {args.short_side}"
+        flags = ([f"--short-side {args.short_side}"] if args.short_side is not None else []) + (
+            [] if args.guided_filter else ["--no-guided-filter"])
+        name = " ".join([weights, *flags])
         print_table(name, row)
         results[name] = row
     args.results.parent.mkdir(parents=True, exist_ok=True)

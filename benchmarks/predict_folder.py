@@ -47,13 +47,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--short-side", type=int, default=None, help="as predict's --short-side (default: the model's)")
     parser.add_argument("--no-bf16", action="store_true", help="leave out bf16 (slow on CPUs without bf16 arithmetic)")
+    parser.add_argument("--no-guided-filter", dest="guided_filter", action="store_false",
+                        help="as predict's --no-guided-filter: the network's own labels")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = {"torch fp32": dict(ref=args.weights)}
     runs |= {} if args.no_bf16 else {"torch bf16": dict(ref=args.weights, precision="bf16")}
     runs |= {f"onnxruntime {Path(path).name}": dict(ref=path) for path in args.onnx}
-    runs = {name: {**settings, "short_side": args.short_side} for name, settings in runs.items()}
+    runs = {name: {**settings, "short_side": args.short_side, "guided_filter": args.guided_filter}
+            for name, settings in runs.items()}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         images = args.folder
         if images is None:

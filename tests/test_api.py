@@ -150,28 +150,31 @@ def _varied_model():
     return model
 
 
-def _labels_before(model, image):
-    """Labels as the predictor computed them before its device pipeline: float logits, argmax on the host."""
+def _labels_before(model, image, guided_filter=True):
+    """Labels as the predictor computed them before its device pipeline: float logits (through `predict_logits`
+    where the guided filter is on), argmax on the host."""
     from segrefine.data.transforms import normalize
-    from segrefine.engine.inference import class_labels
+    from segrefine.engine.inference import class_labels, predict_logits
 
     with torch.inference_mode():
-        logits = model(normalize(torch.from_numpy(image)[None].permute(0, 3, 1, 2)))
+        x = normalize(torch.from_numpy(image)[None].permute(0, 3, 1, 2))
+        logits = predict_logits(model, x, num_classes=5) if guided_filter else model(x)
     return class_labels(logits.float()).to(torch.uint8)[0].numpy()
 
 
+@pytest.mark.parametrize("guided_filter", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_device_pipeline_keeps_the_labels(precision):
+def test_device_pipeline_keeps_the_labels(precision, guided_filter):
     """uint8 upload, normalisation and argmax on the device, bf16 logits without a float copy: the same labels."""
     from segrefine.engine.backends import Autocast
 
     model = Autocast(_varied_model()) if precision == "bf16" else _varied_model()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, size, dtype=np.uint8) for size in ((64, 96, 3), (48, 64, 3), (64, 96, 3))]
-    predictor = Predictor(model, {"model": {"num_classes": 5}}, torch.device("cpu"))
+    predictor = Predictor(model, {"model": {"num_classes": 5}}, torch.device("cpu"), guided_filter=guided_filter)
     for image, label in zip(images, predictor.predict_batch(images)):
         assert label.dtype == np.uint8 and len(np.unique(label)) > 1
-        np.testing.assert_array_equal(label, _labels_before(model, image))
+        np.testing.assert_array_equal(label, _labels_before(model, image, guided_filter))
 
 
 def test_compiled_step_gives_the_same_labels(monkeypatch):

@@ -145,3 +145,11 @@ def test_short_side_is_reported_and_runs_the_images_at_it(checkpoint, cli):
     assert same["short_side"] == 64 and same["mIoU"] == native["mIoU"]  # 64×96 already: nothing resampled
     halved = _json(cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json", "--short-side", "32"))
     assert halved["short_side"] == 32 and halved["per_class"] != native["per_class"]
+
+
+def test_the_guided_filter_is_reported_and_can_be_turned_off(checkpoint, cli):
+    on = _json(cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json"))
+    off = cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json", "--no-guided-filter")
+    assert on["guided_filter"] is True and _json(off)["guided_filter"] is False
+    assert _json(off)["per_class"] != on["per_class"]
+    assert "no guided filter" in cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--no-guided-filter").stdout

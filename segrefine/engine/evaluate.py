@@ -36,7 +36,7 @@ from segrefine.engine import distributed
 from segrefine.engine.backends import for_inference
 from segrefine.engine.device import model_device, resolve_device
 from segrefine.engine.inference import (
-    InferenceOptions, at_model_scale, class_labels, inference_options, predict_logits,
+    InferenceOptions, at_model_scale, class_labels, inference_options, predict_probs,
 )  # fmt: skip
 from segrefine.engine.progress import progress_bar
 from segrefine.engine.metrics import BOUNDARY_RATIO, SegmentationMetrics, summary
@@ -242,7 +242,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Scores (fractions in [0, 1]) of `model` on every image of `dataset`, plus num_images, mode and options.
 
-    `options` (or its fields as keywords) are those of `predict_logits`, with `batch_size` images per forward pass
+    `options` (or its fields as keywords) are those of `predict_probs`, with `batch_size` images per forward pass
     (default 1); horizontal flip swaps `meta.flip_pairs`. Logits are resized
     to the label size before the argmax. `device` defaults to the model's; the model is moved there, run in eval
     mode and put back into the mode it was in. `save_predictions` writes one train-id PNG per image (see
@@ -264,12 +264,12 @@ def evaluate_model(
                 images = torch.stack([s["image"] for s in run]).to(device, non_blocking=True)
                 if images.dtype == torch.uint8:
                     images = normalize(images)
-                logits = predict_logits(
+                probs = predict_probs(
                     model, images, options, num_classes=meta.num_classes, flip_pairs=meta.flip_pairs,
                     out_size=run[0]["label"].shape[-2:],
                 )  # fmt: skip
-                preds = class_labels(logits)
-                del logits, images
+                preds = class_labels(probs)
+                del probs, images
                 for sample, pred in zip(run, preds):
                     if writer is not None:
                         writer.write(sample["name"], pred)
@@ -293,6 +293,7 @@ def evaluate_model(
         "crop": list(options.crop) if options.crop is not None else None,
         "stride": list(options.stride) if options.stride is not None else None,
         "short_side": options.short_side or None,
+        "guided_filter": options.guided_filter,
         "unit": UNIT,
     }
 
@@ -367,7 +368,7 @@ def evaluate(
     map (`cityscapes:camvid`, either way round) or a JSON file {"finer class": "coarser class" or null}; scores
     are then in the coarser classes. `limit` scores only the first N images. `on_message` receives the
     line naming the model, `on_warning` any warning. `options` (or its fields as keywords: `mode`, `crop`,
-    `stride`, `scales`, `flip`, `short_side`, `batch_size`, `backend`, `precision`) say how the model runs;
+    `stride`, `scales`, `flip`, `short_side`, `guided_filter`, `batch_size`, `backend`, `precision`) say how the model runs;
     `short_side` defaults to the side of the model's training images. Under torchrun every process calls this and
     gets the report.
     """
@@ -378,7 +379,7 @@ def evaluate(
     how = replace(options, batch_size=options.batch_size or 1, backend=None, precision=InferenceOptions.precision)
     if predictions is not None and (how != InferenceOptions(batch_size=1) or save_predictions):
         raise SettingError(
-            "`mode`, `crop`, `stride`, `scales`, `flip`, `short_side`, `batch_size` and `save_predictions` apply only "
+            "`mode`, `crop`, `stride`, `scales`, `flip`, `short_side`, `guided_filter`, `batch_size` and `save_predictions` apply only "
             "with `weights`, not with `predictions`"
         )
     if limit is not None and limit < 1:

@@ -1,9 +1,10 @@
 """Test-time inference modes: whole image or sliding window, multi-scale, horizontal flip.
 
 Within one pass (one scale, one flip state) the logits of overlapping sliding windows are averaged. Across passes
-the softmax probabilities are averaged (the mmsegmentation test-time-augmentation convention), and
-`predict_logits` always returns the log of the averaged probabilities: valid logits (their softmax is the averaged
-probability, their argmax the prediction) whatever the number of passes.
+the softmax probabilities are averaged (the mmsegmentation test-time-augmentation convention), then the guided filter
+snaps the class boundaries to the image's edges (`segrefine.engine.guided`). `predict_probs` returns these
+probabilities; `predict_logits` their log: valid logits (their softmax is the probability, their argmax the
+prediction) whatever the number of passes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segrefine.data import dataset_meta
+from segrefine.engine.guided import guided_probs
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub.onnx import OnnxModel
 
-__all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "at_model_scale", "check_runtime", "check_scales", "inference_options", "predict_logits"]
+__all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "at_model_scale", "check_runtime", "check_scales", "inference_options", "predict_logits", "predict_probs"]
 
 MODES = ("whole", "slide")
 BACKENDS = ("torch", "onnxruntime")
@@ -50,6 +52,7 @@ class InferenceOptions:
     backend: str | None = field(default=None, metadata={"help": "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first).", "choices": BACKENDS})
     compile: bool = field(default=False, metadata={"help": "torch.compile the prediction step once per image size (CUDA graphs on CUDA)."})
     short_side: int | None = field(default=None, metadata={"help": "Resize each image so that its shorter side has this many pixels before inference; labels come back at full size (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
+    guided_filter: bool = field(default=True, metadata={"help": "Snap class boundaries to the image's edges (a guided filter of the class probabilities at full size), so thin objects keep their width."})
 
     def __post_init__(self) -> None:
         # Sequences from callers (lists, numpy) become tuples, so that options compare and hash by value.
@@ -81,7 +84,7 @@ class InferenceOptions:
     @property
     def single_pass(self) -> bool:
         """One forward pass of the whole image: its largest logit is the prediction."""
-        return self.mode == "whole" and self.scales == (1.0,) and not self.flip
+        return self.mode == "whole" and self.scales == (1.0,) and not self.flip and not self.guided_filter
 
     def input_size(self, height: int, width: int) -> Size:
         """The size an H×W image runs at (before `scales`): its shorter side brought to `short_side`."""
@@ -189,7 +192,16 @@ def class_labels(logits: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(
+def predict_logits(model: nn.Module, images: Tensor, options: InferenceOptions | None = None, **kwargs: Any) -> Tensor:
+    """B×K×H×W logits, the log of `predict_probs` (the same arguments): valid logits whatever the number of passes."""
+    probs = predict_probs(model, images, options, **kwargs)
+    # Clamp so that a probability that underflowed to 0 (or that the guided filter overshot below it) gives a large
+    # negative logit, not -inf or NaN.
+    return probs.clamp_min_(torch.finfo(probs.dtype).tiny).log_()
+
+
+@torch.inference_mode()
+def predict_probs(
     model: nn.Module,
     images: Tensor,
     options: InferenceOptions | None = None,
@@ -199,14 +211,15 @@ def predict_logits(
     out_size: Size | None = None,
     **settings: Any,
 ) -> Tensor:
-    """B×K×H×W logits (log of averaged probabilities) for normalised B×3×H×W `images`.
+    """B×K×H×W class probabilities for normalised B×3×H×W `images`, averaged over the inference passes.
 
     `model` must be in eval mode and return B×K×h×w logits for a B×3×h×w input. `options` (or its fields as
-    keywords: `mode`, `crop`, `stride`, `scales`, `flip`) say how: `mode="slide"` runs windows of `crop` (height,
-    width) every `stride` (default: two thirds of the crop). Each of `scales` resizes the image bilinearly before
-    inference, after `short_side` brought the image's shorter side to it (antialiased when shrinking); with `flip`
-    every scale also runs on the mirrored image, whose logits are mirrored back with the channels of each of
-    `flip_pairs` swapped. The result is resized to `out_size` (default: the input size).
+    keywords: `mode`, `crop`, `stride`, `scales`, `flip`, `short_side`, `guided_filter`) say how: `mode="slide"` runs
+    windows of `crop` (height, width) every `stride` (default: two thirds of the crop). Each of `scales` resizes the
+    image bilinearly before inference, after `short_side` brought the image's shorter side to it (antialiased when
+    shrinking); with `flip` every scale also runs on the mirrored image, whose logits are mirrored back with the
+    channels of each of `flip_pairs` swapped. The result is resized to `out_size` (default: the input size), where
+    `guided_filter` refines the averaged probabilities along the edges of `images` (`segrefine.engine.guided`).
     """
     if images.dim() != 4:
         raise ValueError(f"expected B×3×H×W images, got {tuple(images.shape)}")
@@ -225,6 +238,7 @@ def predict_logits(
         return _forward(model, x, num_classes)
 
     base = options.input_size(height, width)
+    guide = images
     if base != (height, width):
         images = resized(images, base)
     probs = None
@@ -242,5 +256,5 @@ def predict_logits(
             p = logits.float().softmax(1)
             probs = p if probs is None else probs.add_(p)
             passes += 1
-    # Clamp so that a probability that underflowed to 0 gives a large negative logit, not -inf.
-    return probs.div_(passes).clamp_min_(torch.finfo(probs.dtype).tiny).log_()
+    probs = probs.div_(passes)
+    return guided_probs(probs, guide, base) if options.guided_filter else probs

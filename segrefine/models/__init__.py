@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from segrefine.models.config import CRM_MODES, OUTPUT_STRIDE, SRM_KERNELS, SRM_MASKS, SRM_MODES, ModelConfig
+from segrefine.models.config import CRM_MODES, LABEL_STRIDE, OUTPUT_STRIDE, SRM_KERNELS, SRM_MASKS, SRM_MODES, ModelConfig
 from segrefine.models.fold import fold_batchnorm
 from segrefine.models.registry import VARIANTS
 from segrefine.models.segmenter import SegRefineNet
 
 
-__all__ = ["ModelConfig", "OUTPUT_STRIDE", "SegRefineNet", "VARIANTS", "SRM_MODES", "SRM_MASKS", "SRM_KERNELS", "CRM_MODES", "fold_batchnorm"]
+__all__ = ["ModelConfig", "LABEL_STRIDE", "OUTPUT_STRIDE", "SegRefineNet", "VARIANTS", "SRM_MODES", "SRM_MASKS", "SRM_KERNELS", "CRM_MODES", "fold_batchnorm"]

@@ -12,6 +12,7 @@ SRM_MODES = ("bilinear", "flow", "full")
 SRM_MASKS = ("softmax", "sigmoid")
 SRM_KERNELS = (1, 3, 5)
 CRM_MODES = ("off", "gate", "attention")
+LABEL_STRIDE = 4  # the logits' grid: the finest decoder level (c2) is 1/4 of the input
 OUTPUT_STRIDE = 32  # the coarsest backbone stage (c5) is 1/32 of the input: smaller inputs leave it one pixel
 
 
