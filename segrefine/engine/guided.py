@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from segrefine.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segrefine.data.transforms import denormalize
 from segrefine.models import LABEL_STRIDE
 
 __all__ = ["EPS", "guided_filter", "guided_probs"]
@@ -38,14 +38,13 @@ def guided_filter(guide: Tensor, src: Tensor, grid: tuple[int, int], eps: float 
     a = (_box(guide_low * src_low) - mean_g * mean_s) / (var_g + eps)
     b = mean_s - a * mean_g
     a, b = (F.interpolate(_box(x), size=size, mode="bilinear", align_corners=False) for x in (a, b))
-    return a * guide + b
+    return a.mul_(guide).add_(b)
 
 
 def guided_probs(probs: Tensor, images: Tensor, net_size: tuple[int, int]) -> Tensor:
     """B×K×H×W class probabilities refined along the edges of the normalised B×3×h×w `images` (resized to H×W),
     for a network that ran on `net_size` inputs."""
-    mean, std = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1), images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    gray = (images.float() * std + mean).mean(1, keepdim=True)
+    gray = denormalize(images.float()).float().mean(1, keepdim=True).div_(255.0)
     if gray.shape[-2:] != probs.shape[-2:]:
         gray = F.interpolate(gray, size=probs.shape[-2:], mode="bilinear", align_corners=False)
     grid = (max(1, round(net_size[0] / LABEL_STRIDE)), max(1, round(net_size[1] / LABEL_STRIDE)))

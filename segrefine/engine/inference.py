@@ -52,7 +52,7 @@ class InferenceOptions:
     backend: str | None = field(default=None, metadata={"help": "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first).", "choices": BACKENDS})
     compile: bool = field(default=False, metadata={"help": "torch.compile the prediction step once per image size (CUDA graphs on CUDA)."})
     short_side: int | None = field(default=None, metadata={"help": "Resize each image so that its shorter side has this many pixels before inference; labels come back at full size (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
-    guided_filter: bool = field(default=True, metadata={"help": "Snap class boundaries to the image's edges (a guided filter of the class probabilities at full size), so thin objects keep their width."})
+    guided_filter: bool = field(default=True, metadata={"help": "Snap class boundaries to the image's edges (a guided filter of the class probabilities at full size), so that thin objects are not drawn a label-grid cell too wide."})
 
     def __post_init__(self) -> None:
         # Sequences from callers (lists, numpy) become tuples, so that options compare and hash by value.
