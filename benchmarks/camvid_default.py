@@ -354,7 +354,8 @@ def cross_camera_line(cameras: dict) -> str:
     """The other cameras' figures in one sentence."""
     sets = [f"{name} ({entry['images']} frame{'s' if entry['images'] > 1 else ''}) {100 * entry['mIoU']:.1f}%" for name, entry in cameras.items() if "mIoU" in entry]
     text = ("Other cameras, scored in CamVid's classes through the cityscapes:camvid class map, each photo resized to "
-            "CamVid's 360-pixel shorter side as `predict` and `eval` do by default, mIoU: " + ", ".join(sets))
+            "CamVid's 360-pixel shorter side and the guided filter on, as `predict` and `eval` do by default, mIoU: "
+            + ", ".join(sets))
     photo = street_photo_line(cameras)  # it names the command itself
     return f"{text}. {photo}" if photo else f"{text} (`python benchmarks/cross_camera.py`)."
 
@@ -396,7 +397,7 @@ def readme_summary(name: str, report: dict, cameras: dict, stages: list[dict], t
     return (
         f"**The shipped model**, `{name}`: `lite` ({flops.params / 1e6:.2f} M parameters, {flops.gmacs:.1f} GMACs at "
         f"360×480), trained in {len(stages)} stages: {steps} (`python benchmarks/camvid_default.py --train ...`). "
-        f"CamVid val (101 frames, whole image, single scale): **mIoU {100 * report['mIoU']:.1f}%**, "
+        f"CamVid val (101 frames, whole image, single scale, guided filter): **mIoU {100 * report['mIoU']:.1f}%**, "
         f"boundary mIoU {100 * report['boundary_mIoU']:.1f}%, pixel accuracy {100 * report['aAcc']:.1f}%.{held_out} "
         f"{cross_camera_line(cameras)} Per class on CamVid val (IoU %): {classes}."
     )
@@ -479,8 +480,9 @@ rows of a longer schedule beside them (the README's ablation section).{during}
 A model trained on one camera learns that camera's colour rendering: stage 1 alone labels the asphalt of a Cityscapes
 photo as Tree. Scored on every labelled frame from other cameras this project holds, in CamVid's 11 classes through
 the built-in `cityscapes:camvid` class map (`segrefine eval --dataset kitti --class-map cityscapes:camvid`; terrain,
-which CamVid has no class for, ignored), each photo first resized to CamVid's 360-pixel shorter side (the default of
-`eval` and `predict`; `--short-side 0` scores each at its own size), %:
+which CamVid has no class for, ignored), each photo first resized to CamVid's 360-pixel shorter side and the class
+boundaries snapped to its edges by the guided filter (the defaults of `eval` and `predict`; `--short-side 0` scores each
+at its own size), %:
 
 | frames | images | mIoU | boundary mIoU |
 |---|---|---|---|

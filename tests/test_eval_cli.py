@@ -152,4 +152,5 @@ def test_the_guided_filter_is_reported_and_can_be_turned_off(checkpoint, cli):
     off = cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--json", "--no-guided-filter")
     assert on["guided_filter"] is True and _json(off)["guided_filter"] is False
     assert _json(off)["per_class"] != on["per_class"]
-    assert "no guided filter" in cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--no-guided-filter").stdout
+    assert "whole, guided filter" in cli("eval", *TOY_OPTIONS, "--weights", checkpoint).stdout
+    assert "guided filter" not in cli("eval", *TOY_OPTIONS, "--weights", checkpoint, "--no-guided-filter").stdout

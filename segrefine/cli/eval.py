@@ -29,7 +29,7 @@ def _fraction(x: float | None) -> str:
 
 
 def _describe_mode(report: dict[str, Any]) -> str:
-    """e.g. "slide 512x1024 stride 341x682, scales 0.5,1,1.5, flip, no guided filter"."""
+    """e.g. "slide 512x1024 stride 341x682, scales 0.5,1,1.5, flip, guided filter"."""
     words = [report["mode"]]
     if report.get("crop") is not None:
         words.append("x".join(map(str, report["crop"])))
@@ -39,7 +39,7 @@ def _describe_mode(report: dict[str, Any]) -> str:
     if report.get("scales", [1.0]) != [1.0]:
         text += ", scales " + ",".join(f"{s:g}" for s in report["scales"])
     text += ", flip" if report.get("flip") else ""
-    return text + (", no guided filter" if report.get("guided_filter") is False else "")
+    return text + (", guided filter" if report.get("guided_filter") else "")
 
 
 def _print_tables(report: dict[str, Any], title: str) -> None:
