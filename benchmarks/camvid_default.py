@@ -28,6 +28,9 @@ It evaluates the run's final checkpoint on CamVid val in fp32, stores the weight
 that file again on CamVid val and on the other cameras' frames under --shared (benchmarks/cross_camera.py; the numbers
 shipped are those of the fp16 file), writes config.json (with every stage's command, machine and time) and the model
 card, and puts the entry (sha256, metrics) into weights/zoo.json as the default for segmentation and for camvid.
+Every score is taken as `segrefine eval` takes it (the guided filter on), except the fp32-vs-fp16 comparison, which
+scores the network's own labels. `--rescore` does the same for the model already in weights/<name>/ from its recorded
+stages, without the training runs (the held-out twin's run is needed again for a model that trained on val).
 """
 
 from __future__ import annotations
@@ -215,11 +218,13 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="first train the stages (resuming any started run)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the packaged weights/NAME again as `eval` and `predict` now run it, keeping its "
-                             "recorded stages (no training runs needed)")
+                             "recorded stages (only the held-out twin's run is needed, where there is one)")
     parser.add_argument("--name", default="lite-camvid")
     args = parser.parse_args()
     if args.rescore == (args.run is not None) or (args.run is not None and args.base is None):
         parser.error("give --run and --base (package a run), or --rescore (score the packaged model again)")
+    if args.rescore and (args.train or args.base is not None):
+        parser.error("--rescore scores the packaged model as it is: no --train, no --base")
 
     if args.train:
         if not (args.base / CONFIG_NAME).is_file() or (args.base / "log.jsonl").is_file():
@@ -244,7 +249,7 @@ def main() -> None:
                 "camvid_val": scores(evaluate_model(twin_model, val, meta, device="cpu", progress=False))}
         print(f"held-out twin:   val mIoU {twin['camvid_val']['mIoU']:.4f}")
     elif trained_on_val(packaged.stages):
-        print("warning: no --held-out-twin: the card gives no held-out CamVid val score", file=sys.stderr)
+        sys.exit("--held-out-twin is needed: the last stage trained on val, and the card gives the twin's val score")
 
     shipped, _ = load_model(folder, "cpu")
     start = time.perf_counter()

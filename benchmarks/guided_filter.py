@@ -84,9 +84,10 @@ def print_tables(results: dict) -> None:
     if results["seeds"]:
         rows = [r for seed, scores in enumerate(results["seeds"].values()) for r in ablation_rows(seed, scores)]
         print("\n" + paired_table(rows, *ROWS))
-        bands = {row: statistics.fmean(s[row]["street-photo"]["sky_band_sky"] for s in results["seeds"].values())
-                 for row in ROWS}  # fmt: skip
-        print("\nsky band → Sky, mean of the seeds: " + ", ".join(f"{row} {100 * v:.1f}%" for row, v in bands.items()))
+        photos = [s for s in results["seeds"].values() if "street-photo" in s["guided filter"]]
+        if photos:
+            bands = {row: statistics.fmean(s[row]["street-photo"]["sky_band_sky"] for s in photos) for row in ROWS}
+            print("\nsky band → Sky, mean of the seeds: " + ", ".join(f"{row} {100 * v:.1f}%" for row, v in bands.items()))
     for size, ms in results.get("ms", {}).items():
         print(f"\n{size}: softmax {ms['softmax']} ms, guided filter {ms['guided filter']} ms")
 
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--time", action="store_true", help="also time the filter (nothing else running)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if not args.weights and not args.seeds:
+        parser.error("give --weights or --seeds")
     results = {
         "models": {w: both_scores(w, args.camvid_root, args.shared) for w in args.weights},
         "seeds": {str(run): both_scores(str(run / "checkpoints" / "last"), args.camvid_root, args.shared)

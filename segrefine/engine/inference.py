@@ -3,8 +3,8 @@
 Within one pass (one scale, one flip state) the logits of overlapping sliding windows are averaged. Across passes
 the softmax probabilities are averaged (the mmsegmentation test-time-augmentation convention), then the guided filter
 snaps the class boundaries to the image's edges (`segrefine.engine.guided`). `predict_probs` returns these
-probabilities; `predict_logits` their log: valid logits (their softmax is the probability, their argmax the
-prediction) whatever the number of passes.
+probabilities (each pixel's sum to one; the filter's linear fit may overshoot [0, 1] slightly); `predict_logits`
+their log, clamped from below: valid logits (their argmax the prediction) whatever the number of passes.
 """
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ def load(
     """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name,
     a Hub repo id `owner/name[@revision]` or an exported .onnx file; without `ref`, the registry's default checkpoint
     for segmentation. `options` (or its fields as keywords: `mode`, `crop`, `stride`, `scales`, `flip`,
-    `batch_size`, `backend`, `precision`, `compile`) say how it runs; `backend` and `precision` are those of
+    `short_side`, `guided_filter`, `batch_size`, `backend`, `precision`, `compile`) say how it runs; `backend` and `precision` are those of
     `segrefine.engine.backends.for_inference`, `compile` compiles the prediction step for each input size (worth it
     for many images of one size).
     """

@@ -113,6 +113,6 @@ def predict_labels(
     model: torch.nn.Module, image: Tensor, options: InferenceOptions | None = None, *, num_classes: int, **settings: Any
 ) -> Tensor:
     """H×W train ids of one uint8 3×H×W image; `options` (or its fields as keywords), `flip_pairs` and `out_size` are
-    those of `predict_probs` (default: one whole-image pass at the image's size)."""
+    those of `predict_probs` (default: one whole-image pass at the image's size, then the guided filter)."""
     x = normalize(image[None].to(model_device(model)))
     return class_labels(predict_probs(model, x, options, num_classes=num_classes, **settings))[0].cpu()
