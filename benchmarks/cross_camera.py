@@ -103,7 +103,8 @@ def model_scores(
     options = at_model_scale(options, config)
     camvid = build_dataset("camvid", camvid_root, "val")
     report = evaluate_model(model, camvid, dataset_meta("camvid"), options=options, progress=False)
-    val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"]}
+    val = {"mIoU": report["mIoU"], "boundary_mIoU": report["boundary_mIoU"], "images": report["num_images"],
+           "per_class": {c: s["iou"] for c, s in report["per_class"].items()}}  # fmt: skip
     return {"camvid-val": val, **model_other_camera_scores(model, config, shared, options)}
 
 

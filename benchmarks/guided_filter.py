@@ -5,7 +5,8 @@ own labels, `--no-guided-filter`), paired differences over seeds, and its cost.
         --weights lite-camvid --seeds runs/ablation/photometric-camera-scale2-seed{0,1,2,3,4,5}
 
 Scores as benchmarks/cross_camera.py gives them (CamVid val, the other cameras' frames, the street photo), every image
-at the model's own scale, whole image, single scale, fp32 on the CPU. `--weights` rows each get both scores; the
+at the model's own scale, whole image, single scale, fp32 on the CPU. `--weights` rows each get both scores, and one
+more per `--fit-stride` (the filter's fits made on cells of that many input pixels instead of `FIT_STRIDE`'s); the
 `--seeds` runs (checkpoints/last of each, one training seed each) give the paired difference, filter minus none, with
 a 95% t interval. `--time` adds the filter's milliseconds per image beside the softmax it follows (run it alone).
 Results go to benchmarks/results/guided-filter.json.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from segrefine.engine import guided
 from segrefine.engine.guided import guided_probs
 from segrefine.engine.inference import InferenceOptions
 from segrefine.hub import load_model
@@ -37,11 +39,20 @@ ROWS = {"guided filter": True, "network alone": False}
 TIMED = (((512, 1024), (360, 720), 11), ((1024, 2048), (360, 720), 19))
 
 
-def both_scores(weights: str, camvid_root: Path, shared: Path) -> dict[str, dict]:
-    """`cross_camera.scores` of one model with and without the filter."""
+def both_scores(weights: str, camvid_root: Path, shared: Path, fit_strides: tuple[int, ...] = ()) -> dict[str, dict]:
+    """`cross_camera.scores` of one model with and without the filter, and with the filter's fits on cells of each
+    of `fit_strides` input pixels."""
     model, config = load_model(weights, "cpu")
-    return {row: model_scores(model, config, camvid_root, shared, InferenceOptions(guided_filter=on))
+    rows = {row: model_scores(model, config, camvid_root, shared, InferenceOptions(guided_filter=on))
             for row, on in ROWS.items()}  # fmt: skip
+    shipped = guided.FIT_STRIDE
+    try:
+        for stride in fit_strides:
+            guided.FIT_STRIDE = stride  # read by guided_probs at each call
+            rows[f"guided filter, {stride}-pixel fit cells"] = model_scores(model, config, camvid_root, shared)
+    finally:
+        guided.FIT_STRIDE = shipped
+    return rows
 
 
 def ablation_rows(seed: int, scores: dict[str, dict]) -> list[dict]:
@@ -74,13 +85,15 @@ def filter_ms(repeats: int = 5) -> dict[str, dict[str, float]]:
 
 
 def print_tables(results: dict) -> None:
-    print("| model | row | CamVid val mIoU | boundary mIoU | " + " | ".join(results["cameras"]) + " | asphalt → Road | sky band → Sky |")
+    print("| model | row | CamVid val mIoU | boundary mIoU | Pole IoU | " + " | ".join(results["cameras"])
+          + " | asphalt → Road | sky band → Sky |")
     for weights, scores in results["models"].items():
         for row, s in scores.items():
             cameras = " | ".join(f"{100 * s[name]['mIoU']:.1f}" for name in results["cameras"])
-            photo = s.get("street-photo", {})
-            print(f"| {weights} | {row} | {100 * s['camvid-val']['mIoU']:.2f} | {100 * s['camvid-val']['boundary_mIoU']:.2f} | "
-                  f"{cameras} | {100 * photo.get('asphalt_road', float('nan')):.1f} | {100 * photo.get('sky_band_sky', float('nan')):.1f} |")
+            photo, val = s.get("street-photo", {}), s["camvid-val"]
+            print(f"| {weights} | {row} | {100 * val['mIoU']:.2f} | {100 * val['boundary_mIoU']:.2f} | "
+                  f"{100 * val['per_class']['Pole']:.1f} | {cameras} | {100 * photo.get('asphalt_road', float('nan')):.1f} | "
+                  f"{100 * photo.get('sky_band_sky', float('nan')):.1f} |")
     if results["seeds"]:
         rows = [r for seed, scores in enumerate(results["seeds"].values()) for r in ablation_rows(seed, scores)]
         print("\n" + paired_table(rows, *ROWS))
@@ -98,13 +111,15 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, required=True, help="folder of other cameras' labelled sets")
     parser.add_argument("--weights", nargs="*", default=["lite-camvid"], help="models scored with and without it")
     parser.add_argument("--seeds", nargs="*", type=Path, default=[], help="training runs that differ in seed only")
+    parser.add_argument("--fit-stride", type=int, nargs="*", default=[], help="more rows for --weights: fits on cells "
+                        f"of this many input pixels (the shipped filter: {guided.FIT_STRIDE})")
     parser.add_argument("--time", action="store_true", help="also time the filter (nothing else running)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not args.weights and not args.seeds:
         parser.error("give --weights or --seeds")
     results = {
-        "models": {w: both_scores(w, args.camvid_root, args.shared) for w in args.weights},
+        "models": {w: both_scores(w, args.camvid_root, args.shared, tuple(args.fit_stride)) for w in args.weights},
         "seeds": {str(run): both_scores(str(run / "checkpoints" / "last"), args.camvid_root, args.shared)
                   for run in args.seeds},
     }  # fmt: skip

@@ -192,7 +192,7 @@ def test_the_shipped_model_labels_another_cameras_street_as_road_and_sky(shared_
     road, sky = predictor.classes.index("Road"), predictor.classes.index("Sky")
     assert (label[300:430, 200:800] == road).mean() >= 0.9  # CamVid's camera alone learnt it as Tree: 0%
     # The band is crossed by a traffic-light arm (Pole), which the network's own labels draw one label-grid cell too
-    # thick (0.888 Sky); the guided filter trims it to the arm's edges (0.931).
+    # thick (0.888 Sky); the guided filter trims it to the arm's edges (0.925).
     assert (label[0:60, 480:640] == sky).mean() >= 0.9
 
 
