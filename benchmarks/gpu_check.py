@@ -7,7 +7,8 @@ that would pass the time budget are recorded as skipped):
   segmentation_models_pytorch), then on CUDA lite with the SRM's fused Triton warp (`srm.TRITON_WARP`, opt-in; the
   other network rows run with it off);
 - per module of lite (eager, batch 1, CUDA events; modules_ms in the JSON): backbone, CRM, each SRM, laterals, smooths, fusion, classifier;
-- the `Predictor` end to end (uint8 image in, labels on the host out) against the bare network, eager bf16;
+- the `Predictor` end to end (uint8 image in, labels on the host out) against the bare network, eager bf16: with the
+  network's own labels (the pipeline around the network), then with the guided filter `predict` applies by default;
 - torch.compile, batch 1: lite, smp FPN-R18, srm=bilinear + crm=off, lite with the Triton warp (on CUDA), then the
   compiled `Predictor` (CUDA graphs);
 - eager, batch 8, every network.
@@ -365,8 +366,9 @@ def _children(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
     return [(name, module)]
 
 
-def predictor_row(run: Run, compiled: bool, bare: dict[str, Any]) -> None:
-    """The Predictor end to end (uint8 in, labels out), batch 1, beside the bare network's rate."""
+def predictor_row(run: Run, compiled: bool, bare: dict[str, Any], guided_filter: bool = False) -> None:
+    """The Predictor end to end (uint8 in, labels out), batch 1, beside the bare network's rate: the network's own
+    labels (the pipeline around the network), or with the guided filter that `predict` applies by default."""
     from segrefine.engine.backends import Autocast
     from segrefine.engine.predictor import Predictor
 
@@ -374,7 +376,8 @@ def predictor_row(run: Run, compiled: bool, bare: dict[str, Any]) -> None:
 
     def measure() -> dict[str, Any]:
         model = build("lite", device)
-        predictor = Predictor(Autocast(model) if args.dtype == "bf16" else model, {"model": model.config.to_dict()}, device, batch_size=1, compile=compiled)
+        predictor = Predictor(Autocast(model) if args.dtype == "bf16" else model, {"model": model.config.to_dict()}, device,
+                              batch_size=1, compile=compiled, guided_filter=guided_filter)  # fmt: skip
         image = np.random.default_rng(0).integers(0, 256, (*args.hw, 3), dtype=np.uint8)
         ms = ms_per_call(lambda: predictor.predict(image), device, args.warmup, args.repeats)
         row = {"ms": round(ms, 3), "images_per_s": round(1000 / ms, 1)}
@@ -383,7 +386,8 @@ def predictor_row(run: Run, compiled: bool, bare: dict[str, Any]) -> None:
         return row
 
     mode = "compile" if compiled else "eager"
-    run.row({"network": "lite", "mode": f"Predictor {mode}", "batch": 1}, mode, measure)
+    label = f"Predictor {mode}" + (" + guided filter" if guided_filter else "")
+    run.row({"network": "lite", "mode": label, "batch": 1}, mode, measure)
 
 
 def benchmark(args: argparse.Namespace) -> int:
@@ -396,10 +400,12 @@ def benchmark(args: argparse.Namespace) -> int:
     triton = (TRITON,) if device.type == "cuda" else ()
     eager = {name: network_row(run, name, "eager", 1) for name in (*SWITCHES, FPN, *triton)}
     module_table(run)
-    predictor_row(run, False, eager["lite"])
+    for guided_filter in (False, True):
+        predictor_row(run, False, eager["lite"], guided_filter)
     if compile_rows:
         compiled = {name: network_row(run, name, "compile", 1) for name in (*COMPILED, *triton)}
-        predictor_row(run, True, compiled["lite"])
+        for guided_filter in (False, True):
+            predictor_row(run, True, compiled["lite"], guided_filter)
     for batch in args.batches:
         if batch != 1:
             for name in (*SWITCHES, FPN):

@@ -37,8 +37,8 @@ def test_smoke_run_on_cpu_writes_every_row(gpu_check, monkeypatch, tmp_path):
         # smp FPN-R18 may be missing; nothing else may fail or be left out within the budget
         assert "ms" in row or "modules_ms" in row or (row["network"] == gpu_check.FPN and "segmentation_models_pytorch" in row["error"]), row
     assert set(report["modules_ms"]) == set(gpu_check.MODULES) and all(v > 0 for v in report["modules_ms"].values())
-    predictor = next(r for r in report["rows"] if r["mode"] == "Predictor eager")
-    assert predictor["of_bare_network"] > 0
+    for mode in ("Predictor eager", "Predictor eager + guided filter"):
+        assert next(r for r in report["rows"] if r["mode"] == mode)["of_bare_network"] > 0
 
 
 def test_a_failing_row_is_recorded_and_the_rest_still_run(gpu_check, monkeypatch, tmp_path):
