@@ -55,7 +55,7 @@ from segrefine.engine.evaluate import evaluate_model
 from segrefine.engine.inference import InferenceOptions
 from segrefine.hub import build_model, load_model
 from segrefine.models import ModelConfig
-from segrefine.models.flops import count_flops
+from segrefine.hub.flops import count_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 from cross_camera import other_camera_scores as other_cameras  # noqa: E402

@@ -56,7 +56,7 @@ from segrefine.data.transforms import eval_transform
 from segrefine.engine.config import TrainConfig, resolve_config
 from segrefine.engine.evaluate import evaluate_model
 from segrefine.engine.inference import InferenceOptions
-from segrefine.models.flops import count_flops
+from segrefine.hub.flops import count_flops
 from segrefine.hub import CONFIG_NAME, RUN_LAST_DIR, WEIGHTS_NAME, load_model, model_card, save_checkpoint
 from segrefine.hub.registry import DEFAULT_TASK, ZOO_FILE
 

@@ -41,7 +41,7 @@ from segrefine.hub.onnx import OnnxModel, session
 from segrefine import build_model
 from segrefine.cli.options import parse_key_values
 from segrefine.models import fold_batchnorm
-from segrefine.models.flops import count_module_flops
+from segrefine.hub.flops import count_module_flops
 
 PATHS = ("eager", "channels-last", "compile", "bf16", "ort-fp32", "ort-int8", "smp-eager", "smp-channels-last", "smp-ort")
 PEAK_SIZE = 2048  # square fp32 matmul that measures the machine's peak

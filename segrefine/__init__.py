@@ -24,7 +24,7 @@ EXAMPLE_IMAGE = Path(__file__).with_name("example") / "camvid-street.png"
 # --help and --version) does not load torch.
 _EXPORTS = {
     "build_model": "segrefine.hub.pretrained",
-    "SegRefineModel": "segrefine.hub.checkpoint",
+    "SegRefineModel": "segrefine.hub.model",
     "ModelConfig": "segrefine.models.config",
     "load": "segrefine.engine.predictor",
     "Predictor": "segrefine.engine.predictor",

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from segrefine.models.flops import count_flops, count_module_flops
+from segrefine.hub.flops import count_flops, count_module_flops
 from segrefine.models import ModelConfig
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import segrefine.hub.checkpoint as checkpoint
+import segrefine.hub.model as hub_model
 import segrefine.hub.reference as reference
 import segrefine.hub.upload as upload
 from segrefine.errors import SegrefineError
@@ -86,7 +87,7 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 @pytest.fixture
 def tiny_models(monkeypatch):
     """Checkpoints rebuild as Tiny, and pushes count its parameters instead of running the FLOP counter."""
-    monkeypatch.setattr(checkpoint, "rebuild", tiny_rebuild)
+    monkeypatch.setattr(hub_model, "rebuild", tiny_rebuild)
     monkeypatch.setattr(upload, "_complexity", lambda config, size: SimpleNamespace(params=123_456, gmacs=1.5))
 
 
@@ -145,7 +146,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_tied_tensors_are_saved_once_and_restored(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "rebuild", tiny_rebuild)
+    monkeypatch.setattr(hub_model, "rebuild", tiny_rebuild)
     model = save_tiny(tmp_path, Tiny(TinyConfig(tied=True)))
     assert not any(k.startswith("head_copy.") for k in load_file(str(tmp_path / "model.safetensors")))
     loaded, _ = load_model(tmp_path)

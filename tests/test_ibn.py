@@ -10,7 +10,7 @@ from segrefine.data import dataset_meta
 from segrefine.hub import build_model, load_model, save_checkpoint
 from segrefine.models import ModelConfig
 from segrefine.models.backbone import IBN_STAGES, InstanceBatchNorm
-from segrefine.models.flops import count_flops
+from segrefine.hub.flops import count_flops
 from segrefine.models.fold import fold_batchnorm
 from trained_looking import trained_looking
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from segrefine.cli.options import flag_settings, parse_size, with_config_flags
 from segrefine.models import ModelConfig
-from segrefine.models.flops import count_flops
+from segrefine.hub.flops import count_flops
 
 _NOT_FLAGS = ("aux",)  # training-only: never counted
 

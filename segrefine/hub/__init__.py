@@ -2,17 +2,15 @@
 
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import (
-    SegRefineModel,
     checkpoint_config,
     class_mismatch,
     describe,
     load_backbone_weights,
-    load_model,
     load_state_dict_strict,
     load_weights_file,
-    rebuild,
     save_checkpoint,
 )
+from segrefine.hub.model import SegRefineModel, load_model, rebuild
 from segrefine.hub.files import (
     CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME, check_safetensors, load_state, read_config,
 )  # fmt: skip

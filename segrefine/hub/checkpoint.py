@@ -1,6 +1,4 @@
-"""Checkpoints on disk (`config.json` + `model.safetensors` in one folder, written atomically, loaded strictly), the
-network that saves, loads and publishes as one (`SegRefineModel`, a Hugging Face Hub model), and `load_model`, which
-every way of loading weights goes through."""
+"""Checkpoints on disk: `config.json` + `model.safetensors` in one folder, written atomically and loaded strictly."""
 
 from __future__ import annotations
 
@@ -11,26 +9,21 @@ from typing import Any
 
 import torch
 import safetensors.torch
-from huggingface_hub import ModelCard, ModelHubMixin
 from safetensors import SafetensorError
 from safetensors.torch import save_model
 from torch import Tensor, nn
 
-from segrefine.errors import SegrefineError, SettingError, one_line
-from segrefine.hub.card import model_card
-from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, read_config
-from segrefine.hub.onnx import is_onnx, load_onnx
-from segrefine.hub.reference import ResolvedWeights, pushing, resolve
+from segrefine.errors import SegrefineError, one_line
+from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME, check_safetensors
 from segrefine.imageio import atomic_write, write_json
 from segrefine.models.backbone import ResNetBackbone
 from segrefine.models.config import ModelConfig
-from segrefine.models.segmenter import SegRefineNet
 
 # The network's own switches and the version that wrote the file; every other entry of config.json is `info`.
-_OWN_KEYS = ("model", "segrefine_version")
+OWN_KEYS = ("model", "segrefine_version")
 # Entries of `info` that checkpoint_config takes by name; the others (train, provenance, ...) pass as extras.
-_NAMED = ("dataset", "classes", "palette", "flip_pairs", "metrics")
-_RESERVED_KEYS = _OWN_KEYS + _NAMED
+NAMED_INFO = ("dataset", "classes", "palette", "flip_pairs", "metrics")
+_RESERVED_KEYS = OWN_KEYS + NAMED_INFO
 
 
 def checkpoint_config(
@@ -146,95 +139,6 @@ def class_mismatch(ref: str | Path, config: Mapping[str, Any], dataset: str, cla
             f"dataset {dataset}'s ({shown})"
         )
     return None
-
-
-class SegRefineModel(
-    SegRefineNet,
-    ModelHubMixin,
-    library_name="segrefine",
-    pipeline_tag="image-segmentation",
-    tags=["segrefine", "semantic-segmentation"],
-):
-    """The network plus what its config.json records about the data it learned (`info`: dataset, classes, palette,
-    flip pairs, metrics, training settings); saves, loads and publishes as a Hub model folder."""
-
-    def __init__(self, config: ModelConfig, info: Mapping[str, Any] | None = None) -> None:
-        super().__init__(config)
-        self.info: dict[str, Any] = dict(info or {})
-
-    @property
-    def checkpoint_config(self) -> dict[str, Any]:
-        """The whole config.json of this model: its switches under "model", then `info`."""
-        return checkpoint_config(self.config, **self._checkpoint_info())
-
-    def _checkpoint_info(self) -> dict[str, Any]:
-        if not {"classes", "palette"} <= self.info.keys():
-            raise SettingError(
-                "saving a model needs its class names and palette: set `info` (e.g. model.info = {'dataset': ..., "
-                "'classes': [...], 'palette': [...]}); a model from from_pretrained or from training has them"
-            )
-        extra = {k: v for k, v in self.info.items() if k not in _NAMED}
-        return {"dataset": "", **{k: self.info[k] for k in _NAMED if k in self.info}, "extra": extra}
-
-    @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls,
-        ref: str | Path,
-        *,
-        revision: str | None = None,
-        token: str | None = None,
-        cache_dir: str | Path | None = None,
-        device: str | torch.device = "cpu",
-    ) -> "SegRefineModel":
-        """Load any weights reference (registry name, Hub id `owner/name[@revision]`, run or checkpoint folder,
-        .safetensors file) strictly, in eval mode on `device`."""
-        text = str(ref)
-        if revision is not None:
-            if "@" in text:
-                raise SegrefineError(f"give the revision once: {text!r} already names one, and `revision` is {revision!r}")
-            text = f"{text}@{revision}"
-        return load_checkpoint(resolve(text, token=token, cache_dir=cache_dir), device)[0]
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        save_checkpoint(self, save_directory, **self._checkpoint_info())
-
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        return ModelCard(model_card(self.checkpoint_config, **kwargs))
-
-    def push_to_hub(  # type: ignore[override]
-        self, repo_id: str, *, revision: str | None = None, token: str | None = None, private: bool | None = None,
-        **kwargs: Any,
-    ) -> str:
-        """The mixin's push (one commit of `save_pretrained`'s folder) to the branch `revision` (made when missing),
-        with `repo_id` on the card and failures in one line; returns the commit URL."""
-        kwargs["model_card_kwargs"] = {"repo_id": repo_id, **(kwargs.get("model_card_kwargs") or {})}
-        with pushing(repo_id, revision, token, private):
-            return super().push_to_hub(repo_id, branch=revision, token=token, private=private, **kwargs).commit_url
-
-
-def rebuild(config: Mapping[str, Any]) -> nn.Module:
-    """The (untrained) network that a config.json describes, with the rest of the config as its `info`."""
-    own = ModelConfig.from_dict(dict(config["model"]))
-    return SegRefineModel(own, {k: v for k, v in config.items() if k not in _OWN_KEYS})
-
-
-def load_checkpoint(weights: ResolvedWeights, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Build the network that resolved weights describe (`rebuild`) and load them strictly; returns (the network in
-    eval mode on `device`, its config.json)."""
-    config = read_config(weights.config_path)
-    model = rebuild(config)
-    load_weights_file(model, weights.weights_path, weights.ref)
-    return model.to(device).eval(), config
-
-
-def load_model(
-    ref: str | Path, device: str | torch.device = "cpu", *, token: str | None = None, cache_dir: str | Path | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load any weights reference (see `segrefine.hub.resolve`) strictly; returns (the network in eval mode on
-    `device`, its config.json). An exported .onnx file loads as a model that runs on onnxruntime (`segrefine.hub.onnx`)."""
-    if is_onnx(ref):
-        return load_onnx(ref, device)
-    return load_checkpoint(resolve(ref, token=token, cache_dir=cache_dir), device)
 
 
 def load_backbone_weights(backbone: ResNetBackbone, state: Mapping[str, Tensor], source: str) -> None:

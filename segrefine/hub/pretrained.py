@@ -12,7 +12,8 @@ import torch
 
 from segrefine.data.meta import DatasetMeta
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub.checkpoint import SegRefineModel, class_mismatch, load_model
+from segrefine.hub.checkpoint import class_mismatch
+from segrefine.hub.model import SegRefineModel, load_model
 from segrefine.hub.registry import default_model
 from segrefine.models.config import ModelConfig
 

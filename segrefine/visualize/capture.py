@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from segrefine.data.transforms import normalize
 from segrefine.engine.device import model_device
 from segrefine.errors import SegrefineError
-from segrefine.models.segmenter import LEVELS
+from segrefine.hub.model import LEVELS
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from segrefine.models.config import ModelConfig
-from segrefine.models.segmenter import SegRefineNet
+from segrefine.hub.model import SegRefineModel
 
 # What FlopCounterMode does not count in this network: cheap, memory-bound ops papers leave out too.
 UNCOUNTED = (
@@ -78,7 +78,7 @@ def count_flops(config: ModelConfig, size: tuple[int, int] = (1024, 2048)) -> Fl
     """Count the eval-mode network (auxiliary heads excluded) at batch 1 and the given H×W."""
     config = replace(config, aux=False)
     with torch.device("meta"):
-        model = SegRefineNet(config).eval()
+        model = SegRefineModel(config).eval()
         inputs = torch.empty(1, 3, *size)
     total, per_module = count_module_flops(model, inputs)
     params = sum(p.numel() for p in model.parameters())
