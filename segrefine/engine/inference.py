@@ -162,16 +162,13 @@ def _slide(model: nn.Module, images: Tensor, crop: Size, stride: Size, num_class
     return logits / count
 
 
-def _check_flip_pairs(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> None:
-    for pair in flip_pairs:
-        if len(pair) != 2 or not all(0 <= c < num_classes for c in pair):
-            raise SegrefineError(f"flip pair {tuple(pair)} is not two class ids in 0..{num_classes - 1}")
-
-
 def _flip_permutation(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> list[int]:
     """Channel order that swaps every (left, right) pair."""
     order = list(range(num_classes))
-    for a, b in flip_pairs:
+    for pair in flip_pairs:
+        if len(pair) != 2 or not all(0 <= c < num_classes for c in pair):
+            raise SegrefineError(f"flip pair {tuple(pair)} is not two class ids in 0..{num_classes - 1}")
+        a, b = pair
         order[a], order[b] = b, a
     return order
 
@@ -224,13 +221,12 @@ def predict_probs(
     if images.dim() != 4:
         raise ValueError(f"expected B×3×H×W images, got {tuple(images.shape)}")
     options = inference_options(options, settings)
-    _check_flip_pairs(flip_pairs, num_classes)
+    order = _flip_permutation(flip_pairs, num_classes)
     mode, crop, stride, scales, flip = options.mode, options.crop, options.stride, options.scales, options.flip
     height, width = images.shape[-2:]
     out_size = tuple(out_size) if out_size is not None else (height, width)
     if mode == "slide" and stride is None:
         stride = (max(1, 2 * crop[0] // 3), max(1, 2 * crop[1] // 3))
-    order = _flip_permutation(flip_pairs, num_classes)
 
     def run(x: Tensor) -> Tensor:
         if mode == "slide":
@@ -241,12 +237,12 @@ def predict_probs(
     guide = images
     if base != (height, width):
         images = resized(images, base)
+    flips = (False, True) if flip else (False,)
     probs = None
-    passes = 0
     for scale in scales:
         size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
         scaled = images if size == base else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        for flipped in (False, True) if flip else (False,):
+        for flipped in flips:
             if flipped:
                 logits = run(scaled.flip(-1)).flip(-1)[:, order]
             else:
@@ -255,6 +251,5 @@ def predict_probs(
                 logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
             p = logits.float().softmax(1)
             probs = p if probs is None else probs.add_(p)
-            passes += 1
-    probs = probs.div_(passes)
+    probs = probs.div_(len(scales) * len(flips))
     return guided_probs(probs, guide, base) if options.guided_filter else probs
