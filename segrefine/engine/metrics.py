@@ -179,15 +179,13 @@ class SegmentationMetrics:
         """Sum the counts of all torch.distributed processes into every process (in place; call once)."""
         if not current().distributed:
             return self
-        device = self._counts.device
         flat = torch.cat([self._counts.flatten(), self._boundary.flatten()])
         if dist.get_backend() == "nccl":
             flat = flat.cuda()
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat = flat.to(device)
-        n = self._counts.numel()
-        self._counts = flat[:n].view_as(self._counts).clone()
-        self._boundary = flat[n:].view_as(self._boundary).clone()
+        counts, boundary = flat.to(self._counts.device).split([self._counts.numel(), self._boundary.numel()])
+        self._counts = counts.view_as(self._counts).clone()
+        self._boundary = boundary.view_as(self._boundary).clone()
         return self
 
     def compute(self) -> MetricResult:
