@@ -47,20 +47,15 @@ class Autocast(nn.Module):
 
 def bf16_problem(device: torch.device) -> str | None:
     """Why `device` cannot run bf16 autocast usefully, or None."""
-    if device.type == "cpu" and not _cpu_has_bf16():
+    # Private, on purpose: torch has no public CPU bf16 check (torch.cuda.is_bf16_supported has no CPU twin), and
+    # this is the test oneDNN's own bf16 kernels make.
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "this CPU has no bf16 instructions (AVX-512 BF16 or AMX) that oneDNN uses"
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return f"{torch.cuda.get_device_name(device)} has no bf16 support"
     if device.type not in ("cpu", "cuda"):
         return f"bf16 autocast is supported here on CPU and CUDA only, not {device.type}"
     return None
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether oneDNN finds bf16 instructions on this CPU."""
-    # Private, on purpose: torch has no public CPU bf16 check (torch.cuda.is_bf16_supported has no CPU twin), and
-    # this is the test oneDNN's own bf16 kernels make.
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def cache_folder() -> Path:
@@ -126,10 +121,8 @@ def for_inference(
         raise SettingError("`backend` torch cannot run an exported .onnx file: pass the PyTorch checkpoint instead")
     if precision == "bf16" and (exported or backend == "onnxruntime"):
         raise SettingError("`precision` bf16 applies to the torch `backend` only (onnxruntime runs fp32 or int8 files)")
-    if precision == "bf16":
-        problem = bf16_problem(device)
-        if problem:
-            raise SettingError(f"`precision` bf16: {problem}")
+    if precision == "bf16" and (problem := bf16_problem(device)):
+        raise SettingError(f"`precision` bf16: {problem}")
     if backend == "onnxruntime" and not exported:
         return to_onnxruntime(model, device)
     if exported:

@@ -16,8 +16,9 @@ counted twice, and the counts are summed across processes before the scores are 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,20 +45,11 @@ from segrefine.imageio import read_label_map, write_image
 from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub import describe, load_for_dataset
 
-__all__ = [
-    "LABEL_IDS_DIR",
-    "UNIT",
-    "PredictionWriter",
-    "evaluate",
-    "evaluate_model",
-    "evaluate_predictions",
-]
+__all__ = ["LABEL_IDS_DIR", "UNIT", "PredictionWriter", "evaluate", "evaluate_model", "evaluate_predictions"]
 
 UNIT = "fraction"  # every score in every output is a fraction in [0, 1]
 LABEL_IDS_DIR = "labelIds"  # Cityscapes: subfolder of `save_predictions` with the official label-id encoding
 
-
-# --- writing predictions ---------------------------------------------------------------------------------------
 
 class PredictionWriter:
     """Writes `<folder>/<image file stem>.png` holding train ids; for Cityscapes also `<folder>/labelIds/<stem>.png`.
@@ -69,9 +61,7 @@ class PredictionWriter:
     def __init__(self, folder: str | Path, meta: DatasetMeta) -> None:
         self.folder = Path(folder)
         self.label_ids = self.folder / LABEL_IDS_DIR if meta.name == "cityscapes" else None
-        for path in (self.folder, self.label_ids):
-            if path is None:
-                continue
+        for path in filter(None, (self.folder, self.label_ids)):
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -84,29 +74,6 @@ class PredictionWriter:
         if self.label_ids is not None:
             write_image(self.label_ids / f"{name}.png", cityscapes.label_ids(train_ids))
 
-
-# --- reading predictions ---------------------------------------------------------------------------------------
-
-def _read_prediction(path: Path, label: Tensor, num_classes: int) -> np.ndarray | None:
-    """A saved H×W map of train ids (255 allowed: no class), checked against its label; None if the file is missing."""
-    if not path.is_file():
-        return None
-    pred = read_label_map(path, "prediction file", grey_rgb=False)  # what PredictionWriter writes, nothing else
-    height, width = label.shape[-2:]
-    if pred.shape != (height, width):
-        raise SegrefineError(
-            f"prediction file {path} is {pred.shape[0]}×{pred.shape[1]} but its label is {height}×{width} (H×W)"
-        )
-    bad = (pred >= num_classes) & (pred != IGNORE_INDEX)
-    if bad.any():
-        values = ", ".join(str(v) for v in np.unique(pred[bad])[:5])
-        raise SegrefineError(
-            f"prediction file {path} has values {values} outside the train ids 0..{num_classes - 1} (and 255)"
-        )
-    return pred
-
-
-# --- data loading ----------------------------------------------------------------------------------------------
 
 class _Samples(Dataset):
     """The items of `dataset`, each passed through `load`; a SegrefineError is returned, not raised.
@@ -130,27 +97,34 @@ class _Samples(Dataset):
             return e
 
 
-class _WithPrediction:
-    """Replaces a sample's image by its saved prediction (picklable, for DataLoader workers)."""
-
-    def __init__(self, folder: Path, num_classes: int) -> None:
-        self.folder = folder
-        self.num_classes = num_classes
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        del sample["image"]
-        sample["prediction"] = _read_prediction(self.folder / f"{sample['name']}.png", sample["label"], self.num_classes)
+def _with_prediction(folder: Path, num_classes: int, sample: dict[str, Any]) -> dict[str, Any]:
+    """`sample` with its image replaced by its saved H×W map of train ids (255 allowed: no class), checked against
+    its label; the prediction is None if the file is missing."""
+    del sample["image"]
+    path = folder / f"{sample['name']}.png"
+    if not path.is_file():
+        sample["prediction"] = None
         return sample
-
-
-def _as_list(batch: list[Any]) -> list[Any]:
-    return batch
+    pred = read_label_map(path, "prediction file", grey_rgb=False)  # what PredictionWriter writes, nothing else
+    height, width = sample["label"].shape[-2:]
+    if pred.shape != (height, width):
+        raise SegrefineError(
+            f"prediction file {path} is {pred.shape[0]}×{pred.shape[1]} but its label is {height}×{width} (H×W)"
+        )
+    bad = (pred >= num_classes) & (pred != IGNORE_INDEX)
+    if bad.any():
+        values = ", ".join(str(v) for v in np.unique(pred[bad])[:5])
+        raise SegrefineError(
+            f"prediction file {path} has values {values} outside the train ids 0..{num_classes - 1} (and 255)"
+        )
+    sample["prediction"] = pred
+    return sample
 
 
 def _loader(dataset: _Samples, batch_size: int, workers: int, device: torch.device) -> Iterator[list[dict[str, Any]]]:
     """Batches as lists of samples, in order; a SegrefineError a sample carries is raised here."""
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_as_list,
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=list,
         pin_memory=device.type == "cuda",
     )  # fmt: skip
     for batch in loader:
@@ -160,28 +134,9 @@ def _loader(dataset: _Samples, batch_size: int, workers: int, device: torch.devi
         yield batch
 
 
-def _same_size_runs(samples: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Consecutive samples whose images and labels have the same size (each run can be stacked)."""
-    run: list[dict[str, Any]] = []
-    for sample in samples:
-        if run and (
-            sample["image"].shape != run[0]["image"].shape or sample["label"].shape != run[0]["label"].shape
-        ):
-            yield run
-            run = []
-        run.append(sample)
-    if run:
-        yield run
-
-
-# --- the shared loop -------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr (stdout stays clean for --json) when it is a terminal; yields `advance()`."""
-    with progress_bar(description, enabled=enabled) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+def _size(sample: dict[str, Any]) -> tuple[torch.Size, torch.Size]:
+    """Samples of one image and label size can be stacked."""
+    return sample["image"].shape, sample["label"].shape
 
 
 def _score(
@@ -196,10 +151,12 @@ def _score(
 ) -> dict[str, Any]:
     """Accumulate (prediction, label) pairs into one confusion matrix on `device`; the summary of all processes."""
     metrics = SegmentationMetrics(meta.num_classes, boundary_ratio=boundary_ratio)
-    with _progress_bar(total, description, progress and distributed.current().is_main) as advance:
+    # The bar goes to stderr (stdout stays clean for --json), on a terminal only.
+    with progress_bar(description, enabled=progress and distributed.current().is_main) as bar:
+        task = bar.add_task(description, total=total)
         for pred, label in pairs:
             metrics.update(pred.to(device), label.to(device, non_blocking=True))
-            advance()
+            bar.advance(task)
     result = metrics.reduce().compute()
     return summary(result, meta.classes)
 
@@ -216,14 +173,6 @@ def model_meta(config: Mapping[str, Any]) -> DatasetMeta:
     palette = tuple(tuple(int(v) for v in color) for color in config["palette"])
     flip_pairs = tuple(tuple(int(v) for v in pair) for pair in config.get("flip_pairs") or ())
     return DatasetMeta(str(config.get("dataset") or "model"), tuple(config["classes"]), palette, flip_pairs=flip_pairs)
-
-
-def _check_classes(model: nn.Module, meta: DatasetMeta) -> None:
-    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
-    if num_classes is not None and num_classes != meta.num_classes:
-        raise SegrefineError(
-            f"the model predicts {num_classes} classes but dataset {meta.name} has {meta.num_classes} classes"
-        )
 
 
 def evaluate_model(
@@ -243,16 +192,19 @@ def evaluate_model(
     """Scores (fractions in [0, 1]) of `model` on every image of `dataset`, plus num_images, mode and options.
 
     `options` (or its fields as keywords) are those of `predict_probs`, with `batch_size` images per forward pass
-    (default 1); horizontal flip swaps `meta.flip_pairs`. Logits are resized
-    to the label size before the argmax. `device` defaults to the model's; the model is moved there, run in eval
-    mode and put back into the mode it was in. `save_predictions` writes one train-id PNG per image (see
-    `PredictionWriter`). `scoring` scores a model of other classes through a class map (`cross_taxonomy`); saved
-    predictions keep the model's classes. Under torch.distributed every process must call this; all get the same
-    result.
+    (default 1); horizontal flip swaps `meta.flip_pairs`. Logits are resized to the label size before the argmax.
+    `device` defaults to the model's; the model is moved there, run in eval mode and put back into the mode it was
+    in. `save_predictions` writes one train-id PNG per image (see `PredictionWriter`). `scoring` scores a model of
+    other classes through a class map (`cross_taxonomy`); saved predictions keep the model's classes. Under
+    torch.distributed every process must call this; all get the same result.
     """
     scoring = scoring or Scoring(meta, meta, meta)
     meta = scoring.model
-    _check_classes(model, meta)
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if num_classes is not None and num_classes != meta.num_classes:
+        raise SegrefineError(
+            f"the model predicts {num_classes} classes but dataset {meta.name} has {meta.num_classes} classes"
+        )
     options = inference_options(options, settings)
     device = resolve_device(device) if device is not None else model_device(model)
     writer = PredictionWriter(save_predictions, meta) if save_predictions is not None else None
@@ -260,7 +212,8 @@ def evaluate_model(
 
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:
         for batch in _loader(_Samples(shard), options.batch_size or 1, workers, device):
-            for run in _same_size_runs(batch):
+            for _, group in itertools.groupby(batch, key=_size):
+                run = list(group)
                 images = torch.stack([s["image"] for s in run]).to(device, non_blocking=True)
                 if images.dtype == torch.uint8:
                     images = normalize(images)
@@ -321,7 +274,7 @@ def evaluate_predictions(
     missing: list[str] = []
 
     def pairs() -> Iterator[tuple[Tensor, Tensor]]:
-        samples = _Samples(shard, _WithPrediction(folder, meta.num_classes))
+        samples = _Samples(shard, functools.partial(_with_prediction, folder, meta.num_classes))
         for batch in _loader(samples, 1, workers, device):
             for sample in batch:
                 if sample["prediction"] is None:
@@ -366,11 +319,10 @@ def evaluate(
     The report holds mIoU, mAcc, aAcc, fwIoU, boundary_mIoU, per_class, num_images, the inference options, and
     dataset, split and weights (or predictions). `class_map` scores a model trained on other classes: a built-in
     map (`cityscapes:camvid`, either way round) or a JSON file {"finer class": "coarser class" or null}; scores
-    are then in the coarser classes. `limit` scores only the first N images. `on_message` receives the
-    line naming the model, `on_warning` any warning. `options` (or its fields as keywords: `mode`, `crop`,
-    `stride`, `scales`, `flip`, `short_side`, `guided_filter`, `batch_size`, `backend`, `precision`) say how the model runs;
-    `short_side` defaults to the side of the model's training images. Under torchrun every process calls this and
-    gets the report.
+    are then in the coarser classes. `limit` scores only the first N images. `on_message` receives the line naming
+    the model, `on_warning` any warning. `options` (or the fields of `InferenceOptions` as keywords) say how the
+    model runs; `short_side` defaults to the side of the model's training images. Under torchrun every process
+    calls this and gets the report.
     """
     options = inference_options(options, settings)
     if weights is not None and predictions is not None:
@@ -393,15 +345,14 @@ def evaluate(
     if limit is not None:
         data = Subset(data, range(min(limit, len(data))))
     ctx = distributed.setup(run_device.type)
-    say = on_message if ctx.is_main else None
     try:
         if predictions is None:
             # Through a class map the model's classes need not be the dataset's: the map is checked instead.
             warn = on_warning if ctx.is_main else None
             model, config, ref = load_for_dataset(weights, meta if mapping is None else None, run_device, warn=warn)
             scoring = cross_taxonomy(mapping, model_meta(config), meta) if mapping is not None else None
-            if say is not None:
-                say(describe(ref, config))
+            if ctx.is_main and on_message is not None:
+                on_message(describe(ref, config))
             model = for_inference(model, run_device, backend=options.backend, precision=options.precision)
             options = at_model_scale(options, config, model)
             report = evaluate_model(

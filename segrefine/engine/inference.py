@@ -146,9 +146,11 @@ def _window_starts(length: int, crop: int, stride: int) -> list[int]:
     return [*range(0, length - crop, stride), length - crop]
 
 
-def _slide(model: nn.Module, images: Tensor, crop: Size, stride: Size, num_classes: int) -> Tensor:
-    """Logits from windows of `crop` every `stride`, averaged where they overlap."""
+def _slide(model: nn.Module, images: Tensor, crop: Size, stride: Size | None, num_classes: int) -> Tensor:
+    """Logits from windows of `crop` every `stride` (default: two thirds of the crop), averaged where they overlap."""
     batch, _, height, width = images.shape
+    if stride is None:
+        stride = (max(1, 2 * crop[0] // 3), max(1, 2 * crop[1] // 3))
     # A crop larger than the image shrinks to it, so no window sees padding.
     crop_h, crop_w = min(crop[0], height), min(crop[1], width)
     stride_h, stride_w = min(stride[0], crop_h), min(stride[1], crop_w)
@@ -162,16 +164,13 @@ def _slide(model: nn.Module, images: Tensor, crop: Size, stride: Size, num_class
     return logits / count
 
 
-def _check_flip_pairs(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> None:
-    for pair in flip_pairs:
-        if len(pair) != 2 or not all(0 <= c < num_classes for c in pair):
-            raise SegrefineError(f"flip pair {tuple(pair)} is not two class ids in 0..{num_classes - 1}")
-
-
 def _flip_permutation(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> list[int]:
     """Channel order that swaps every (left, right) pair."""
     order = list(range(num_classes))
-    for a, b in flip_pairs:
+    for pair in flip_pairs:
+        if len(pair) != 2 or not all(0 <= c < num_classes for c in pair):
+            raise SegrefineError(f"flip pair {tuple(pair)} is not two class ids in 0..{num_classes - 1}")
+        a, b = pair
         order[a], order[b] = b, a
     return order
 
@@ -224,37 +223,27 @@ def predict_probs(
     if images.dim() != 4:
         raise ValueError(f"expected B×3×H×W images, got {tuple(images.shape)}")
     options = inference_options(options, settings)
-    _check_flip_pairs(flip_pairs, num_classes)
-    mode, crop, stride, scales, flip = options.mode, options.crop, options.stride, options.scales, options.flip
+    order = _flip_permutation(flip_pairs, num_classes)
     height, width = images.shape[-2:]
     out_size = tuple(out_size) if out_size is not None else (height, width)
-    if mode == "slide" and stride is None:
-        stride = (max(1, 2 * crop[0] // 3), max(1, 2 * crop[1] // 3))
-    order = _flip_permutation(flip_pairs, num_classes)
 
     def run(x: Tensor) -> Tensor:
-        if mode == "slide":
-            return _slide(model, x, crop, stride, num_classes)
+        if options.mode == "slide":
+            return _slide(model, x, options.crop, options.stride, num_classes)
         return _forward(model, x, num_classes)
 
     base = options.input_size(height, width)
-    guide = images
-    if base != (height, width):
-        images = resized(images, base)
+    inputs = images if base == (height, width) else resized(images, base)
+    flips = (False, True) if options.flip else (False,)
     probs = None
-    passes = 0
-    for scale in scales:
+    for scale in options.scales:
         size = (max(1, round(base[0] * scale)), max(1, round(base[1] * scale)))
-        scaled = images if size == base else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        for flipped in (False, True) if flip else (False,):
-            if flipped:
-                logits = run(scaled.flip(-1)).flip(-1)[:, order]
-            else:
-                logits = run(scaled)
+        scaled = inputs if size == base else F.interpolate(inputs, size=size, mode="bilinear", align_corners=False)
+        for flipped in flips:
+            logits = run(scaled.flip(-1)).flip(-1)[:, order] if flipped else run(scaled)
             if logits.shape[-2:] != out_size:
                 logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
             p = logits.float().softmax(1)
             probs = p if probs is None else probs.add_(p)
-            passes += 1
-    probs = probs.div_(passes)
-    return guided_probs(probs, guide, base) if options.guided_filter else probs
+    probs = probs.div_(len(options.scales) * len(flips))
+    return guided_probs(probs, images, base) if options.guided_filter else probs

@@ -34,14 +34,7 @@ from segrefine.data.meta import IGNORE_INDEX
 from segrefine.engine.distributed import current
 from segrefine.errors import SegrefineError
 
-__all__ = [
-    "IGNORE_INDEX",
-    "MetricResult",
-    "SegmentationMetrics",
-    "boundary_radius",
-    "boundary_region",
-    "summary",
-]
+__all__ = ["IGNORE_INDEX", "MetricResult", "SegmentationMetrics", "boundary_radius", "boundary_region", "summary"]
 
 BOUNDARY_RATIO = 0.02
 
@@ -135,11 +128,6 @@ class SegmentationMetrics:
         """2×K int64: per class, boundary intersection |Gd ∩ Pd| (row 0) and union |Gd ∪ Pd| (row 1) so far."""
         return self._boundary
 
-    def _to(self, device: torch.device) -> None:
-        if self._counts.device != device:
-            self._counts = self._counts.to(device)
-            self._boundary = self._boundary.to(device)
-
     def _classes_or_void(self, labels: Tensor) -> Tensor:
         """Labels with everything outside 0..K-1 (and 255) replaced by K."""
         k = self.num_classes
@@ -160,7 +148,8 @@ class SegmentationMetrics:
         if pred.dim() != 3:
             raise ValueError(f"expected label maps of shape B×H×W or H×W, got {tuple(pred.shape)}")
         k = self.num_classes
-        self._to(pred.device)
+        self._counts = self._counts.to(pred.device)
+        self._boundary = self._boundary.to(pred.device)
         # int32 halves the memory of int64 labels; K+1 squared pairs still fit.
         gt = self._classes_or_void(target.to(device=pred.device, dtype=torch.int32))
         pr = self._classes_or_void(pred.to(torch.int32))
@@ -190,15 +179,13 @@ class SegmentationMetrics:
         """Sum the counts of all torch.distributed processes into every process (in place; call once)."""
         if not current().distributed:
             return self
-        device = self._counts.device
         flat = torch.cat([self._counts.flatten(), self._boundary.flatten()])
         if dist.get_backend() == "nccl":
             flat = flat.cuda()
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat = flat.to(device)
-        n = self._counts.numel()
-        self._counts = flat[:n].view_as(self._counts).clone()
-        self._boundary = flat[n:].view_as(self._boundary).clone()
+        counts, boundary = flat.to(self._counts.device).split([self._counts.numel(), self._boundary.numel()])
+        self._counts = counts.view_as(self._counts).clone()
+        self._boundary = boundary.view_as(self._boundary).clone()
         return self
 
     def compute(self) -> MetricResult:

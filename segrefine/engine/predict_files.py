@@ -11,6 +11,7 @@ Existing outputs are kept unless `overwrite`.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import time
 from collections import deque
@@ -85,12 +86,12 @@ class _Job:
         return {kind: folder / f"{self.name.name}_{kind}.png" for kind in save}
 
 
+@dataclass
 class _Run:
     """The state of one job: the report, plus the `on_message` callback for failures and notes as they happen."""
 
-    def __init__(self, report: PredictReport, on_message: Callable[[str], None] | None) -> None:
-        self.report = report
-        self.on_message = on_message
+    report: PredictReport
+    on_message: Callable[[str], None] | None
 
     def fail(self, source: object, message: str) -> None:
         """`message`: one line naming the input and what is wrong with it."""
@@ -110,17 +111,13 @@ def check_save(save: Sequence[str]) -> tuple[str, ...]:
     return tuple(kind for kind in OUTPUTS if kind in save)
 
 
-def _media(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-
-
 def _below(folder: Path, out: Path) -> tuple[list[Path], list[Path]]:
     """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder; and the broken
     symbolic links found there."""
     out = out.resolve()
     found, broken = [], []
     for path in folder.rglob("*"):
-        if path.is_file() and _media(path):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
             found.append(path)
         elif path.is_symlink() and not path.exists():
             broken.append(path)
@@ -129,12 +126,7 @@ def _below(folder: Path, out: Path) -> tuple[list[Path], list[Path]]:
 
 def _glob_base(pattern: str) -> Path:
     """The leading folders of a glob pattern that hold no wildcard."""
-    fixed = []
-    for part in Path(pattern).parts:
-        if _GLOB_CHARS & set(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path()
+    return Path(*itertools.takewhile(lambda part: not _GLOB_CHARS & set(part), Path(pattern).parts))
 
 
 def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[_Job]:
@@ -232,10 +224,10 @@ def predict_files(
     `_color.png`, `_overlay.png` (the kinds in `save`), `<name>_overlay.mp4` for a video; see this module for names.
 
     Existing outputs are kept unless `overwrite`. Unreadable or missing inputs, and images whose header claims more
-    than `max_pixels` pixels (refused before decoding), are reported (in the result's
-    `failed` and through `on_message`) and skipped; images of one size are batched up to the predictor's batch
-    size. `progress` shows a bar on a terminal. `predictor` may also be a function that loads one: it is called
-    only when some input can be read, so a run with nothing to do loads no model.
+    than `max_pixels` pixels (refused before decoding), are reported (in the result's `failed` and through
+    `on_message`) and skipped; images of one size are batched up to the predictor's batch size. `progress` shows a
+    bar on a terminal. `predictor` may also be a function that loads one: it is called only when some input can be
+    read, so a run with nothing to do loads no model.
     """
     check_alpha(alpha)
     if max_pixels < 1:
@@ -249,8 +241,7 @@ def predict_files(
     jobs = _collect(inputs, out, run)
     if not jobs:
         return report
-    problem = writable_folder(out)  # before a model is loaded: os.access cannot tell (e.g. as root in /proc)
-    if problem:
+    if problem := writable_folder(out):  # before a model is loaded: os.access cannot tell (e.g. as root in /proc)
         raise SettingError(f"`out` {problem}")
     if callable(predictor):
         predictor = predictor()
@@ -327,11 +318,10 @@ def _run_images(
             for _, _, source in pending:
                 run.fail(source, f"{source}: {e}")
             advance(len(pending))
-            pending.clear()
-            return
-        writes.append(writer.submit(write, [(*item, label) for item, label in zip(pending, labels)]))
+        else:
+            writes.append(writer.submit(write, [(*item, label) for item, label in zip(pending, labels)]))
+            report(keep=WRITES_QUEUED)
         pending.clear()
-        report(keep=WRITES_QUEUED)
 
     with ThreadPoolExecutor(2, "segrefine-read") as readers, ThreadPoolExecutor(1, "segrefine-write") as writer:
         try:
@@ -373,6 +363,6 @@ def _run_video(predictor: Predictor, job: _Job, alpha: float, overwrite: bool, r
         run.report.frames += predictor.predict_video(job.source, targets["overlay"], alpha=alpha)
     except UnreadableInput as e:
         run.fail(job.source, str(e))
-        return
-    run.report.videos += 1
-    run.report.written.append(targets["overlay"])
+    else:
+        run.report.videos += 1
+        run.report.written.append(targets["overlay"])

@@ -30,13 +30,14 @@ from torch import Tensor, nn
 
 from segrefine.data.meta import voc_palette
 from segrefine.data.transforms import normalize
-from segrefine.engine.backends import Autocast
+from segrefine.engine.backends import Autocast, for_inference
 from segrefine.engine.inference import (
-    InferenceOptions, at_model_scale, class_labels, inference_options, predict_probs, resized,
+    InferenceOptions, Size, at_model_scale, class_labels, inference_options, predict_probs, resized,
 )  # fmt: skip
 from segrefine.engine.device import resolve_device
 from segrefine.engine.predict_files import PredictReport, predict_files
 from segrefine.errors import SegrefineError
+from segrefine.hub import default_model, describe, load_model
 from segrefine.hub.onnx import OnnxModel
 from segrefine import imageio
 from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image
@@ -52,7 +53,6 @@ DEFAULT_BATCH_SIZE = {"cuda": 4}
 COMPILE_MODE = {"cuda": "reduce-overhead"}
 
 Image = Union[np.ndarray, str, os.PathLike]
-Size = tuple[int, int]
 
 
 def _rgb(image: Any) -> np.ndarray:
@@ -113,7 +113,6 @@ class Predictor:
                 f"the checkpoint's config has {len(self.classes)} class names and {len(self.palette)} palette "
                 f"colours for a {self.num_classes}-class model"
             )
-        # Colour lookup table over every uint8 value: values that are no class (255 = ignore) stay black.
         self.model.eval()
         if self.device.type in CHANNELS_LAST_DEVICES:
             self.model.to(memory_format=torch.channels_last)
@@ -174,59 +173,49 @@ class Predictor:
 
         def encode(tmp: Path) -> None:
             nonlocal frames
-            frames = self._encode_overlays(source, tmp, alpha, batch_size or self.batch_size, on_frames)
+            writer = None
+            with opencv_silent():  # a broken stream is one UnreadableInput line, not OpenCV's warnings per frame
+                capture = cv2.VideoCapture(os.fspath(source))
+                try:
+                    if not capture.isOpened():
+                        raise UnreadableInput(f"cannot read {source}: not a video that OpenCV can open")
+                    fps = capture.get(cv2.CAP_PROP_FPS)
+                    fps = fps if fps > 0 else FALLBACK_FPS  # NaN compares False too
+                    for batch in _frame_batches(capture, batch_size or self.batch_size):
+                        if writer is None:
+                            height, width = batch[0].shape[:2]
+                            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
+                            writer = cv2.VideoWriter(os.fspath(tmp), fourcc, fps, (width, height))
+                            if not writer.isOpened():
+                                raise SegrefineError(f"this OpenCV build cannot write {VIDEO_FOURCC} videos")
+                        for frame, label in zip(batch, self._forward(batch)):
+                            blend = imageio.overlay(frame, label, self.palette, alpha)
+                            writer.write(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
+                        frames += len(batch)
+                        if on_frames is not None:
+                            on_frames(len(batch))
+                finally:
+                    capture.release()
+                    if writer is not None:
+                        writer.release()
+            if not frames:
+                raise UnreadableInput(f"cannot read {source}: no frame could be decoded")
 
         atomic_write(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
-        return frames
-
-    def _encode_overlays(
-        self, source: str | os.PathLike, target: Path, alpha: float, batch_size: int,
-        on_frames: Callable[[int], None] | None,
-    ) -> int:  # fmt: skip
-        frames = 0
-        writer = None
-        with opencv_silent():  # a broken stream is one UnreadableInput line, not OpenCV's warnings per frame
-            capture = cv2.VideoCapture(os.fspath(source))
-            try:
-                if not capture.isOpened():
-                    raise UnreadableInput(f"cannot read {source}: not a video that OpenCV can open")
-                fps = capture.get(cv2.CAP_PROP_FPS)
-                fps = fps if fps > 0 else FALLBACK_FPS  # NaN compares False too
-                for batch in _frame_batches(capture, batch_size):
-                    if writer is None:
-                        height, width = batch[0].shape[:2]
-                        fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
-                        writer = cv2.VideoWriter(os.fspath(target), fourcc, fps, (width, height))
-                        if not writer.isOpened():
-                            raise SegrefineError(f"this OpenCV build cannot write {VIDEO_FOURCC} videos")
-                    for frame, label in zip(batch, self._forward(batch)):
-                        blend = imageio.overlay(frame, label, self.palette, alpha)  # checked by predict_video
-                        writer.write(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
-                    frames += len(batch)
-                    if on_frames is not None:
-                        on_frames(len(batch))
-            finally:
-                capture.release()
-                if writer is not None:
-                    writer.release()
-        if not frames:
-            raise UnreadableInput(f"cannot read {source}: no frame could be decoded")
         return frames
 
     @torch.inference_mode()
     def _forward(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Label maps of same-size H×W×3 uint8 RGB images, in one forward pass per inference pass."""
-        return list(self._step(self._upload(images)).cpu().numpy())
-
-    def _upload(self, images: Sequence[np.ndarray]) -> Tensor:
-        """Same-size H×W×3 uint8 images as one N×H×W×3 uint8 tensor on the device."""
         if self.device.type != "cuda":
-            return torch.from_numpy(np.stack(images)).to(self.device)
-        # Stacked straight into pinned memory (reused by torch's caching host allocator), so the copy runs
-        # asynchronously and a quarter of the bytes of float32 cross the bus.
-        host = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
-        np.stack(images, out=host.numpy())
-        return host.to(self.device, non_blocking=True)
+            batch = torch.from_numpy(np.stack(images)).to(self.device)
+        else:
+            # Stacked straight into pinned memory (reused by torch's caching host allocator), so the copy runs
+            # asynchronously and a quarter of the bytes of float32 cross the bus.
+            host = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
+            np.stack(images, out=host.numpy())
+            batch = host.to(self.device, non_blocking=True)
+        return list(self._step(batch).cpu().numpy())
 
     def _labels(self, batch: Tensor) -> Tensor:
         """N×H×W uint8 train ids of an N×H×W×3 uint8 RGB batch, computed on its device."""
@@ -281,14 +270,10 @@ def load(
 ) -> Predictor:
     """Load weights once for prediction: a .safetensors file, a checkpoint or training-run folder, a registry name,
     a Hub repo id `owner/name[@revision]` or an exported .onnx file; without `ref`, the registry's default checkpoint
-    for segmentation. `options` (or its fields as keywords: `mode`, `crop`, `stride`, `scales`, `flip`,
-    `short_side`, `guided_filter`, `batch_size`, `backend`, `precision`, `compile`) say how it runs; `backend` and `precision` are those of
-    `segrefine.engine.backends.for_inference`, `compile` compiles the prediction step for each input size (worth it
-    for many images of one size).
+    for segmentation. `options` (or the fields of `InferenceOptions` as keywords) say how it runs; `backend` and
+    `precision` are those of `segrefine.engine.backends.for_inference`, `compile` compiles the prediction step for
+    each input size (worth it for many images of one size).
     """
-    from segrefine.engine.backends import for_inference
-    from segrefine.hub import default_model, describe, load_model
-
     options = inference_options(options, settings)
     if ref is None:
         ref = default_model().name
