@@ -32,8 +32,6 @@ MISSING: Color = (200, 200, 200)  # NaN cells of heat maps
 IGNORE_COLOR: Color = (0, 0, 0)
 
 
-# --- text ------------------------------------------------------------------------------------------------------
-
 def font_px(width: int, lo: int = 13, hi: int = 34) -> int:
     """A legible capital-letter height for text on a canvas `width` pixels wide."""
     return int(min(hi, max(lo, round(width / 48))))
@@ -77,7 +75,7 @@ def text_block(lines: Sequence[str], width: int, px: float | None = None, color:
 
 def titled(panel: Image, title: str, px: float | None = None) -> Image:
     """`panel` under a title bar."""
-    return np.concatenate([text_block([title], panel.shape[1], px or font_px(panel.shape[1])), panel])
+    return np.concatenate([text_block([title], panel.shape[1], px), panel])
 
 
 def rotated_text(text: str, px: float, color: Color = INK) -> Image:
@@ -87,8 +85,6 @@ def rotated_text(text: str, px: float, color: Color = INK) -> Image:
     put_text(strip, text, 2, round(height * 1.3), px, color)
     return np.ascontiguousarray(np.rot90(strip))
 
-
-# --- images and layout -----------------------------------------------------------------------------------------
 
 def to_rgb(image: Tensor | np.ndarray) -> Image:
     """A uint8 3×H×W tensor (or H×W×3 array) as a contiguous H×W×3 uint8 array."""
@@ -101,34 +97,22 @@ def to_rgb(image: Tensor | np.ndarray) -> Image:
 
 
 def upscale(image: Image, min_side: int = 256, interpolation: int = cv2.INTER_NEAREST) -> Image:
-    """Enlarge a small picture by an integer factor until its shorter side reaches `min_side`."""
+    """Enlarge a small picture (toy data) by an integer factor until its shorter side reaches `min_side`."""
     factor = math.ceil(min_side / max(1, min(image.shape[:2])))
     if factor <= 1:
         return image
     return cv2.resize(image, (image.shape[1] * factor, image.shape[0] * factor), interpolation=interpolation)
 
 
-def resize(image: Image, height: int, width: int, interpolation: int = cv2.INTER_NEAREST) -> Image:
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
-def pad_to(image: Image, height: int, width: int) -> Image:
-    """Extend with paper on the bottom and right to height×width."""
-    out = np.full((height, width, 3), PAPER, np.uint8)
-    out[: image.shape[0], : image.shape[1]] = image
-    return out
-
-
 def _stack(panels: Sequence[Image], gap: int, axis: int) -> Image:
     """Panels side by side (axis 1) or one below the other (axis 0), padded with paper and `gap` apart."""
     across = max(p.shape[1 - axis] for p in panels)
-    parts: list[Image] = []
+    parts = []
     for i, panel in enumerate(panels):
-        if i:
-            parts.append(np.full((gap, across, 3) if axis == 0 else (across, gap, 3), PAPER, np.uint8))
-        parts.append(pad_to(panel, *((panel.shape[0], across) if axis == 0 else (across, panel.shape[1]))))
+        pad = [(0, 0)] * 3
+        pad[axis] = (gap if i else 0, 0)
+        pad[1 - axis] = (0, across - panel.shape[1 - axis])
+        parts.append(np.pad(panel, pad, constant_values=PAPER[0]))
     return np.concatenate(parts, axis=axis)
 
 
@@ -155,20 +139,19 @@ def framed(image: Image, margin: int = 12) -> Image:
     return cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=PAPER)
 
 
-# --- label maps ------------------------------------------------------------------------------------------------
-
-def _label_array(label: Tensor | np.ndarray) -> np.ndarray:
-    return label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)
+def label_array(label: Tensor | np.ndarray) -> np.ndarray:
+    """A label map (tensor or array) as an int64 array."""
+    return (label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)).astype(np.int64)
 
 
 def colorize(label: Tensor | np.ndarray, palette: Sequence[Sequence[int]]) -> Image:
     """Label map H×W -> RGB with the palette; ignore and unknown ids are black."""
-    return imageio.colorize(_label_array(label), palette, IGNORE_COLOR)
+    return imageio.colorize(label_array(label), palette, IGNORE_COLOR)
 
 
 def overlay(image: Image, label: Tensor | np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> Image:
     """Class colours blended over the image (ignore pixels stay untouched)."""
-    return imageio.overlay(image, _label_array(label), palette, alpha)
+    return imageio.overlay(image, label_array(label), palette, alpha)
 
 
 def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float | None = None) -> Image:
@@ -195,8 +178,6 @@ def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float |
     return canvas
 
 
-# --- colour maps -----------------------------------------------------------------------------------------------
-
 def _opencv_lut(code: int) -> np.ndarray:
     return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)[:, 0, ::-1].copy()
 
@@ -204,10 +185,8 @@ def _opencv_lut(code: int) -> np.ndarray:
 def _ramp(*anchors: Color) -> np.ndarray:
     """A 256-entry RGB colour map through evenly spaced anchor colours."""
     positions = np.linspace(0, 255, len(anchors))
-    anchors_arr = np.asarray(anchors, np.float64)
-    return np.stack(
-        [np.interp(np.arange(256), positions, anchors_arr[:, i]) for i in range(3)], axis=1
-    ).round().astype(np.uint8)
+    channels = [np.interp(np.arange(256), positions, channel) for channel in zip(*anchors)]
+    return np.stack(channels, axis=1).round().astype(np.uint8)
 
 
 COLORMAPS: dict[str, np.ndarray] = {
@@ -265,19 +244,15 @@ def matrix_picture(
     separators: Sequence[int] = (),
     side: int = 640,
 ) -> Image:
-    """A heat map of an R×C matrix with optional labels (empty strings skip a row/column), axis titles, values
-    written in the cells when they are big enough (`annotate`, a format such as "{:.0%}"), separator lines before
-    the given indices, and a colour bar.
-
-    Cells are square and at least big enough for one line of label text when every row/column is labelled.
-    """
+    """A heat map of an R×C matrix with a colour bar. Empty labels skip a row/column; `annotate` (a format such as
+    "{:.0%}") writes the values in cells big enough for them; `separators` draw lines before those indices."""
     values = np.asarray(values, np.float64)
     rows, cols = values.shape
     n = max(rows, cols)
     dense = row_labels is not None and all(row_labels) and n > 1
     cell = max(1, math.ceil(side / n), 14 if dense else 1)
     height, width = rows * cell, cols * cell
-    heat = resize(apply_colormap(values, vmin, vmax, cmap), height, width)
+    heat = cv2.resize(apply_colormap(values, vmin, vmax, cmap), (width, height), interpolation=cv2.INTER_NEAREST)
 
     # Label text: as tall as the spacing between labelled rows allows.
     def spacing(labels: Sequence[str] | None) -> int:
@@ -295,8 +270,8 @@ def matrix_picture(
                     color = readable_on(heat[i * cell + cell // 2, j * cell + cell // 2])
                     put_text(heat, text, j * cell + (cell - tw) // 2, i * cell + (cell + th) // 2, value_px, color)
     for s in separators:
-        cv2.line(heat, (s * cell, 0), (s * cell, height - 1), PAPER, max(1, cell // 4 or 1))
-        cv2.line(heat, (0, s * cell), (width - 1, s * cell), PAPER, max(1, cell // 4 or 1))
+        cv2.line(heat, (s * cell, 0), (s * cell, height - 1), PAPER, max(1, cell // 4))
+        cv2.line(heat, (0, s * cell), (width - 1, s * cell), PAPER, max(1, cell // 4))
 
     pad = round(px * 0.6)
     left = np.zeros((height, 0, 3), np.uint8)
@@ -342,8 +317,6 @@ def matrix_picture(
     picture = framed(body)
     return titled(picture, title, font_px(max(picture.shape[1], 720), hi=26))
 
-
-# --- files -----------------------------------------------------------------------------------------------------
 
 def read_image(path: str | os.PathLike) -> Tensor:
     """An image file as a uint8 3×H×W RGB tensor."""
