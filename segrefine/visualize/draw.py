@@ -61,7 +61,7 @@ def fit_px(text: str, px: float, width: int, lo: float = 9) -> float:
     return px if w <= width else max(lo, px * width / max(w, 1))
 
 
-def text_block(lines: Sequence[str], width: int, px: float | None = None, color: Color = INK) -> Image:
+def text_block(lines: Sequence[str], width: int, px: float | None = None) -> Image:
     """Lines of left-aligned text on paper, `width` pixels wide."""
     px = px or font_px(width)
     pad = round(px * 0.5)
@@ -69,7 +69,7 @@ def text_block(lines: Sequence[str], width: int, px: float | None = None, color:
     block = np.full((line_height * len(lines) + pad, width, 3), PAPER, np.uint8)
     for i, line in enumerate(lines):
         size = fit_px(line, px, width - 2 * pad)
-        put_text(block, line, pad, pad + round(line_height * i + px * 1.3), size, color)
+        put_text(block, line, pad, pad + round(line_height * i + px * 1.3), size)
     return block
 
 
@@ -190,7 +190,6 @@ def _ramp(*anchors: Color) -> np.ndarray:
 
 
 COLORMAPS: dict[str, np.ndarray] = {
-    "viridis": _opencv_lut(cv2.COLORMAP_VIRIDIS),
     "magma": _opencv_lut(cv2.COLORMAP_MAGMA),
     "turbo": _opencv_lut(cv2.COLORMAP_TURBO),
     "blues": _ramp((247, 251, 255), (107, 174, 214), (8, 48, 107)),
@@ -198,7 +197,7 @@ COLORMAPS: dict[str, np.ndarray] = {
 }
 
 
-def apply_colormap(values: np.ndarray, vmin: float, vmax: float, cmap: str = "viridis") -> Image:
+def apply_colormap(values: np.ndarray, vmin: float, vmax: float, cmap: str) -> Image:
     """Map values (NaN allowed: light grey) linearly from [vmin, vmax] onto a colour map."""
     values = np.asarray(values, np.float64)
     span = vmax - vmin if vmax > vmin else 1.0
@@ -214,11 +213,11 @@ def readable_on(color: Sequence[int]) -> Color:
     return INK if 0.299 * r + 0.587 * g + 0.114 * b > 140 else PAPER
 
 
-def colorbar(height: int, vmin: float, vmax: float, cmap: str, px: float, fmt: str = "{:.3g}") -> Image:
+def colorbar(height: int, vmin: float, vmax: float, cmap: str, px: float) -> Image:
     """A vertical colour bar `height` pixels tall with its extremes and midpoint labelled."""
     bar_width = max(12, round(px * 1.2))
     ramp = apply_colormap(np.linspace(vmax, vmin, height)[:, None].repeat(bar_width, 1), vmin, vmax, cmap)
-    labels = [fmt.format(v) for v in (vmax, (vmin + vmax) / 2, vmin)]
+    labels = [f"{v:.3g}" for v in (vmax, (vmin + vmax) / 2, vmin)]
     label_width = max(text_size(t, px)[0] for t in labels) + round(px * 0.6)
     canvas = np.full((height + round(px * 2), bar_width + label_width, 3), PAPER, np.uint8)
     top = round(px)
@@ -235,14 +234,13 @@ def matrix_picture(
     title: str,
     vmin: float,
     vmax: float,
-    cmap: str = "viridis",
+    cmap: str,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     row_title: str = "",
     col_title: str = "",
     annotate: str | None = None,
     separators: Sequence[int] = (),
-    side: int = 640,
 ) -> Image:
     """A heat map of an R×C matrix with a colour bar. Empty labels skip a row/column; `annotate` (a format such as
     "{:.0%}") writes the values in cells big enough for them; `separators` draw lines before those indices."""
@@ -250,7 +248,7 @@ def matrix_picture(
     rows, cols = values.shape
     n = max(rows, cols)
     dense = row_labels is not None and all(row_labels) and n > 1
-    cell = max(1, math.ceil(side / n), 14 if dense else 1)
+    cell = max(1, math.ceil(640 / n), 14 if dense else 1)  # about 640 pixels a side
     height, width = rows * cell, cols * cell
     heat = cv2.resize(apply_colormap(values, vmin, vmax, cmap), (width, height), interpolation=cv2.INTER_NEAREST)
 
@@ -274,23 +272,21 @@ def matrix_picture(
         cv2.line(heat, (0, s * cell), (width - 1, s * cell), PAPER, max(1, cell // 4))
 
     pad = round(px * 0.6)
-    left = np.zeros((height, 0, 3), np.uint8)
-    if row_labels is not None:
-        label_width = max(text_size(t, px)[0] for t in row_labels) + 2 * pad
-        left = np.full((height, label_width, 3), PAPER, np.uint8)
-        for i, text in enumerate(row_labels):
+
+    def label_strip(labels: Sequence[str] | None, length: int, align_right: bool) -> Image:
+        """One label per cell down a strip `length` pixels long (none: an empty strip)."""
+        if labels is None:
+            return np.zeros((length, 0, 3), np.uint8)
+        size = max(text_size(t, px)[0] for t in labels) + 2 * pad
+        strip = np.full((length, size, 3), PAPER, np.uint8)
+        for i, text in enumerate(labels):
             if text:
                 tw, th = text_size(text, px)
-                put_text(left, text, label_width - pad - tw, i * cell + (cell + th) // 2, px)
-    top = np.zeros((0, width, 3), np.uint8)
-    if col_labels is not None:
-        label_height = max(text_size(t, px)[0] for t in col_labels) + 2 * pad
-        strip = np.full((width, label_height, 3), PAPER, np.uint8)  # drawn sideways, rotated below
-        for j, text in enumerate(col_labels):
-            if text:
-                _, th = text_size(text, px)
-                put_text(strip, text, pad, j * cell + (cell + th) // 2, px)
-        top = np.ascontiguousarray(np.rot90(strip))
+                put_text(strip, text, size - pad - tw if align_right else pad, i * cell + (cell + th) // 2, px)
+        return strip
+
+    left = label_strip(row_labels, height, align_right=True)
+    top = np.rot90(label_strip(col_labels, width, align_right=False))  # column labels read upwards
 
     body = np.full((top.shape[0] + height, left.shape[1] + width, 3), PAPER, np.uint8)
     body[top.shape[0] :, : left.shape[1]] = left
