@@ -61,9 +61,8 @@ def fit_px(text: str, px: float, width: int, lo: float = 9) -> float:
     return px if w <= width else max(lo, px * width / max(w, 1))
 
 
-def text_block(lines: Sequence[str], width: int, px: float | None = None) -> Image:
+def text_block(lines: Sequence[str], width: int, px: float) -> Image:
     """Lines of left-aligned text on paper, `width` pixels wide."""
-    px = px or font_px(width)
     pad = round(px * 0.5)
     line_height = round(px * 1.8)
     block = np.full((line_height * len(lines) + pad, width, 3), PAPER, np.uint8)
@@ -73,7 +72,7 @@ def text_block(lines: Sequence[str], width: int, px: float | None = None) -> Ima
     return block
 
 
-def titled(panel: Image, title: str, px: float | None = None) -> Image:
+def titled(panel: Image, title: str, px: float) -> Image:
     """`panel` under a title bar."""
     return np.concatenate([text_block([title], panel.shape[1], px), panel])
 
@@ -154,9 +153,8 @@ def overlay(image: Image, label: Tensor | np.ndarray, palette: Sequence[Sequence
     return imageio.overlay(image, label_array(label), palette, alpha)
 
 
-def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float | None = None) -> Image:
+def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float) -> Image:
     """Colour swatches with names, wrapped into rows `width` pixels wide."""
-    px = px or font_px(width, hi=24)
     swatch, pad = round(px * 1.2), round(px * 0.8)
     row_height = round(px * 2)
     rows: list[list[tuple[int, str, Sequence[int]]]] = [[]]
