@@ -157,22 +157,19 @@ def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float) 
     """Colour swatches with names, wrapped into rows `width` pixels wide."""
     swatch, pad = round(px * 1.2), round(px * 0.8)
     row_height = round(px * 2)
-    rows: list[list[tuple[int, str, Sequence[int]]]] = [[]]
-    x = pad
+    placed = []  # (x, top, name, colour) of each entry
+    x, top = pad, pad
     for name, color in entries:
         item = swatch + round(px * 0.4) + text_size(name, px)[0] + 2 * pad
-        if rows[-1] and x + item > width:
-            rows.append([])
-            x = pad
-        rows[-1].append((x, name, color))
+        if x > pad and x + item > width:  # the row is full: start the next one
+            x, top = pad, top + row_height
+        placed.append((x, top, name, color))
         x += item
-    canvas = np.full((row_height * len(rows) + pad, width, 3), PAPER, np.uint8)
-    for r, row in enumerate(rows):
-        top = pad + r * row_height
-        for x, name, color in row:
-            cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), tuple(int(c) for c in color), -1)
-            cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), INK, 1)
-            put_text(canvas, name, x + swatch + round(px * 0.4), top + round((swatch + px) / 2), px)
+    canvas = np.full((top + row_height, width, 3), PAPER, np.uint8)
+    for x, top, name, color in placed:
+        cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), tuple(int(c) for c in color), -1)
+        cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), INK, 1)
+        put_text(canvas, name, x + swatch + round(px * 0.4), top + round((swatch + px) / 2), px)
     return canvas
 
 
