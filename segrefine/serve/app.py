@@ -167,8 +167,7 @@ def create_app(config: ServeConfig | None = None, *, predictor: Predictor | None
             body = await run_in_threadpool(lambda: _png(predictor.overlay(image, label, OVERLAY_ALPHA)))
         return Response(body, media_type="image/png", headers=headers)
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(f"{request.method} {request.url.path}: {exc.detail}", exc.status_code)
 
     async def server_error(request: Request, exc: Exception) -> Response:

@@ -31,7 +31,6 @@ from segrefine.visualize.draw import (
 )
 
 STAGES = ("C2", "C3", "C4", "C5")
-MIN_SIDE = 256
 
 
 def channel_picture(affinity: Tensor, title: str = "CRM channel attention") -> Image:
@@ -41,9 +40,7 @@ def channel_picture(affinity: Tensor, title: str = "CRM channel attention") -> I
     block = size // len(STAGES) if size % len(STAGES) == 0 else 0
     labels = None
     if block:
-        labels = ["" for _ in range(size)]
-        for i, stage in enumerate(STAGES):
-            labels[i * block + block // 2] = stage
+        labels = [STAGES[i // block] if i % block == block // 2 else "" for i in range(size)]
     # A few strong entries would otherwise wash out the rest: clip the colour scale at the 99.5th percentile.
     vmax = float(torch.quantile(values.flatten()[:: max(1, values.numel() // 1_000_000)], 0.995))
     return matrix_picture(
@@ -89,7 +86,7 @@ def spatial_picture(
     rgb = to_rgb(image)
     height, width = rgb.shape[:2]
     check_points(points, height, width)
-    shown = upscale(rgb, MIN_SIDE, cv2.INTER_LINEAR)
+    shown = upscale(rgb, interpolation=cv2.INTER_LINEAR)
     factor = shown.shape[0] / height
     h, w = grid
     maps = spatial_maps(affinity.float().cpu(), grid, points, (height, width))

@@ -35,49 +35,40 @@ def _switch(model: nn.Module, name: str) -> object:
 
 def require_offsets(model: nn.Module) -> None:
     """Raise SegrefineError unless the model's SRM predicts offsets (srm=flow or srm=full)."""
-    if _switch(model, "srm") not in ("flow", "full"):
-        raise SegrefineError(
-            f"offset fields need a model with srm=flow or srm=full, but this one has srm={_switch(model, 'srm')}"
-        )
+    srm = _switch(model, "srm")
+    if srm not in ("flow", "full"):
+        raise SegrefineError(f"offset fields need a model with srm=flow or srm=full, but this one has srm={srm}")
 
 
 def require_attention(model: nn.Module) -> None:
     """Raise SegrefineError unless the model's CRM uses channel and spatial attention (crm=attention)."""
-    if _switch(model, "crm") != "attention":
-        raise SegrefineError(
-            f"attention maps need a model with crm=attention, but this one has crm={_switch(model, 'crm')}"
-        )
+    crm = _switch(model, "crm")
+    if crm != "attention":
+        raise SegrefineError(f"attention maps need a model with crm=attention, but this one has crm={crm}")
 
 
 @torch.inference_mode()
 def capture(model: nn.Module, image: Tensor, *, offsets: bool = False, attention: bool = False) -> Capture:
     """Run `model` (eval mode) on one uint8 3×H×W image, recording offsets and/or attention on request."""
+    watched: dict[str, nn.Module] = {}
     if offsets:
         require_offsets(model)
+        watched.update({level: model.srm[level] for level in LEVELS})
     if attention:
         require_attention(model)
+        watched.update(channel=model.crm.channel_attention, spatial=model.crm.spatial_attention)
     found: dict[str, Tensor] = {}
-    grid: list[tuple[int, int]] = []
+    grids: dict[str, tuple[int, int]] = {}
 
-    def srm_hook(level: str):
-        def hook(module: nn.Module, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
-            found[level] = module.offsets(*inputs)[0].float().cpu()
-
-        return hook
-
-    def attention_hook(key: str):
-        def hook(module: nn.Module, inputs: tuple[Tensor], output: Tensor) -> None:
-            found[key] = module.affinity(inputs[0])[0].float().cpu()
-            grid[:] = [tuple(inputs[0].shape[-2:])]
+    def record(key: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            compute = module.offsets if key in LEVELS else module.affinity
+            found[key] = compute(*inputs)[0].float().cpu()
+            grids[key] = tuple(inputs[0].shape[-2:])
 
         return hook
 
-    handles = []
-    if offsets:
-        handles += [model.srm[level].register_forward_hook(srm_hook(level)) for level in LEVELS]
-    if attention:
-        handles.append(model.crm.channel_attention.register_forward_hook(attention_hook("channel")))
-        handles.append(model.crm.spatial_attention.register_forward_hook(attention_hook("spatial")))
+    handles = [module.register_forward_hook(record(key)) for key, module in watched.items()]
     was_training = model.training
     model.eval()
     try:
@@ -91,5 +82,5 @@ def capture(model: nn.Module, image: Tensor, *, offsets: bool = False, attention
         offsets={level: found[level] for level in LEVELS if level in found},
         channel=found.get("channel"),
         spatial=found.get("spatial"),
-        grid=grid[0] if grid else None,
+        grid=grids.get("spatial"),
     )

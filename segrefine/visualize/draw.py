@@ -32,8 +32,6 @@ MISSING: Color = (200, 200, 200)  # NaN cells of heat maps
 IGNORE_COLOR: Color = (0, 0, 0)
 
 
-# --- text ------------------------------------------------------------------------------------------------------
-
 def font_px(width: int, lo: int = 13, hi: int = 34) -> int:
     """A legible capital-letter height for text on a canvas `width` pixels wide."""
     return int(min(hi, max(lo, round(width / 48))))
@@ -63,21 +61,20 @@ def fit_px(text: str, px: float, width: int, lo: float = 9) -> float:
     return px if w <= width else max(lo, px * width / max(w, 1))
 
 
-def text_block(lines: Sequence[str], width: int, px: float | None = None, color: Color = INK) -> Image:
+def text_block(lines: Sequence[str], width: int, px: float) -> Image:
     """Lines of left-aligned text on paper, `width` pixels wide."""
-    px = px or font_px(width)
     pad = round(px * 0.5)
     line_height = round(px * 1.8)
     block = np.full((line_height * len(lines) + pad, width, 3), PAPER, np.uint8)
     for i, line in enumerate(lines):
         size = fit_px(line, px, width - 2 * pad)
-        put_text(block, line, pad, pad + round(line_height * i + px * 1.3), size, color)
+        put_text(block, line, pad, pad + round(line_height * i + px * 1.3), size)
     return block
 
 
-def titled(panel: Image, title: str, px: float | None = None) -> Image:
+def titled(panel: Image, title: str, px: float) -> Image:
     """`panel` under a title bar."""
-    return np.concatenate([text_block([title], panel.shape[1], px or font_px(panel.shape[1])), panel])
+    return np.concatenate([text_block([title], panel.shape[1], px), panel])
 
 
 def rotated_text(text: str, px: float, color: Color = INK) -> Image:
@@ -87,8 +84,6 @@ def rotated_text(text: str, px: float, color: Color = INK) -> Image:
     put_text(strip, text, 2, round(height * 1.3), px, color)
     return np.ascontiguousarray(np.rot90(strip))
 
-
-# --- images and layout -----------------------------------------------------------------------------------------
 
 def to_rgb(image: Tensor | np.ndarray) -> Image:
     """A uint8 3×H×W tensor (or H×W×3 array) as a contiguous H×W×3 uint8 array."""
@@ -101,34 +96,22 @@ def to_rgb(image: Tensor | np.ndarray) -> Image:
 
 
 def upscale(image: Image, min_side: int = 256, interpolation: int = cv2.INTER_NEAREST) -> Image:
-    """Enlarge a small picture by an integer factor until its shorter side reaches `min_side`."""
+    """Enlarge a small picture (toy data) by an integer factor until its shorter side reaches `min_side`."""
     factor = math.ceil(min_side / max(1, min(image.shape[:2])))
     if factor <= 1:
         return image
     return cv2.resize(image, (image.shape[1] * factor, image.shape[0] * factor), interpolation=interpolation)
 
 
-def resize(image: Image, height: int, width: int, interpolation: int = cv2.INTER_NEAREST) -> Image:
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(image, (width, height), interpolation=interpolation)
-
-
-def pad_to(image: Image, height: int, width: int) -> Image:
-    """Extend with paper on the bottom and right to height×width."""
-    out = np.full((height, width, 3), PAPER, np.uint8)
-    out[: image.shape[0], : image.shape[1]] = image
-    return out
-
-
 def _stack(panels: Sequence[Image], gap: int, axis: int) -> Image:
     """Panels side by side (axis 1) or one below the other (axis 0), padded with paper and `gap` apart."""
     across = max(p.shape[1 - axis] for p in panels)
-    parts: list[Image] = []
+    parts = []
     for i, panel in enumerate(panels):
-        if i:
-            parts.append(np.full((gap, across, 3) if axis == 0 else (across, gap, 3), PAPER, np.uint8))
-        parts.append(pad_to(panel, *((panel.shape[0], across) if axis == 0 else (across, panel.shape[1]))))
+        pad = [(0, 0)] * 3
+        pad[axis] = (gap if i else 0, 0)
+        pad[1 - axis] = (0, across - panel.shape[1 - axis])
+        parts.append(np.pad(panel, pad, constant_values=PAPER[0]))
     return np.concatenate(parts, axis=axis)
 
 
@@ -155,47 +138,40 @@ def framed(image: Image, margin: int = 12) -> Image:
     return cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=PAPER)
 
 
-# --- label maps ------------------------------------------------------------------------------------------------
-
-def _label_array(label: Tensor | np.ndarray) -> np.ndarray:
-    return label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)
+def label_array(label: Tensor | np.ndarray) -> np.ndarray:
+    """A label map (tensor or array) as an int64 array."""
+    return (label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)).astype(np.int64)
 
 
 def colorize(label: Tensor | np.ndarray, palette: Sequence[Sequence[int]]) -> Image:
     """Label map H×W -> RGB with the palette; ignore and unknown ids are black."""
-    return imageio.colorize(_label_array(label), palette, IGNORE_COLOR)
+    return imageio.colorize(label_array(label), palette, IGNORE_COLOR)
 
 
 def overlay(image: Image, label: Tensor | np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> Image:
     """Class colours blended over the image (ignore pixels stay untouched)."""
-    return imageio.overlay(image, _label_array(label), palette, alpha)
+    return imageio.overlay(image, label_array(label), palette, alpha)
 
 
-def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float | None = None) -> Image:
+def legend(entries: Sequence[tuple[str, Sequence[int]]], width: int, px: float) -> Image:
     """Colour swatches with names, wrapped into rows `width` pixels wide."""
-    px = px or font_px(width, hi=24)
     swatch, pad = round(px * 1.2), round(px * 0.8)
     row_height = round(px * 2)
-    rows: list[list[tuple[int, str, Sequence[int]]]] = [[]]
-    x = pad
+    placed = []  # (x, top, name, colour) of each entry
+    x, top = pad, pad
     for name, color in entries:
         item = swatch + round(px * 0.4) + text_size(name, px)[0] + 2 * pad
-        if rows[-1] and x + item > width:
-            rows.append([])
-            x = pad
-        rows[-1].append((x, name, color))
+        if x > pad and x + item > width:  # the row is full: start the next one
+            x, top = pad, top + row_height
+        placed.append((x, top, name, color))
         x += item
-    canvas = np.full((row_height * len(rows) + pad, width, 3), PAPER, np.uint8)
-    for r, row in enumerate(rows):
-        top = pad + r * row_height
-        for x, name, color in row:
-            cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), tuple(int(c) for c in color), -1)
-            cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), INK, 1)
-            put_text(canvas, name, x + swatch + round(px * 0.4), top + round((swatch + px) / 2), px)
+    canvas = np.full((top + row_height, width, 3), PAPER, np.uint8)
+    for x, top, name, color in placed:
+        cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), tuple(int(c) for c in color), -1)
+        cv2.rectangle(canvas, (x, top), (x + swatch, top + swatch), INK, 1)
+        put_text(canvas, name, x + swatch + round(px * 0.4), top + round((swatch + px) / 2), px)
     return canvas
 
-
-# --- colour maps -----------------------------------------------------------------------------------------------
 
 def _opencv_lut(code: int) -> np.ndarray:
     return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)[:, 0, ::-1].copy()
@@ -204,14 +180,11 @@ def _opencv_lut(code: int) -> np.ndarray:
 def _ramp(*anchors: Color) -> np.ndarray:
     """A 256-entry RGB colour map through evenly spaced anchor colours."""
     positions = np.linspace(0, 255, len(anchors))
-    anchors_arr = np.asarray(anchors, np.float64)
-    return np.stack(
-        [np.interp(np.arange(256), positions, anchors_arr[:, i]) for i in range(3)], axis=1
-    ).round().astype(np.uint8)
+    channels = [np.interp(np.arange(256), positions, channel) for channel in zip(*anchors)]
+    return np.stack(channels, axis=1).round().astype(np.uint8)
 
 
 COLORMAPS: dict[str, np.ndarray] = {
-    "viridis": _opencv_lut(cv2.COLORMAP_VIRIDIS),
     "magma": _opencv_lut(cv2.COLORMAP_MAGMA),
     "turbo": _opencv_lut(cv2.COLORMAP_TURBO),
     "blues": _ramp((247, 251, 255), (107, 174, 214), (8, 48, 107)),
@@ -219,7 +192,7 @@ COLORMAPS: dict[str, np.ndarray] = {
 }
 
 
-def apply_colormap(values: np.ndarray, vmin: float, vmax: float, cmap: str = "viridis") -> Image:
+def apply_colormap(values: np.ndarray, vmin: float, vmax: float, cmap: str) -> Image:
     """Map values (NaN allowed: light grey) linearly from [vmin, vmax] onto a colour map."""
     values = np.asarray(values, np.float64)
     span = vmax - vmin if vmax > vmin else 1.0
@@ -235,11 +208,11 @@ def readable_on(color: Sequence[int]) -> Color:
     return INK if 0.299 * r + 0.587 * g + 0.114 * b > 140 else PAPER
 
 
-def colorbar(height: int, vmin: float, vmax: float, cmap: str, px: float, fmt: str = "{:.3g}") -> Image:
+def colorbar(height: int, vmin: float, vmax: float, cmap: str, px: float) -> Image:
     """A vertical colour bar `height` pixels tall with its extremes and midpoint labelled."""
     bar_width = max(12, round(px * 1.2))
     ramp = apply_colormap(np.linspace(vmax, vmin, height)[:, None].repeat(bar_width, 1), vmin, vmax, cmap)
-    labels = [fmt.format(v) for v in (vmax, (vmin + vmax) / 2, vmin)]
+    labels = [f"{v:.3g}" for v in (vmax, (vmin + vmax) / 2, vmin)]
     label_width = max(text_size(t, px)[0] for t in labels) + round(px * 0.6)
     canvas = np.full((height + round(px * 2), bar_width + label_width, 3), PAPER, np.uint8)
     top = round(px)
@@ -256,28 +229,23 @@ def matrix_picture(
     title: str,
     vmin: float,
     vmax: float,
-    cmap: str = "viridis",
+    cmap: str,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     row_title: str = "",
     col_title: str = "",
     annotate: str | None = None,
     separators: Sequence[int] = (),
-    side: int = 640,
 ) -> Image:
-    """A heat map of an R×C matrix with optional labels (empty strings skip a row/column), axis titles, values
-    written in the cells when they are big enough (`annotate`, a format such as "{:.0%}"), separator lines before
-    the given indices, and a colour bar.
-
-    Cells are square and at least big enough for one line of label text when every row/column is labelled.
-    """
+    """A heat map of an R×C matrix with a colour bar. Empty labels skip a row/column; `annotate` (a format such as
+    "{:.0%}") writes the values in cells big enough for them; `separators` draw lines before those indices."""
     values = np.asarray(values, np.float64)
     rows, cols = values.shape
     n = max(rows, cols)
     dense = row_labels is not None and all(row_labels) and n > 1
-    cell = max(1, math.ceil(side / n), 14 if dense else 1)
+    cell = max(1, math.ceil(640 / n), 14 if dense else 1)  # about 640 pixels a side
     height, width = rows * cell, cols * cell
-    heat = resize(apply_colormap(values, vmin, vmax, cmap), height, width)
+    heat = cv2.resize(apply_colormap(values, vmin, vmax, cmap), (width, height), interpolation=cv2.INTER_NEAREST)
 
     # Label text: as tall as the spacing between labelled rows allows.
     def spacing(labels: Sequence[str] | None) -> int:
@@ -295,27 +263,25 @@ def matrix_picture(
                     color = readable_on(heat[i * cell + cell // 2, j * cell + cell // 2])
                     put_text(heat, text, j * cell + (cell - tw) // 2, i * cell + (cell + th) // 2, value_px, color)
     for s in separators:
-        cv2.line(heat, (s * cell, 0), (s * cell, height - 1), PAPER, max(1, cell // 4 or 1))
-        cv2.line(heat, (0, s * cell), (width - 1, s * cell), PAPER, max(1, cell // 4 or 1))
+        cv2.line(heat, (s * cell, 0), (s * cell, height - 1), PAPER, max(1, cell // 4))
+        cv2.line(heat, (0, s * cell), (width - 1, s * cell), PAPER, max(1, cell // 4))
 
     pad = round(px * 0.6)
-    left = np.zeros((height, 0, 3), np.uint8)
-    if row_labels is not None:
-        label_width = max(text_size(t, px)[0] for t in row_labels) + 2 * pad
-        left = np.full((height, label_width, 3), PAPER, np.uint8)
-        for i, text in enumerate(row_labels):
+
+    def label_strip(labels: Sequence[str] | None, length: int, align_right: bool) -> Image:
+        """One label per cell down a strip `length` pixels long (none: an empty strip)."""
+        if labels is None:
+            return np.zeros((length, 0, 3), np.uint8)
+        size = max(text_size(t, px)[0] for t in labels) + 2 * pad
+        strip = np.full((length, size, 3), PAPER, np.uint8)
+        for i, text in enumerate(labels):
             if text:
                 tw, th = text_size(text, px)
-                put_text(left, text, label_width - pad - tw, i * cell + (cell + th) // 2, px)
-    top = np.zeros((0, width, 3), np.uint8)
-    if col_labels is not None:
-        label_height = max(text_size(t, px)[0] for t in col_labels) + 2 * pad
-        strip = np.full((width, label_height, 3), PAPER, np.uint8)  # drawn sideways, rotated below
-        for j, text in enumerate(col_labels):
-            if text:
-                _, th = text_size(text, px)
-                put_text(strip, text, pad, j * cell + (cell + th) // 2, px)
-        top = np.ascontiguousarray(np.rot90(strip))
+                put_text(strip, text, size - pad - tw if align_right else pad, i * cell + (cell + th) // 2, px)
+        return strip
+
+    left = label_strip(row_labels, height, align_right=True)
+    top = np.rot90(label_strip(col_labels, width, align_right=False))  # column labels read upwards
 
     body = np.full((top.shape[0] + height, left.shape[1] + width, 3), PAPER, np.uint8)
     body[top.shape[0] :, : left.shape[1]] = left
@@ -342,8 +308,6 @@ def matrix_picture(
     picture = framed(body)
     return titled(picture, title, font_px(max(picture.shape[1], 720), hi=26))
 
-
-# --- files -----------------------------------------------------------------------------------------------------
 
 def read_image(path: str | os.PathLike) -> Tensor:
     """An image file as a uint8 3×H×W RGB tensor."""

@@ -19,7 +19,6 @@ from segrefine.visualize.draw import (INK, Image, font_px, framed, hstack,
     overlay, text_block, titled, to_rgb, upscale, vstack)  # fmt: skip
 
 ARROW = (255, 221, 0)
-MIN_SIDE = 256
 
 
 def to_image_pixels(offset: Tensor, size: tuple[int, int]) -> Tensor:
@@ -88,12 +87,12 @@ def offsets_picture(
     """Per decoder level: flow colour image | arrows over the image; a first row shows the image and prediction."""
     rgb = to_rgb(image)
     height, width = rgb.shape[:2]
-    factor = max(1, -(-MIN_SIDE // min(height, width)))  # small images are enlarged for legibility
-    shown = upscale(rgb, MIN_SIDE, cv2.INTER_LINEAR)
+    shown = upscale(rgb, interpolation=cv2.INTER_LINEAR)
+    factor = shown.shape[0] / height
     px = font_px(2 * shown.shape[1], lo=14, hi=26)  # two panels side by side
     first = [titled(shown, "image", px)]
     if prediction is not None:
-        first.append(titled(upscale(overlay(rgb, prediction, palette), MIN_SIDE), "prediction", px))
+        first.append(titled(upscale(overlay(rgb, prediction, palette)), "prediction", px))
     rows = [hstack(first)]
     for level, offset in offsets.items():
         field = to_image_pixels(offset, shown.shape[:2])  # pixels of the shown picture

@@ -44,13 +44,9 @@ def read_report(path: str | Path) -> dict[str, Any]:
     return report
 
 
-def _iou(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 def iou_chart(report: Mapping[str, Any], title: str = "per-class IoU") -> Image:
     """Horizontal bars of per-class IoU, best first; classes without a score (absent) last, marked n/a."""
-    scores = [(name, _iou(v.get("iou"))) for name, v in report["per_class"].items()]
+    scores = [(name, math.nan if v.get("iou") is None else float(v["iou"])) for name, v in report["per_class"].items()]
     scores.sort(key=lambda item: (math.isnan(item[1]), -np.nan_to_num(item[1], nan=0.0)))
     px = 15 if len(scores) <= 40 else 12
     row = round(px * 1.9)

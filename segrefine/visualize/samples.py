@@ -12,17 +12,12 @@ from torch import Tensor
 from segrefine.data.transforms import normalize
 from segrefine.engine.device import model_device
 from segrefine.engine.inference import InferenceOptions, class_labels, predict_probs
-from segrefine.visualize.draw import (IGNORE_COLOR, Image, arrange, colorize, font_px, framed,
+from segrefine.visualize.draw import (IGNORE_COLOR, Image, arrange, colorize, font_px, framed, label_array,
     legend, overlay, text_block, titled, to_rgb, upscale, vstack)  # fmt: skip
 
 CORRECT = (46, 160, 67)
 WRONG = (214, 39, 40)
 IGNORED = (90, 90, 90)
-MIN_SIDE = 256  # small images (toy data) are enlarged to at least this, without interpolation
-
-
-def _labels(label: Tensor | np.ndarray) -> np.ndarray:
-    return (label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)).astype(np.int64)
 
 
 def _class_entries(
@@ -41,7 +36,7 @@ def _class_entries(
 
 def _compose(header: str, panels: Sequence[Image], names: Sequence[str], legends: Sequence[Sequence[tuple]]) -> Image:
     """Titled panels in rows under a header line, legends below, one font size throughout."""
-    panels = [upscale(p, MIN_SIDE) for p in panels]
+    panels = [upscale(p) for p in panels]
     px = font_px(arrange(panels).shape[1], lo=14, hi=26)
     grid = arrange([titled(p, name, px) for p, name in zip(panels, names)])
     footer = [legend(entries, grid.shape[1], px) for entries in legends if entries]
@@ -60,7 +55,7 @@ def sample_picture(
     title: str = "",
 ) -> Image:
     """Image, ground truth and overlay side by side, with a legend of the classes present."""
-    rgb, gt = to_rgb(image), _labels(label)
+    rgb, gt = to_rgb(image), label_array(label)
     panels = [rgb, colorize(gt, palette), overlay(rgb, gt, palette)]
     header = title or f"{gt.shape[0]}×{gt.shape[1]}"
     return _compose(header, panels, ("image", "ground truth", "overlay"), [_class_entries([gt], classes, palette)])
@@ -71,10 +66,9 @@ def error_map(
     alpha: float = 0.6,
 ) -> Image:
     """Correct pixels green, wrong ones red, ignored ones grey, blended over a grey version of the image."""
-    gt, pred = _labels(label), _labels(prediction)
+    gt, pred = label_array(label), label_array(prediction)
     gray = to_rgb(image).mean(axis=2, keepdims=True).repeat(3, axis=2)
-    colors = np.empty_like(gray)
-    colors[...] = CORRECT
+    colors = np.full_like(gray, CORRECT)
     colors[gt != pred] = WRONG
     colors[gt == ignore_index] = IGNORED
     return (alpha * colors + (1 - alpha) * gray).round().astype(np.uint8)
@@ -90,7 +84,7 @@ def prediction_picture(
     ignore_index: int = 255,
 ) -> Image:
     """Image | ground truth | prediction | error map, headed by the image's pixel accuracy, with legends."""
-    rgb, gt, pred = to_rgb(image), _labels(label), _labels(prediction)
+    rgb, gt, pred = to_rgb(image), label_array(label), label_array(prediction)
     if gt.shape != pred.shape or gt.shape != rgb.shape[:2]:
         raise ValueError(f"image {rgb.shape[:2]}, label {gt.shape} and prediction {pred.shape} sizes differ")
     valid = gt != ignore_index
