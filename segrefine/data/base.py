@@ -28,9 +28,6 @@ cv2.setNumThreads(0)
 INVALID = -1  # marks stored label values that are neither a class nor ignore in a lookup table
 
 
-# --- label lookup tables: stored 8-bit value -> train id, 255 (ignore) or INVALID -------------------------
-
-
 def identity_lut(num_classes: int) -> np.ndarray:
     """Labels stored as train ids: 0..K-1 and 255 are kept, anything else is invalid."""
     lut = np.full(256, INVALID, np.int16)
@@ -56,9 +53,6 @@ def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarr
     return lut
 
 
-# --- decoding ------------------------------------------------------------------------------------------------
-
-
 def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta) -> np.ndarray:
     """Apply a lookup table to a stored label map; stored values that are no class and not ignore are an error."""
     mapped = lut[np.minimum(label, 255)]
@@ -71,9 +65,6 @@ def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta)
             f"({meta.num_classes} classes) nor {IGNORE_INDEX} (ignore)"
         )
     return mapped
-
-
-# --- one sample ----------------------------------------------------------------------------------------------
 
 
 def make_sample(
@@ -121,9 +112,6 @@ class PairedFiles(Dataset):
         image, label = self.load(index)
         image_path = self.pairs[index][0]
         return make_sample(image, label, image_path.stem, os.fspath(image_path), self.transform)
-
-
-# --- discovery -----------------------------------------------------------------------------------------------
 
 
 def find_root(root: Root, dataset: str, layout: str, inner: str | None = None) -> Path:
