@@ -246,13 +246,13 @@ def train_transform(
     """Random scale, random crop (padding image 0 / label 255 where the image is smaller), flip, photometric
     distortion (see `photometric_steps`), normalise."""
     size = (crop, crop) if isinstance(crop, int) else tuple(crop)
-    return v2.Compose([
+    steps: list[v2.Transform] = [
         RandomScale(scale),
         v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
         RandomFlip(0.5, flip_pairs),
         *photometric_steps(photometric),
-        *_to_model_input(),
-    ])
+    ]
+    return v2.Compose(steps + _to_model_input())
 
 
 def eval_transform() -> v2.Compose:
