@@ -44,10 +44,8 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], suffix: str = ".tmp") -> Path:
-    """Run `write(tmp)` on a temporary file beside `path`, then move it into place; nothing is left behind on failure.
-
-    The file gets the normal mode for new files (0644 under the usual umask) whatever `write` created it with.
-    """
+    """Run `write(tmp)` on a temporary file beside `path`, then move it into place with the normal mode for new files
+    (0644 under the usual umask), whatever mode `write` created it with; nothing is left behind on failure."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
     try:

@@ -164,9 +164,9 @@ def first_complete(
     return preferred if keys and preferred[0].index().keys() >= keys else fallback
 
 
-def _listing(keys: list[str], files: Mapping[str, Path], shown: int = 3) -> str:
-    names = ", ".join(files[k].name for k in keys[:shown])
-    return f"{names}{', ...' if len(keys) > shown else ''} ({len(keys)} in all)"
+def listing(names: list[str], shown: int = 3) -> str:
+    """The first `shown` names and how many there are: `a, b, c, ... (7 in all)`."""
+    return f"{', '.join(names[:shown])}{', ...' if len(names) > shown else ''} ({len(names)} in all)"
 
 
 def pair_files(images: FileSet, labels: FileSet, *, dataset: str, split: str, layout: str) -> list[tuple[Path, Path]]:
@@ -179,14 +179,10 @@ def pair_files(images: FileSet, labels: FileSet, *, dataset: str, split: str, la
     image_files, label_files = images.index(), labels.index()
     if not image_files:
         raise SegrefineError(f"{dataset} split {split}: no images matching {images.pattern()}")
-    lonely = sorted(image_files.keys() - label_files.keys())
+    lonely = [image_files[k].name for k in sorted(image_files.keys() - label_files.keys())]
     if lonely:
-        raise SegrefineError(
-            f"{dataset} split {split}: images without a label {labels.pattern()}: {_listing(lonely, image_files)}"
-        )
-    lonely = sorted(label_files.keys() - image_files.keys())
+        raise SegrefineError(f"{dataset} split {split}: images without a label {labels.pattern()}: {listing(lonely)}")
+    lonely = [label_files[k].name for k in sorted(label_files.keys() - image_files.keys())]
     if lonely:
-        raise SegrefineError(
-            f"{dataset} split {split}: labels without an image {images.pattern()}: {_listing(lonely, label_files)}"
-        )
+        raise SegrefineError(f"{dataset} split {split}: labels without an image {images.pattern()}: {listing(lonely)}")
     return [(image_files[k], label_files[k]) for k in sorted(image_files)]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, identity_lut, pair_files
+from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, identity_lut, listing, pair_files
 from segrefine.data.meta import CAMVID, IGNORE_INDEX, DatasetMeta
 from segrefine.errors import SegrefineError
 from segrefine.imageio import IMAGE_SUFFIXES
@@ -48,10 +46,9 @@ def split_pairs(base: Path, split: str) -> list[tuple[Path, Path]]:
     stems = [n.rsplit(".", 1)[0] for n in names]
     missing = [n for n, stem in zip(names, stems) if stem not in by_stem]
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise SegrefineError(
             f"camvid split {split}: {base / f'{split}.txt'} lists frames that {base / split} does not hold: "
-            f"{shown} ({len(missing)} in all)"
+            f"{listing(missing)}"
         )
     return [by_stem[stem] for stem in dict.fromkeys(stems)]
 
