@@ -44,10 +44,8 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], suffix: str = ".tmp") -> Path:
-    """Run `write(tmp)` on a temporary file beside `path`, then move it into place; nothing is left behind on failure.
-
-    The file gets the normal mode for new files (0644 under the usual umask) whatever `write` created it with.
-    """
+    """Run `write(tmp)` on a temporary file beside `path`, then move it into place with the normal mode for new files
+    (0644 under the usual umask), whatever mode `write` created it with; nothing is left behind on failure."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
@@ -135,13 +133,6 @@ OPENCV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))  
 MAX_PIXELS = 100_000_000
 
 
-def decode_failure(error: cv2.error) -> str:
-    """Why opencv raised instead of returning None while decoding a file, in a few words."""
-    if "validateInputImageSize" in str(error):
-        return f"its header claims a size too large to decode (opencv's limit is {OPENCV_MAX_PIXELS} pixels)"
-    return "a corrupt or unsupported image (opencv cannot decode it)"
-
-
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(H, W) that an image file's header claims, read by Pillow without decoding; None where Pillow cannot read the
     header (the decoder then has the last word). Past Pillow's own limit, `PILLOW_MAX_PIXELS`, the size is not read:
@@ -211,7 +202,12 @@ def decode(
         try:
             pixels = cv2.imdecode(data, flags) if data.size else None
         except cv2.error as e:
-            raise error(f"cannot read {what} {path}: {decode_failure(e)}") from None
+            why = (
+                f"its header claims a size too large to decode (opencv's limit is {OPENCV_MAX_PIXELS} pixels)"
+                if "validateInputImageSize" in str(e)
+                else "a corrupt or unsupported image (opencv cannot decode it)"
+            )
+            raise error(f"cannot read {what} {path}: {why}") from None
     if pixels is None:
         raise error(f"cannot read {what} {path}: not a decodable image (corrupt, empty or unsupported format)")
     return pixels
@@ -257,17 +253,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     return atomic_write(path, lambda tmp: encoded.tofile(os.fspath(tmp)))
 
 
-def palette_lut(palette: Sequence[Sequence[int]], fill: Sequence[int] = (0, 0, 0)) -> np.ndarray:
-    """256×3 uint8 lookup table: class id → colour; ids that are no class (e.g. 255) get `fill`."""
-    lut = np.empty((256, 3), np.uint8)
-    lut[:] = fill
-    lut[: len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
-    return lut
-
-
 def colorize(label: np.ndarray, palette: Sequence[Sequence[int]], fill: Sequence[int] = (0, 0, 0)) -> np.ndarray:
     """H×W label map → H×W×3 RGB in the palette; ids that are no class get `fill`."""
-    return palette_lut(palette, fill)[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
+    lut = np.full((256, 3), fill, np.uint8)
+    lut[: len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
+    return lut[np.clip(np.asarray(label), 0, 255).astype(np.uint8)]
 
 
 def overlay(image: np.ndarray, label: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:

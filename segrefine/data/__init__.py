@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
 from segrefine.data import ade20k, bdd100k, camvid, cityscapes, cocostuff, folder, kitti, lip, toy
-from segrefine.data.base import Transform
+from segrefine.data.base import Root, Transform
 from segrefine.data.meta import DatasetMeta
 from segrefine.errors import SegrefineError
 
@@ -28,7 +27,7 @@ class DatasetSpec:
     """How to build one dataset: `build(root, split, transform, **options)`, its metadata, layout and splits."""
 
     build: Callable[..., Dataset]
-    meta: Callable[[str | os.PathLike | None], DatasetMeta]
+    meta: Callable[[Root], DatasetMeta]
     layout: str
     splits: tuple[str, ...]
 
@@ -40,15 +39,8 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "cityscapes": DatasetSpec(cityscapes.build, cityscapes.meta, cityscapes.LAYOUT, cityscapes.SPLITS),
-    "bdd100k": DatasetSpec(bdd100k.build, bdd100k.meta, bdd100k.LAYOUT, bdd100k.SPLITS),
-    "ade20k": DatasetSpec(ade20k.build, ade20k.meta, ade20k.LAYOUT, ade20k.SPLITS),
-    "lip": DatasetSpec(lip.build, lip.meta, lip.LAYOUT, lip.SPLITS),
-    "cocostuff": DatasetSpec(cocostuff.build, cocostuff.meta, cocostuff.LAYOUT, cocostuff.SPLITS),
-    "camvid": DatasetSpec(camvid.build, camvid.meta, camvid.LAYOUT, camvid.SPLITS),
-    "kitti": DatasetSpec(kitti.build, kitti.meta, kitti.LAYOUT, kitti.SPLITS),
-    "folder": DatasetSpec(folder.build, folder.meta, folder.LAYOUT, folder.SPLITS),
-    "toy": DatasetSpec(toy.build, toy.meta, toy.LAYOUT, toy.SPLITS),
+    module.__name__.rpartition(".")[2]: DatasetSpec(module.build, module.meta, module.LAYOUT, module.SPLITS)
+    for module in (cityscapes, bdd100k, ade20k, lip, cocostuff, camvid, kitti, folder, toy)
 }
 
 
@@ -61,14 +53,14 @@ def _spec(name: str) -> DatasetSpec:
     return spec
 
 
-def dataset_meta(name: str, root: str | os.PathLike | None = None) -> DatasetMeta:
+def dataset_meta(name: str, root: Root = None) -> DatasetMeta:
     """Classes, palette, ignore index and flip pairs of a dataset (`folder` reads them from root/classes.txt)."""
     return _spec(name).meta(root)
 
 
 def build_dataset(
     name: str,
-    root: str | os.PathLike | None,
+    root: Root,
     split: str,
     transform: Transform | None = None,
     **options: object,

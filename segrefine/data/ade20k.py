@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, pair_files, reduce_zero_lut
+from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, pair_files, reduce_zero_lut
 from segrefine.data.meta import ADE20K, DatasetMeta
 
 SPLITS = ("train", "val")
@@ -17,11 +15,11 @@ LAYOUT = (
 FOLDERS = {"train": "training", "val": "validation"}
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return ADE20K
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     base = find_root(root, "ade20k", LAYOUT, inner="ADEChallengeData2016")
     images = FileSet(base / "images" / FOLDERS[split], (".jpg",))
     labels = FileSet(base / "annotations" / FOLDERS[split], (".png",))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,13 @@ from segrefine.errors import SegrefineError
 from segrefine.imageio import read_image, read_label_map
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
+Root = str | os.PathLike | None  # a dataset's data root as the user gave it
 
 # Decoding and drawing run inside DataLoader workers, which already use every core; opencv's own thread pool
 # would only oversubscribe them (and can hang workers forked after it started).
 cv2.setNumThreads(0)
 
 INVALID = -1  # marks stored label values that are neither a class nor ignore in a lookup table
-
-
-# --- label lookup tables: stored 8-bit value -> train id, 255 (ignore) or INVALID -------------------------
 
 
 def identity_lut(num_classes: int) -> np.ndarray:
@@ -55,21 +53,10 @@ def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarr
     return lut
 
 
-# --- decoding ------------------------------------------------------------------------------------------------
-
-
-def read_label(path: Path) -> np.ndarray:
-    """H×W label map as stored (uint8 or uint16)."""
-    return read_label_map(path)
-
-
 def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta) -> np.ndarray:
     """Apply a lookup table to a stored label map; stored values that are no class and not ignore are an error."""
-    wide = label > 255 if label.dtype != np.uint8 else None
-    mapped = lut[np.minimum(label, 255)] if wide is not None else lut[label]
-    invalid = mapped == INVALID
-    if wide is not None:
-        invalid |= wide
+    mapped = lut[np.minimum(label, 255)]
+    invalid = (mapped == INVALID) | (label > 255)
     if invalid.any():
         values = np.unique(label[invalid])
         shown = ", ".join(str(v) for v in values[:10]) + (f", ... ({len(values)} values)" if len(values) > 10 else "")
@@ -78,9 +65,6 @@ def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta)
             f"({meta.num_classes} classes) nor {IGNORE_INDEX} (ignore)"
         )
     return mapped
-
-
-# --- one sample ----------------------------------------------------------------------------------------------
 
 
 def make_sample(
@@ -100,20 +84,14 @@ def make_sample(
     return sample
 
 
+@dataclass(eq=False)
 class PairedFiles(Dataset):
     """Image/label file pairs; the label's stored values are mapped to train ids by a lookup table."""
 
-    def __init__(
-        self,
-        pairs: Sequence[tuple[Path, Path]],
-        meta: DatasetMeta,
-        lut: np.ndarray,
-        transform: Transform | None = None,
-    ) -> None:
-        self.pairs = list(pairs)
-        self.meta = meta
-        self.lut = lut
-        self.transform = transform
+    pairs: list[tuple[Path, Path]]
+    meta: DatasetMeta
+    lut: np.ndarray
+    transform: Transform | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -122,7 +100,7 @@ class PairedFiles(Dataset):
         """The decoded RGB image (H×W×3 uint8) and its train-id label map (H×W int16)."""
         image_path, label_path = self.pairs[index]
         image = read_image(image_path)
-        label = read_label(label_path)
+        label = read_label_map(label_path)
         if image.shape[:2] != label.shape:
             raise SegrefineError(
                 f"image {image_path} is {image.shape[0]}×{image.shape[1]} but its label {label_path} is "
@@ -136,10 +114,7 @@ class PairedFiles(Dataset):
         return make_sample(image, label, image_path.stem, os.fspath(image_path), self.transform)
 
 
-# --- discovery -----------------------------------------------------------------------------------------------
-
-
-def find_root(root: str | os.PathLike | None, dataset: str, layout: str, inner: str | None = None) -> Path:
+def find_root(root: Root, dataset: str, layout: str, inner: str | None = None) -> Path:
     """The dataset root as a Path; descends into `inner` when the user gave the folder above it."""
     if root is None:
         raise SegrefineError(f"dataset {dataset} needs a data root; expected layout: {layout}")
@@ -181,18 +156,17 @@ class FileSet:
         return found
 
 
-def first_complete(images: FileSet, *variants: tuple[FileSet, np.ndarray]) -> tuple[FileSet, np.ndarray]:
-    """The first (labels, lookup table) variant with a label for every image, else the last one."""
+def first_complete(
+    images: FileSet, preferred: tuple[FileSet, np.ndarray], fallback: tuple[FileSet, np.ndarray]
+) -> tuple[FileSet, np.ndarray]:
+    """The `preferred` (labels, lookup table) when it has a label for every image, else `fallback`."""
     keys = images.index().keys()
-    for labels, lut in variants[:-1]:
-        if keys and labels.index().keys() >= keys:
-            return labels, lut
-    return variants[-1]
+    return preferred if keys and preferred[0].index().keys() >= keys else fallback
 
 
-def _listing(keys: list[str], files: Mapping[str, Path], shown: int = 3) -> str:
-    names = ", ".join(files[k].name for k in keys[:shown])
-    return f"{names}{', ...' if len(keys) > shown else ''} ({len(keys)} in all)"
+def listing(names: list[str], shown: int = 3) -> str:
+    """The first `shown` names and how many there are: `a, b, c, ... (7 in all)`."""
+    return f"{', '.join(names[:shown])}{', ...' if len(names) > shown else ''} ({len(names)} in all)"
 
 
 def pair_files(images: FileSet, labels: FileSet, *, dataset: str, split: str, layout: str) -> list[tuple[Path, Path]]:
@@ -205,14 +179,10 @@ def pair_files(images: FileSet, labels: FileSet, *, dataset: str, split: str, la
     image_files, label_files = images.index(), labels.index()
     if not image_files:
         raise SegrefineError(f"{dataset} split {split}: no images matching {images.pattern()}")
-    lonely = sorted(image_files.keys() - label_files.keys())
+    lonely = [image_files[k].name for k in sorted(image_files.keys() - label_files.keys())]
     if lonely:
-        raise SegrefineError(
-            f"{dataset} split {split}: images without a label {labels.pattern()}: {_listing(lonely, image_files)}"
-        )
-    lonely = sorted(label_files.keys() - image_files.keys())
+        raise SegrefineError(f"{dataset} split {split}: images without a label {labels.pattern()}: {listing(lonely)}")
+    lonely = [label_files[k].name for k in sorted(label_files.keys() - image_files.keys())]
     if lonely:
-        raise SegrefineError(
-            f"{dataset} split {split}: labels without an image {images.pattern()}: {_listing(lonely, label_files)}"
-        )
+        raise SegrefineError(f"{dataset} split {split}: labels without an image {images.pattern()}: {listing(lonely)}")
     return [(image_files[k], label_files[k]) for k in sorted(image_files)]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
-
-from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
+from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, identity_lut, listing, pair_files
 from segrefine.data.meta import CAMVID, IGNORE_INDEX, DatasetMeta
 from segrefine.errors import SegrefineError
 from segrefine.imageio import IMAGE_SUFFIXES
@@ -22,14 +19,8 @@ LAYOUT = (
 VOID_ID = 11
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return CAMVID
-
-
-def label_lut() -> np.ndarray:
-    lut = identity_lut(CAMVID.num_classes)
-    lut[VOID_ID] = IGNORE_INDEX
-    return lut
 
 
 def listed_names(path: Path) -> list[str] | None:
@@ -55,16 +46,17 @@ def split_pairs(base: Path, split: str) -> list[tuple[Path, Path]]:
     stems = [n.rsplit(".", 1)[0] for n in names]
     missing = [n for n, stem in zip(names, stems) if stem not in by_stem]
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise SegrefineError(
             f"camvid split {split}: {base / f'{split}.txt'} lists frames that {base / split} does not hold: "
-            f"{shown} ({len(missing)} in all)"
+            f"{listing(missing)}"
         )
     return [by_stem[stem] for stem in dict.fromkeys(stems)]
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     base = find_root(root, "camvid", LAYOUT, inner="CamVid")
     parts = ("train", "val") if split == "trainval" else (split,)
     pairs = [pair for part in parts for pair in split_pairs(base, part)]
-    return PairedFiles(pairs, CAMVID, label_lut(), transform)
+    lut = identity_lut(CAMVID.num_classes)
+    lut[VOID_ID] = IGNORE_INDEX
+    return PairedFiles(pairs, CAMVID, lut, transform)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from segrefine.data.base import (
-    FileSet, PairedFiles, Transform, find_root, first_complete, identity_lut, pair_files, table_lut,
+    FileSet, PairedFiles, Root, Transform, find_root, first_complete, identity_lut, pair_files, table_lut,
 )  # fmt: skip
 from segrefine.data.meta import CITYSCAPES, CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, DatasetMeta
 
@@ -20,27 +18,20 @@ LAYOUT = (
 )
 
 
-def _train_to_label_lut() -> np.ndarray:
-    lut = np.zeros(256, np.uint8)  # anything that is no train id becomes 0, "unlabeled" (not evaluated)
-    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
-        if train_id != IGNORE_INDEX:
-            lut[train_id] = label_id
-    return lut
-
-
-_LABEL_ID_LUT = _train_to_label_lut()
+# Train id -> official label id; anything that is no train id becomes 0, "unlabeled" (not evaluated).
+_LABEL_IDS = table_lut({t: i for i, t in CITYSCAPES_LABEL_TO_TRAIN.items() if t != IGNORE_INDEX}, 0).astype(np.uint8)
 
 
 def label_ids(train_ids: np.ndarray) -> np.ndarray:
     """Train ids (uint8 H×W) -> the official label ids that cityscapesscripts and the benchmark server evaluate."""
-    return _LABEL_ID_LUT[train_ids]
+    return _LABEL_IDS[train_ids]
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return CITYSCAPES
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     base = find_root(root, "cityscapes", LAYOUT)
     images = FileSet(base / "leftImg8bit" / split, ("_leftImg8bit.png",), depth=2)
     label_dir = base / "gtFine" / split

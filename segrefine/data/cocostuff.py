@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from segrefine.data.base import (
-    FileSet, PairedFiles, Transform, find_root, first_complete, identity_lut, pair_files, table_lut,
+    FileSet, PairedFiles, Root, Transform, find_root, first_complete, identity_lut, pair_files, table_lut,
 )  # fmt: skip
 from segrefine.data.meta import COCOSTUFF, COCOSTUFF_ID_TO_TRAIN, DatasetMeta
 
@@ -19,11 +17,11 @@ LAYOUT = (
 TRAIN_IDS_SUFFIX = "_labelTrainIds.png"  # written by mmsegmentation's conversion script
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return COCOSTUFF
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     base = find_root(root, "cocostuff", LAYOUT)
     images = FileSet(base / "images" / f"{split}2017", (".jpg",))
     label_dir = base / "annotations" / f"{split}2017"

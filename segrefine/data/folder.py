@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from segrefine.imageio import IMAGE_SUFFIXES
-from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
+from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, identity_lut, pair_files
 from segrefine.data.meta import IGNORE_INDEX, Color, DatasetMeta, voc_palette
 from segrefine.errors import SegrefineError
 
@@ -54,7 +53,7 @@ def read_classes(path: Path) -> DatasetMeta:
     return DatasetMeta("folder", tuple(names), palette)
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     base = find_root(root, "folder", LAYOUT)
     path = base / "classes.txt"
     if not path.is_file():
@@ -62,7 +61,7 @@ def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
     return read_classes(path)
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     info = meta(root)
     base = Path(root).expanduser()
     sub = split if (base / "images" / split).is_dir() else ""

@@ -3,9 +3,7 @@ label ids and scored in Cityscapes' 19 train ids."""
 
 from __future__ import annotations
 
-import os
-
-from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, pair_files, table_lut
+from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, pair_files, table_lut
 from segrefine.data.meta import CITYSCAPES_LABEL_TO_TRAIN, KITTI, DatasetMeta
 from segrefine.imageio import IMAGE_SUFFIXES
 
@@ -18,11 +16,11 @@ LAYOUT = (
 )
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return KITTI
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     base = find_root(root, "kitti", LAYOUT)
     official = base / "training"
     image_dir, label_dir = (

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from segrefine.data.base import FileSet, PairedFiles, Transform, find_root, identity_lut, pair_files
+from segrefine.data.base import FileSet, PairedFiles, Root, Transform, find_root, identity_lut, pair_files
 from segrefine.data.meta import LIP, DatasetMeta
 
 SPLITS = ("train", "val")
@@ -14,11 +12,11 @@ LAYOUT = (
 )
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return LIP
 
 
-def build(root: str | os.PathLike | None, split: str, transform: Transform | None = None) -> PairedFiles:
+def build(root: Root, split: str, transform: Transform | None = None) -> PairedFiles:
     base = find_root(root, "lip", LAYOUT)
     images = FileSet(base / f"{split}_images", (".jpg",))
     labels = FileSet(base / f"{split}_segmentations", (".png",))

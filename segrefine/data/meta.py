@@ -33,19 +33,14 @@ class DatasetMeta:
         return len(self.classes)
 
 
+def _voc_channel(index: int, bit: int) -> int:
+    """Bits `bit`, `bit` + 3, `bit` + 6, ... of `index` as bits 7, 6, 5, ... of one colour channel."""
+    return sum(((index >> (3 * k + bit)) & 1) << (7 - k) for k in range(8))
+
+
 def voc_palette(n: int, start: int = 0) -> tuple[Color, ...]:
     """The PASCAL VOC colour map (bits of the index spread over r, g, b): entries start .. start+n-1."""
-    colors = []
-    for index in range(start, start + n):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors.append((r, g, b))
-    return tuple(colors)
+    return tuple(tuple(_voc_channel(index, bit) for bit in range(3)) for index in range(start, start + n))
 
 
 # --- Cityscapes (also BDD100K): 19 train ids, official colours --------------------------------------------

@@ -8,16 +8,16 @@ default size), signs and object outlines make boundaries matter. A scene depends
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from segrefine.data.base import Transform, make_sample
+from segrefine.data.base import Root, Transform, make_sample
 from segrefine.data.meta import TOY, DatasetMeta
 from segrefine.errors import SegrefineError
 
@@ -56,10 +56,6 @@ HEAD, LEGS = (205, 80, 80), (110, 22, 44)  # person parts, still red
 CAR_GLASS = (40, 50, 110)  # car windows: dark blue
 
 
-def _split_code(split: str) -> int:
-    return zlib.crc32(split.encode())
-
-
 class _Canvas:
     """A label map and an RGB float image painted by the same opencv calls."""
 
@@ -83,7 +79,7 @@ class _Canvas:
         self.paint(cv2.circle, (int(cx), int(cy)), int(round(radius)), cls=cls, color=color, thickness=-1)
 
     def line(self, p0: tuple[float, float], p1: tuple[float, float], thickness: int, cls: int, color: Any) -> None:
-        self.paint(cv2.line, _point(p0), _point(p1), cls=cls, color=color, thickness=int(thickness))
+        self.paint(cv2.line, tuple(map(int, p0)), tuple(map(int, p1)), cls=cls, color=color, thickness=int(thickness))
 
     def poly(self, cls: int, color: Any, *xy: tuple[float, float]) -> None:
         self.paint(cv2.fillPoly, _polygon(xy), cls=cls, color=color)
@@ -91,10 +87,6 @@ class _Canvas:
     def detail(self, color: Any, *xy: tuple[float, float]) -> None:
         """A polygon on the image only: texture inside a region that keeps its class."""
         cv2.fillPoly(self.image, _polygon(xy), tuple(float(c) for c in color))
-
-
-def _point(xy: tuple[float, float]) -> tuple[int, int]:
-    return int(xy[0]), int(xy[1])
 
 
 def _polygon(xy: Any) -> list[np.ndarray]:
@@ -278,23 +270,16 @@ def render(
     return np.clip(image, 0, 255, out=image).astype(np.uint8), label
 
 
+@dataclass(eq=False)
 class ToyScenes(Dataset):
     """`length` procedural scenes of one split; item i is the same for the same (seed, split, i)."""
 
-    def __init__(
-        self,
-        split: str = "train",
-        transform: Transform | None = None,
-        size: tuple[int, int] = DEFAULT_SIZE,
-        length: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.split = split
-        self.transform = transform
-        self.size = size
-        self.length = DEFAULT_LENGTH.get(split, 100) if length is None else length
-        self.seed = seed
-        self.meta: DatasetMeta = TOY
+    split: str
+    transform: Transform | None
+    size: tuple[int, int]
+    length: int
+    seed: int
+    meta = TOY
 
     def __len__(self) -> int:
         return self.length
@@ -302,7 +287,7 @@ class ToyScenes(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < self.length:
             raise IndexError(f"toy {self.split} has {self.length} scenes; index {index} is out of range")
-        rng = np.random.default_rng([self.seed, _split_code(self.split), index])
+        rng = np.random.default_rng([self.seed, zlib.crc32(self.split.encode()), index])
         return render(rng, *self.size)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -311,12 +296,12 @@ class ToyScenes(Dataset):
         return make_sample(image, label, name, f"toy://{self.split}/{index}", self.transform)
 
 
-def meta(root: str | os.PathLike | None = None) -> DatasetMeta:
+def meta(root: Root = None) -> DatasetMeta:
     return TOY
 
 
 def build(
-    root: str | os.PathLike | None,
+    root: Root,
     split: str,
     transform: Transform | None = None,
     *,
@@ -332,4 +317,4 @@ def build(
         raise SegrefineError(f"toy length {length!r} must be a whole number of at least 1")
     if not isinstance(seed, int) or seed < 0:
         raise SegrefineError(f"toy seed {seed!r} must be a whole number of at least 0")
-    return ToyScenes(split, transform, hw, length, seed)
+    return ToyScenes(split, transform, hw, DEFAULT_LENGTH.get(split, 100) if length is None else length, seed)

@@ -40,9 +40,7 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
 
 def _size(flat_inputs: list[Any]) -> tuple[int, int]:
     for item in flat_inputs:
-        if isinstance(item, (tv_tensors.Image, tv_tensors.Mask)) or (
-            isinstance(item, torch.Tensor) and item.ndim >= 2
-        ):
+        if isinstance(item, torch.Tensor) and item.ndim >= 2:
             height, width = F.get_size(item)
             return height, width
     raise TypeError("no image or mask in the sample")
@@ -95,9 +93,6 @@ class _ImageStep(v2.Transform):
         super().__init__()
         self.p = float(p)
 
-    def draw(self, height: int, width: int) -> dict[str, Any]:
-        return {}
-
     def change(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define change() or override transform()")
 
@@ -108,7 +103,11 @@ class _ImageStep(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not params["apply"] or not isinstance(inpt, tv_tensors.Image):
             return inpt
-        return _scaled(inpt, lambda x: self.change(x, params))
+        is_uint8 = inpt.dtype == torch.uint8
+        x = inpt.as_subclass(torch.Tensor).float()
+        x = self.change(x / 255.0 if is_uint8 else x, params).clamp_(0.0, 1.0)
+        out = x.mul_(255.0).round_().to(torch.uint8) if is_uint8 else x.to(inpt.dtype)
+        return tv_tensors.wrap(out, like=inpt)
 
 
 class RandomWhiteBalance(_ImageStep):
@@ -200,15 +199,6 @@ class RandomJpeg(_ImageStep):
             return inpt
         decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
         return tv_tensors.wrap(torch.from_numpy(decoded).permute(2, 0, 1).contiguous(), like=inpt)
-
-
-def _scaled(image: tv_tensors.Image, operation: Any) -> tv_tensors.Image:
-    """`operation` applied to the image as float in [0, 1], the result clamped and back in the image's dtype."""
-    is_uint8 = image.dtype == torch.uint8
-    x = image.as_subclass(torch.Tensor).float()
-    x = operation(x / 255.0 if is_uint8 else x).clamp_(0.0, 1.0)
-    out = x.mul_(255.0).round_().to(torch.uint8) if is_uint8 else x.to(image.dtype)
-    return tv_tensors.wrap(out, like=image)
 
 
 PHOTOMETRIC = ("none", "jitter", "camera")
