@@ -84,7 +84,7 @@ def make_sample(
     return sample
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # datasets compare and print as objects, not as their file lists
 class PairedFiles(Dataset):
     """Image/label file pairs; the label's stored values are mapped to train ids by a lookup table."""
 
