@@ -270,7 +270,7 @@ def render(
     return np.clip(image, 0, 255, out=image).astype(np.uint8), label
 
 
-@dataclass(eq=False, repr=False)  # datasets compare and print as objects, not as their file lists
+@dataclass(eq=False, repr=False)  # a dataset compares and prints as an object
 class ToyScenes(Dataset):
     """`length` procedural scenes of one split; item i is the same for the same (seed, split, i)."""
 
