@@ -99,7 +99,7 @@ class CalibrationImages:
     def __init__(self, dataset: Dataset, count: int = CALIBRATION_IMAGES, size: Size | None = None) -> None:
         self.dataset, self.size = dataset, size
         self.indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))})
-        self.position, self.end = 0, len(self.indices)
+        self.rewind()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -135,8 +135,7 @@ def check_export_options(
         raise SettingError(f"`out` must name a {ONNX_SUFFIX} file, got {os.fspath(out)!r}")
     if os.path.lexists(out) and not overwrite:
         raise SettingError(f"`out` {os.fspath(out)} already exists: replace it with `overwrite`, or choose another `out`")
-    problem = folder_problem(Path(out).parent)
-    if problem:
+    if problem := folder_problem(Path(out).parent):
         raise SettingError(f"`out` {os.fspath(out)} cannot be written: {problem}")
     if size is not None and min(size) < OUTPUT_STRIDE:
         raise SettingError(
