@@ -395,7 +395,15 @@ def resume(out: str | Path | None = None, **overrides: Any) -> Path:
 
     The run keeps its settings: `overrides` may change only the runtime ones (device, workers, amp).
     """
-    return train(resumed_config(RunFolder.to_resume(out), overrides), resume=True)
+    run = RunFolder.to_resume(out)
+    settings = read_config_file(run.config)
+    allowed = {"device", "workers", "amp", "out"}
+    changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
+    if changed:
+        raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
+    settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
+    settings["out"] = str(run.path)
+    return train(TrainConfig.from_dict(settings), resume=True)
 
 
 def _agreed_run(ctx: distributed.Context) -> RunFolder:
@@ -404,15 +412,3 @@ def _agreed_run(ctx: distributed.Context) -> RunFolder:
     if ctx.distributed:
         dist.broadcast_object_list(chosen, src=0)
     return RunFolder(Path(chosen[0]))
-
-
-def resumed_config(run: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
-    """The settings of an existing run; only runtime settings (device, workers, AMP) may change."""
-    settings = read_config_file(run.config)
-    allowed = {"device", "workers", "amp", "out"}
-    changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
-    if changed:
-        raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
-    settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
-    settings["out"] = str(run.path)
-    return TrainConfig.from_dict(settings)
