@@ -14,9 +14,10 @@ if sys.version_info >= (3, 11):
 else:  # the same parser, from PyPI, before it joined the standard library
     import tomli as tomllib
 
-from segrefine.engine.recipes import RECIPES
+from segrefine.data import DATASETS, dataset_meta
 from segrefine.data.statistics import CLASS_WEIGHTS
 from segrefine.data.transforms import PHOTOMETRIC
+from segrefine.engine.recipes import RECIPES
 from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.models.config import OUTPUT_STRIDE, ModelConfig
 
@@ -27,14 +28,12 @@ LOSSES = ("ce", "ohem")
 MAX_CROP = 8192
 # Ten million iterations is 60 times the longest recipe (160k) and weeks of training; more is a slip of the keyboard.
 MAX_ITERS = 10_000_000
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # what `device` settings may name (checked again when resolved)
 
 
 def _help(text: str, choices: tuple = ()) -> dict[str, Any]:
     """Field metadata: the flag's help, and its choices when it has a fixed set."""
     return {"help": text, "choices": choices}
-
-
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # what `device` settings may name (checked again when resolved)
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class TrainConfig:
             raise SettingError(f"`iters` must be at most {MAX_ITERS}, got {self.iters}")
         if self.out is not None and not self.out.strip():
             raise SettingError("`out` must name a folder, got an empty string")
-        for name in ("eval_every", "save_every", "workers"):
+        for name in ("eval_every", "save_every", "workers", "weight_decay", "momentum", "poly_power"):
             if getattr(self, name) < 0:
                 raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if min(self.crop) < OUTPUT_STRIDE:
@@ -93,9 +92,6 @@ class TrainConfig:
             raise SettingError(f"`scale` must be LOW,HIGH with 0 < LOW <= HIGH, got {self.scale}")
         if self.lr <= 0:
             raise SettingError(f"`lr` must be positive, got {self.lr}")
-        for name in ("weight_decay", "momentum", "poly_power"):
-            if getattr(self, name) < 0:
-                raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.loss not in LOSSES:
             raise SettingError(f"`loss` must be ce or ohem, got {self.loss!r}")
         if self.class_weight not in CLASS_WEIGHTS:
@@ -121,23 +117,20 @@ class TrainConfig:
         """Settings as stored in a run's config.json ("train") or a config file: `model` a table of ModelConfig
         fields (older runs list them at the top level), tuples as lists."""
         data, model = _split_model(data)
-        for key in _TUPLES:
+        for key in ("crop", "scale"):
             if isinstance(data.get(key), list):  # TOML and JSON have no tuples
                 data[key] = tuple(data[key])
         return cls(**data, model=ModelConfig.from_dict(model))
 
 
-_TUPLES = ("crop", "scale")
 def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> TrainConfig:
     """Recipe defaults of the chosen dataset, then the config file's settings, then the flags given."""
     settings = {**file_settings, **{k: v for k, v in flags.items() if v is not None}}
     dataset = settings.get("dataset")
     if not dataset:
         raise SettingError("`dataset` is required (or a `dataset` entry in the `config` file)")
-    from segrefine.data import DATASETS, dataset_meta  # noqa: F401  (validates the name with a suggestion)
-
     if dataset not in DATASETS:
-        dataset_meta(dataset)
+        dataset_meta(dataset)  # raises, suggesting a known name
     recipe_name = settings.get("recipe") or dataset
     if recipe_name not in RECIPES:
         raise SegrefineError(f"unknown recipe {recipe_name!r}; known recipes: {', '.join(RECIPES)}")
@@ -172,9 +165,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise SettingError(f"`config` {path} has unknown settings: {', '.join(unknown)}")
     return {**data, **model}
-
-
-MODEL_SETTINGS = tuple(f.name for f in fields(ModelConfig) if f.name != "num_classes")
 
 
 def _split_model(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

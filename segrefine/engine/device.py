@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -10,9 +12,7 @@ from segrefine.errors import SettingError
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter (or buffer); CPU for a model with neither."""
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), None)
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
 

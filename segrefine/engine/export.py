@@ -99,7 +99,7 @@ class CalibrationImages:
     def __init__(self, dataset: Dataset, count: int = CALIBRATION_IMAGES, size: Size | None = None) -> None:
         self.dataset, self.size = dataset, size
         self.indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(count, len(dataset)))})
-        self.position, self.end = 0, len(self.indices)
+        self.rewind()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -135,8 +135,7 @@ def check_export_options(
         raise SettingError(f"`out` must name a {ONNX_SUFFIX} file, got {os.fspath(out)!r}")
     if os.path.lexists(out) and not overwrite:
         raise SettingError(f"`out` {os.fspath(out)} already exists: replace it with `overwrite`, or choose another `out`")
-    problem = folder_problem(Path(out).parent)
-    if problem:
+    if problem := folder_problem(Path(out).parent):
         raise SettingError(f"`out` {os.fspath(out)} cannot be written: {problem}")
     if size is not None and min(size) < OUTPUT_STRIDE:
         raise SettingError(
@@ -158,15 +157,10 @@ def check_export_options(
 def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None = None) -> None:
     """Write the eval-mode network as ONNX: input "image" B×3×H×W, output "logits" B×K×H×W, any batch size, and any
     height and width of at least OUTPUT_STRIDE unless `size` fixes them; `config` goes into the metadata."""
-    _write_onnx(inference_copy(model), config, path, size)
-
-
-def _write_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None) -> None:
-    """`to_onnx` of a model `inference_copy` already prepared."""
     onnx = require("onnx")
     require("onnxscript")  # the exporter's ONNX builder
-    batch = torch.export.Dim("batch")
-    shapes = {0: batch}
+    model = inference_copy(model)
+    shapes = {0: torch.export.Dim("batch")}
     if size is None:
         shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
     # Batch 2: torch.export specialises a traced size of 1, and instance norm's shape arithmetic would fix the batch.
@@ -236,15 +230,10 @@ def quantize_int8(
             extra_options={"CalibStridedMinMax": images.stride()},
         )  # fmt: skip
     quantized = onnx.load(os.fspath(target))
-    onnx.helper.set_model_props(quantized, {CONFIG_KEY: _metadata(source)})
+    props = {p.key: p.value for p in onnx.load(os.fspath(source), load_external_data=False).metadata_props}
+    onnx.helper.set_model_props(quantized, {CONFIG_KEY: props[CONFIG_KEY]})
     onnx.save(quantized, os.fspath(target))
     return len(excluded)
-
-
-def _metadata(path: str | os.PathLike) -> str:
-    onnx = require("onnx")
-    props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
-    return props[CONFIG_KEY]
 
 
 def _calibration_data(
@@ -329,7 +318,7 @@ def export_model(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp, "model.onnx")
         with status("exporting the network to ONNX", progress):
-            _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
+            to_onnx(model, config, fp32, size)
         with status("checking the export's labels on onnxruntime", progress):
             agreement = label_agreement(model, fp32, image)
         if agreement < FP32_AGREEMENT:

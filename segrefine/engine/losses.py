@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -10,6 +12,7 @@ from segrefine.data.meta import IGNORE_INDEX
 
 AUX_WEIGHT = 0.4  # auxiliary head; this and the next: the weights of the MCIBI reference code (Jin et al., ICCV 2021)
 MEMORY_WEIGHT = 0.4  # class-probability head of the memory block
+_cross_entropy = partial(F.cross_entropy, ignore_index=IGNORE_INDEX)
 
 
 def ohem_cross_entropy(
@@ -17,7 +20,7 @@ def ohem_cross_entropy(
 ) -> Tensor:
     """Cross-entropy over the hard pixels: those whose ground-truth probability is below `thresh`, and at least the
     `min_kept` hardest (mmsegmentation's OHEM pixel sampler); `weight` scales each class's pixels."""
-    pixel_loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
+    pixel_loss = _cross_entropy(logits, target, weight=weight, reduction="none")
     valid = target != IGNORE_INDEX
     with torch.no_grad():
         prob = logits.float().softmax(dim=1).gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1))[:, 0]
@@ -45,7 +48,3 @@ def segmentation_loss(
         parts["memory"] = _cross_entropy(outputs["memory_logits"], target)
     parts["total"] = parts["main"] + AUX_WEIGHT * parts.get("aux", 0.0) + MEMORY_WEIGHT * parts.get("memory", 0.0)
     return parts
-
-
-def _cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -21,15 +20,10 @@ def progress_bar(label: str, *extra: ProgressColumn, console: Console | None = N
     )  # fmt: skip
 
 
-@contextlib.contextmanager
-def status(message: str, enabled: bool = True) -> Iterator[None]:
+def status(message: str, enabled: bool = True) -> contextlib.AbstractContextManager:
     """A spinner with `message` on stderr while the block runs; nothing off a terminal."""
     console = Console(stderr=True)
-    if not (enabled and console.is_terminal):
-        yield
-        return
-    with console.status(message):
-        yield
+    return console.status(message) if enabled and console.is_terminal else contextlib.nullcontext()
 
 
 class TrainProgress:

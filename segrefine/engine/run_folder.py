@@ -18,9 +18,6 @@ from segrefine.hub import CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_D
 from segrefine.imageio import folder_problem, write_json, write_text
 
 RUNS_ROOT = Path("runs/train")
-LOG_FILE = "log.jsonl"
-LOCK_FILE = ".lock"  # held by the live run (see RunFolder.lock)
-EVAL_FILE = "eval.json"
 
 
 @dataclass(frozen=True)
@@ -56,11 +53,11 @@ class RunFolder:
 
     @property
     def log(self) -> Path:
-        return self.path / LOG_FILE
+        return self.path / "log.jsonl"
 
     @property
     def eval(self) -> Path:
-        return self.path / EVAL_FILE
+        return self.path / "eval.json"
 
     @property
     def checkpoints(self) -> Path:
@@ -87,8 +84,7 @@ class RunFolder:
                 f"`out` {self.path} already holds a training run: continue it with `resume`, replace it with "
                 f"`overwrite`, or choose another `out`"
             )
-        problem = folder_problem(self.path)
-        if problem:
+        if problem := folder_problem(self.path):
             raise SettingError(f"`out` {problem}")
 
     @contextlib.contextmanager
@@ -105,7 +101,7 @@ class RunFolder:
             return
         self._mkdir()
         try:
-            lock = open(self.path / LOCK_FILE, "a+")
+            lock = open(self.path / ".lock", "a+")
         except OSError as e:
             raise SettingError(f"cannot create `out` {self.path}: {e.strerror or e}") from None
         with lock:

@@ -7,6 +7,7 @@ i — not on workers, processes or interruptions — and a resumed run sees exac
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -36,11 +37,9 @@ class StreamBatchSampler(Sampler[list[tuple[int, int]]]):
         return int(self._perm[offset])
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        iteration = self.start
-        while True:
+        for iteration in itertools.count(self.start):
             first = (iteration * self.world_size + self.rank) * self.batch_size
             yield [(p, self.index(p)) for p in range(first, first + self.batch_size)]
-            iteration += 1
 
 
 class SeededSamples(Dataset):

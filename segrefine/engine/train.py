@@ -20,7 +20,7 @@ from segrefine.data.statistics import class_frequencies, class_weights
 from segrefine.data.transforms import eval_transform, train_transform
 from segrefine.engine import distributed
 from segrefine.engine.checkpoint import recover, replace_folder, restore_trainer_state, trainer_state, write_trainer_state
-from segrefine.engine.config import TrainConfig
+from segrefine.engine.config import TrainConfig, read_config_file
 from segrefine.engine.losses import segmentation_loss
 from segrefine.engine.device import resolve_device
 from segrefine.engine.progress import TrainProgress
@@ -127,7 +127,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
         self.folder, self.resume, self.overwrite = RunFolder(run_dir), resume, overwrite
-        self.config = config
         self.start = self.step = 0  # the first iteration to run, the last one done
         self.saved: int | None = None  # the iteration checkpoints/last holds
         self.device = resolve_device(config.device)
@@ -162,8 +161,6 @@ class Trainer:
     @property
     def run_dir(self) -> Path:
         return self.folder.path
-
-    # --- setup --------------------------------------------------------------------------------------------------
 
     def _build(self) -> None:
         cfg = self.config
@@ -216,18 +213,16 @@ class Trainer:
             collate_fn=collate_or_error,  # a worker's error arrives as the batch: raised in `run` as one line
         )
 
-    # --- files --------------------------------------------------------------------------------------------------
-
     def _save(self, folder: Path, iteration: int, metrics: dict[str, Any] | None = None) -> None:
-        tensors, state = trainer_state(
-            self.optimizer, self.scheduler, self.scaler, iteration, {"best_miou": self.best}
-        )
-        if self.ctx.is_main:
-            replace_folder(folder, lambda tmp: self._write_checkpoint(tmp, tensors, state, metrics))
+        if not self.ctx.is_main:
+            return
+        tensors, state = trainer_state(self.optimizer, self.scheduler, self.scaler, iteration, {"best_miou": self.best})
 
-    def _write_checkpoint(self, folder: Path, tensors: dict, state: dict, metrics: dict | None) -> None:
-        save_checkpoint(unwrap(self.model), folder, **self._info(), metrics=metrics)
-        write_trainer_state(folder, tensors, state)
+        def write(tmp: Path) -> None:
+            save_checkpoint(unwrap(self.model), tmp, **self._info(), metrics=metrics)
+            write_trainer_state(tmp, tensors, state)
+
+        replace_folder(folder, write)
 
     def _info(self) -> dict[str, Any]:
         """What the run's config.json and its checkpoints record besides the network's switches."""
@@ -261,8 +256,6 @@ class Trainer:
             f"`overwrite`; {where}"
         )
 
-    # --- loop ---------------------------------------------------------------------------------------------------
-
     def evaluate(self) -> dict[str, Any]:
         from segrefine.engine.evaluate import evaluate_model
 
@@ -293,26 +286,20 @@ class Trainer:
     def _lock(self) -> contextlib.AbstractContextManager:
         return self.folder.lock() if self.ctx.is_main else contextlib.nullcontext()
 
-    def _begin(self) -> bool:
-        """Prepare the run folder for the iterations left; False (said once) when a resumed run has none left."""
+    def _train(self) -> dict[str, Any] | None:
+        """Train from `start` to `config.iters`: step, log each window, validate, save; returns the last scores (None,
+        said once, when a resumed run has no iterations left)."""
         cfg = self.config
         if self.resume and self.start >= cfg.iters:
             if self.ctx.is_main:
                 TrainProgress(cfg.iters).note(
                     f"run {self.run_dir} is already complete ({self.start} of {cfg.iters} iterations): nothing to resume"
                 )
-            return False
+            return None
         if self.ctx.is_main:
             self.folder.prepare(self.start if self.resume else None, self.overwrite)
             self.folder.write_config(checkpoint_config(cfg.model, **self._info()))
         distributed.barrier()
-        return True
-
-    def _train(self) -> dict[str, Any] | None:
-        """Train from `start` to `config.iters`: step, log each window, validate, save; returns the last scores."""
-        if not self._begin():
-            return None
-        cfg = self.config
         eval_every = cfg.eval_every or cfg.iters
         save_every = cfg.save_every or eval_every
         metrics = None
@@ -408,7 +395,15 @@ def resume(out: str | Path | None = None, **overrides: Any) -> Path:
 
     The run keeps its settings: `overrides` may change only the runtime ones (device, workers, amp).
     """
-    return train(resumed_config(RunFolder.to_resume(out), overrides), resume=True)
+    run = RunFolder.to_resume(out)
+    settings = read_config_file(run.config)
+    allowed = {"device", "workers", "amp", "out"}
+    changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
+    if changed:
+        raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
+    settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
+    settings["out"] = str(run.path)
+    return train(TrainConfig.from_dict(settings), resume=True)
 
 
 def _agreed_run(ctx: distributed.Context) -> RunFolder:
@@ -417,17 +412,3 @@ def _agreed_run(ctx: distributed.Context) -> RunFolder:
     if ctx.distributed:
         dist.broadcast_object_list(chosen, src=0)
     return RunFolder(Path(chosen[0]))
-
-
-def resumed_config(run: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
-    """The settings of an existing run; only runtime settings (device, workers, AMP) may change."""
-    from segrefine.engine.config import read_config_file
-
-    settings = read_config_file(run.config)
-    allowed = {"device", "workers", "amp", "out"}
-    changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
-    if changed:
-        raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
-    settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
-    settings["out"] = str(run.path)
-    return TrainConfig.from_dict(settings)
