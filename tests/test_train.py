@@ -245,3 +245,22 @@ def test_log_window_records_the_mean_losses_of_its_steps():
     record = window.record(7, 0.01, torch.device("cpu"))
     assert {k: record[k] for k in ("iter", "loss", "loss_aux", "lr")} == {"iter": 7, "loss": 2.0, "loss_aux": 1.0, "lr": 0.01}
     assert 0 < record["images_per_s"] and record["memory_mb"] > 0
+
+
+def test_resume_restores_each_gpus_rng_state_to_its_own_device(tmp_path, monkeypatch):
+    """Twelve GPUs: the RNG states go back by device index, not in the text order of their keys."""
+    from segrefine.engine import checkpoint
+
+    states = [torch.full((4,), i, dtype=torch.uint8) for i in range(12)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(states))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    weights = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weights], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    tensors, state = checkpoint.trainer_state(optimizer, scheduler, None, 3, {})
+    checkpoint.write_trainer_state(tmp_path, tensors, state)
+    checkpoint.restore_trainer_state(tmp_path, optimizer, scheduler, None)
+    assert [int(s[0]) for s in restored] == list(range(12))
