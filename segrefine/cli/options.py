@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.engine.inference import BACKENDS, PRECISIONS, InferenceOptions, check_scales
+from segrefine.engine.inference import check_scales
 from segrefine.errors import SegrefineError, SettingError, flag, worded
 from segrefine.imageio import folder_problem
 
@@ -20,8 +20,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
 def output_folder(text: str | Path) -> Path:
-    """Parser of an --out folder option: refuse an empty name (not the current folder), a file or a place without
-    write permission before any work."""
+    """Parser of --out: refuse an empty name (not the current folder), a file or an unwritable place before any work."""
     if not str(text).strip():
         raise SegrefineError("--out must name a folder, got an empty string")
     out = Path(text)
@@ -139,8 +138,7 @@ def _option(f: Field, defaults: bool) -> inspect.Parameter:
 def with_config_flags(
     command: Callable[..., Any], configs: Sequence[type], exclude: Sequence[str] = (), *, defaults: bool = False
 ) -> None:
-    """Give `command` (whose last parameter is **values) one flag per field of `configs`, for typer to read; with
-    `defaults` a flag not given is the field's default (shown in the help), else None."""
+    """Give `command` (whose last parameter is **values) one flag per field of `configs` (see `_option`)."""
     own = list(inspect.signature(command, eval_str=True).parameters.values())[:-1]
     signature = inspect.Signature(own + [_option(f, defaults) for f in _config_fields(configs, exclude)])
     command.__signature__ = signature  # type: ignore[attr-defined]
@@ -177,9 +175,3 @@ DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder ho
 DatasetOptions = Annotated[
     Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable).")
 ]
-
-# serve declares these two flags itself: their type and help come from InferenceOptions all the same.
-Backend = Literal[BACKENDS]  # type: ignore[valid-type]
-Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
-_INFERENCE_HELP = {f.name: f.metadata["help"] for f in fields(InferenceOptions)}
-BACKEND_HELP, PRECISION_HELP = _INFERENCE_HELP["backend"], _INFERENCE_HELP["precision"]
