@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import sys
@@ -75,10 +76,8 @@ def _value(text: str) -> object:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(text)
-        except ValueError:
-            pass
     return text
 
 
@@ -112,18 +111,16 @@ def _config_fields(configs: Sequence[type], exclude: Sequence[str]) -> list[Fiel
 def _option(f: Field, defaults: bool) -> inspect.Parameter:
     """The typer option of one field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory (just --flip
     where the default is False). A flag not given is None, or with `defaults` the field's default."""
-    kind = str(f.type).split("|")[0].strip()
     name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
     default = f.default if defaults and f.name not in _PARSERS else None
-    choices = f.metadata.get("choices", ())
     if f.name == "dataset_options":  # repeated: parsed together in `flag_settings`
         annotation: Any = list[str]
     elif f.name in _PARSERS:
         annotation = str
-    elif choices:
-        annotation = Literal[tuple(str(c) for c in choices)]
+    elif f.metadata.get("choices"):
+        annotation = Literal[tuple(str(c) for c in f.metadata["choices"])]
     else:
-        annotation = _SCALAR[kind]
+        annotation = _SCALAR[str(f.type).split("|")[0].strip()]
     if annotation is bool and default is not False:
         name = f"{name}/--no-{name[2:]}"
     option = typer.Option(
