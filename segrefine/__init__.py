@@ -13,6 +13,7 @@
 
 __version__ = "0.1.0"
 
+import importlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from segrefine.errors import SegrefineError  # noqa: E402
@@ -41,8 +42,6 @@ __all__ = ["__version__", "SegrefineError", "EXAMPLE_IMAGE", *_EXPORTS]
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'segrefine' has no attribute {name!r}")
 

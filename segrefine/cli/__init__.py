@@ -21,32 +21,31 @@ from segrefine.errors import SegrefineError, SettingError, flag, one_line
 
 
 class Subcommand(NamedTuple):
-    module: str  # imported only when the subcommand runs or shows its own help
-    attribute: str  # a command function, or a typer.Typer of subcommands
+    attribute: str  # in module segrefine.cli.<name>: a command function, or a typer.Typer of subcommands
     help: str  # the line in `segrefine --help`
 
 
 COMMANDS: dict[str, Subcommand] = {
-    "train": Subcommand("segrefine.cli.train", "train", "Train a model on a dataset (CPU, one GPU, or torchrun)."),
-    "eval": Subcommand("segrefine.cli.eval", "evaluate", "Score a model or saved predictions on a dataset split."),
-    "predict": Subcommand("segrefine.cli.predict", "predict", "Segment images, folders, globs and videos."),
-    "export": Subcommand("segrefine.cli.export", "export", "Export a model to ONNX (fp32 or int8) for onnxruntime."),
-    "flops": Subcommand("segrefine.cli.flops", "flops", "Count parameters and multiply-accumulates of a model."),
-    "datasets": Subcommand("segrefine.cli.datasets", "datasets", "List the dataset adapters and their recipes."),
-    "visualize": Subcommand("segrefine.cli.visualize", "app", "Draw offsets, attention, memory, samples and errors."),
-    "weights": Subcommand("segrefine.cli.weights", "app", "List, pull and push trained weights."),
-    "serve": Subcommand("segrefine.cli.serve", "serve", "Serve a model over HTTP, with a page to try it in a browser."),
+    "train": Subcommand("train", "Train a model on a dataset (CPU, one GPU, or torchrun)."),
+    "eval": Subcommand("evaluate", "Score a model or saved predictions on a dataset split."),
+    "predict": Subcommand("predict", "Segment images, folders, globs and videos."),
+    "export": Subcommand("export", "Export a model to ONNX (fp32 or int8) for onnxruntime."),
+    "flops": Subcommand("flops", "Count parameters and multiply-accumulates of a model."),
+    "datasets": Subcommand("datasets", "List the dataset adapters and their recipes."),
+    "visualize": Subcommand("app", "Draw offsets, attention, memory, samples and errors."),
+    "weights": Subcommand("app", "List, pull and push trained weights."),
+    "serve": Subcommand("serve", "Serve a model over HTTP, with a page to try it in a browser."),
 }
 
 
 def load_command(name: str) -> Any:
     """The click command of a subcommand, importing its module (and so torch) only now."""
-    entry = COMMANDS[name]
-    target = getattr(importlib.import_module(entry.module), entry.attribute)
+    module = importlib.import_module(f"segrefine.cli.{name}")
+    target = getattr(module, COMMANDS[name].attribute)
     if isinstance(target, typer.Typer):
         return _without_flag_placeholders(typer.main.get_group(target))
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, context_settings=CONTEXT)
-    single.command(name, epilog=getattr(sys.modules[entry.module], "EPILOG", None))(target)
+    single.command(name, epilog=getattr(module, "EPILOG", None))(target)
     return _without_flag_placeholders(typer.main.get_command(single))
 
 
@@ -59,7 +58,6 @@ def _flags_without_placeholder(params: list[Any]) -> list[Any]:
 
 
 def _without_flag_placeholders(command: Any) -> Any:
-    """`command` and its subcommands with `_flags_without_placeholder`, their help options included."""
     # click creates the help option once, for the first context that asks: this one, with our option names.
     _flags_without_placeholder(command.get_params(typer.Context(command, **CONTEXT)))
     for subcommand in getattr(command, "commands", {}).values():
@@ -92,7 +90,6 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     cls=LazyGroup,
     name="segrefine",
-    help="Semantic segmentation with Semantic and Contextual Refinement Modules.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

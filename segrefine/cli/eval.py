@@ -6,7 +6,6 @@ Every score is a fraction in [0, 1], in the table and in --json alike.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -24,8 +23,9 @@ from segrefine.engine.inference import InferenceOptions
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 _NOT_FLAGS = ("compile",)  # the model runs as loaded
 
+
 def _fraction(x: float | None) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+    return "—" if x is None else f"{x:.4f}"  # the report has undefined scores (NaN) as None
 
 
 def _describe_mode(report: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from segrefine.cli.options import flag_settings, parse_size, with_config_flags
 from segrefine.models import ModelConfig
@@ -38,10 +38,7 @@ def flops(
     switches = {k: v for k, v in config.to_dict().items() if k not in ("variant", "aux")}
     summary.add_row("switches", " ".join(f"{k}={v}" for k, v in switches.items()))
     console.print(summary)
-    modules = Table(title="per module")
-    modules.add_column("module")
-    modules.add_column("GMACs", justify="right")
-    modules.add_column("share", justify="right")
+    modules = Table("module", Column("GMACs", justify="right"), Column("share", justify="right"), title="per module")
     for name, gmacs in report.modules.items():
         modules.add_row(name, f"{gmacs:.2f}", f"{100 * gmacs / report.gmacs:.1f}%")
     console.print(modules)

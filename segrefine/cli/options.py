@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 
-from segrefine.engine.inference import BACKENDS, PRECISIONS, InferenceOptions, check_scales
+from segrefine.engine.inference import check_scales
 from segrefine.errors import SegrefineError, SettingError, flag, worded
 from segrefine.imageio import folder_problem
 
@@ -20,8 +21,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
 def output_folder(text: str | Path) -> Path:
-    """Parser of an --out folder option: refuse an empty name (not the current folder), a file or a place without
-    write permission before any work."""
+    """Parser of --out: refuse an empty name (not the current folder), a file or an unwritable place before any work."""
     if not str(text).strip():
         raise SegrefineError("--out must name a folder, got an empty string")
     out = Path(text)
@@ -76,10 +76,8 @@ def _value(text: str) -> object:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(text)
-        except ValueError:
-            pass
     return text
 
 
@@ -113,18 +111,16 @@ def _config_fields(configs: Sequence[type], exclude: Sequence[str]) -> list[Fiel
 def _option(f: Field, defaults: bool) -> inspect.Parameter:
     """The typer option of one field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory (just --flip
     where the default is False). A flag not given is None, or with `defaults` the field's default."""
-    kind = str(f.type).split("|")[0].strip()
     name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
     default = f.default if defaults and f.name not in _PARSERS else None
-    choices = f.metadata.get("choices", ())
     if f.name == "dataset_options":  # repeated: parsed together in `flag_settings`
         annotation: Any = list[str]
     elif f.name in _PARSERS:
         annotation = str
-    elif choices:
-        annotation = Literal[tuple(str(c) for c in choices)]
+    elif f.metadata.get("choices"):
+        annotation = Literal[tuple(str(c) for c in f.metadata["choices"])]
     else:
-        annotation = _SCALAR[kind]
+        annotation = _SCALAR[str(f.type).split("|")[0].strip()]
     if annotation is bool and default is not False:
         name = f"{name}/--no-{name[2:]}"
     option = typer.Option(
@@ -139,8 +135,7 @@ def _option(f: Field, defaults: bool) -> inspect.Parameter:
 def with_config_flags(
     command: Callable[..., Any], configs: Sequence[type], exclude: Sequence[str] = (), *, defaults: bool = False
 ) -> None:
-    """Give `command` (whose last parameter is **values) one flag per field of `configs`, for typer to read; with
-    `defaults` a flag not given is the field's default (shown in the help), else None."""
+    """Give `command` (whose last parameter is **values) one flag per field of `configs` (see `_option`)."""
     own = list(inspect.signature(command, eval_str=True).parameters.values())[:-1]
     signature = inspect.Signature(own + [_option(f, defaults) for f in _config_fields(configs, exclude)])
     command.__signature__ = signature  # type: ignore[attr-defined]
@@ -177,9 +172,3 @@ DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder ho
 DatasetOptions = Annotated[
     Optional[list[str]], typer.Option("--dataset-option", help="Adapter option KEY=VALUE (repeatable).")
 ]
-
-# serve declares these two flags itself: their type and help come from InferenceOptions all the same.
-Backend = Literal[BACKENDS]  # type: ignore[valid-type]
-Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
-_INFERENCE_HELP = {f.name: f.metadata["help"] for f in fields(InferenceOptions)}
-BACKEND_HELP, PRECISION_HELP = _INFERENCE_HELP["backend"], _INFERENCE_HELP["precision"]

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from dataclasses import fields
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from segrefine.cli.options import BACKEND_HELP, PRECISION_HELP, Backend, Device, Precision, Weights
+from segrefine.cli.options import Device, Weights
+from segrefine.engine.inference import BACKENDS, PRECISIONS, InferenceOptions
 from segrefine.errors import SegrefineError
 
 EPILOG = (
     "Endpoints: GET / (a page to try the model), GET /health, GET /v1/model, POST /v1/predict?format=label|color|"
     "overlay|json with the image as the body or as the multipart field 'image'. Needs pip install 'segrefine[serve]'."
 )
+# --precision and --backend are predict's, with its help.
+_HELP = {f.name: f.metadata["help"] for f in fields(InferenceOptions)}
 
 
 def serve(
@@ -21,8 +25,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     device: Device = "auto",
-    precision: Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
-    backend: Annotated[Optional[Backend], typer.Option("--backend", help=BACKEND_HELP, show_default=False)] = None,
+    precision: Annotated[Literal[PRECISIONS], typer.Option("--precision", help=_HELP["precision"])] = "fp32",
+    backend: Annotated[
+        Optional[Literal[BACKENDS]], typer.Option("--backend", help=_HELP["backend"], show_default=False)
+    ] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Same-size images per forward pass (0: 1 on a CPU, 4 on CUDA).")] = 0,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Images waiting for the model; beyond, requests get 503.")] = 16,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Largest image (width × height, read from its header).")] = 40_000_000,

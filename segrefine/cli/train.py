@@ -43,7 +43,6 @@ def train(
     (start it over).
     """
     flags = flag_settings(values, _CONFIGS, _NOT_FLAGS)
-    out = Path(flags["out"]) if "out" in flags else None
     if resume and overwrite:
         raise SegrefineError("--resume continues a run and --overwrite starts it over: give one of them")
     file_settings, source = {}, None  # where settings not given as flags came from
@@ -60,7 +59,7 @@ def train(
         file_settings, source = read_config_file(config), f"--config {config}"
     try:
         if resume:
-            source = RunFolder.to_resume(out).config
+            source = RunFolder.to_resume(Path(flags["out"]) if "out" in flags else None).config
             file_settings = read_config_file(source)
             run_dir = resume_run(**flags)  # `out` among them when given
         else:

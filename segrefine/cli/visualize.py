@@ -7,7 +7,7 @@ Each subcommand calls its `segrefine.visualize` picture function, writes the pic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -52,17 +52,15 @@ def _write(out: Path, pictures: Iterator[tuple[str, Any]]) -> None:
         typer.echo(str(write_png(out / f"{name}.png", picture)))
 
 
-def _readable(images: list[Path]) -> dict[Path, Any]:
-    """The images that can be read (each other one reported as skipped); none: exit code 1 before any loading."""
+def _write_readable(out: Path, images: list[Path], pictures: Callable[..., Any], **kwargs: Any) -> None:
+    """`_write` the pictures of the images that can be read; any other is reported as skipped, and then the exit code
+    is 1 (before any loading when none can be read)."""
     from segrefine.visualize import read_images
 
     readable = read_images(images, on_skip=lambda why: say(f"segrefine: skipped: {why}"))
     if not readable:
         raise typer.Exit(1)
-    return readable
-
-
-def _end(images: list[Path], readable: dict[Path, Any]) -> None:
+    _write(out, pictures(readable, **kwargs))
     if len(readable) < len(images):
         raise typer.Exit(1)
 
@@ -116,9 +114,7 @@ def offsets(images: Images, weights: CheckpointWeights = None, device: Device = 
     """SRM offset field of each decoder level (c4, c3, c2): flow colour image and sparse arrows over the image."""
     from segrefine.visualize import offset_pictures
 
-    readable = _readable(images)
-    _write(out, offset_pictures(readable, weights, device=device, **LOADING))
-    _end(images, readable)
+    _write_readable(out, images, offset_pictures, weights=weights, device=device, **LOADING)
 
 
 @app.command("attention")
@@ -138,9 +134,7 @@ def attention(
     """CRM attention: channel-attention heat map and spatial attention of query points over the image."""
     from segrefine.visualize import attention_pictures
 
-    readable = _readable(images)
-    _write(out, attention_pictures(readable, weights, points=points, device=device, **LOADING))
-    _end(images, readable)
+    _write_readable(out, images, attention_pictures, weights=weights, points=points, device=device, **LOADING)
 
 
 @app.command("memory")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from segrefine.cli.options import parse_size
 
@@ -44,12 +44,10 @@ def list_weights() -> None:
             "No trained segrefine checkpoint is published yet: train one with `segrefine train` and use it with "
             "--weights RUN_FOLDER (or share it with `segrefine weights push`)."
         )
-    table = Table(title="ImageNet backbones", caption="sha256 –: not recorded, so the download is not hash-checked")
-    table.add_column("arch")
-    table.add_column("variants")
-    table.add_column("Hub repo", no_wrap=True)
-    table.add_column("revision")
-    table.add_column("sha256", overflow="fold")
+    table = Table(
+        "arch", "variants", Column("Hub repo", no_wrap=True), "revision", Column("sha256", overflow="fold"),
+        title="ImageNet backbones", caption="sha256 –: not recorded, so the download is not hash-checked",
+    )
     for b in registry.backbones:
         table.add_row(b.arch, ", ".join(b.variants), b.repo, b.revision, b.sha256 or "–")
     console.print(table)
