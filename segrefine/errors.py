@@ -11,9 +11,13 @@ from typing import Any
 _SETTING = re.compile(r"`(\w+)`")
 
 
+# Settings whose flag is not their name with dashes: a repeatable flag, given once per item.
+_FLAGS = {"dataset_options": "--dataset-option"}
+
+
 def flag(setting: str) -> str:
     """The command-line flag of a setting's Python name: `batch_size` -> `--batch-size`."""
-    return "--" + setting.replace("_", "-")
+    return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
 def worded(text: str, word: Callable[[str], str] = flag) -> str:

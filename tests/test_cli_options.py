@@ -29,3 +29,11 @@ def test_parse_key_values():
     for bad in ("length", "=3"):
         with pytest.raises(SegrefineError, match="--dataset-option"):
             parse_key_values([bad], "--dataset-option")
+
+
+def test_settings_are_worded_as_their_flags():
+    from segrefine.errors import SettingError, flag
+
+    assert flag("batch_size") == "--batch-size"
+    error = SettingError("`data_root` and `dataset_options` are for a calibration dataset")
+    assert str(error.worded(flag)) == "--data-root and --dataset-option are for a calibration dataset"

@@ -61,7 +61,7 @@ def export(
             on_message=say, on_warning=warning,
         )  # fmt: skip
     except SettingError as e:
-        raise e.worded(lambda name: "--dataset-option" if name == "dataset_options" else flag(name)) from None
+        raise e.worded(flag) from None
     shape = f"{size[0]}x{size[1]}" if size else "any size from 32x32"
     line = f"wrote {report.path} ({file_format}, {quantize or 'fp32'}, {shape}): onnxruntime gives PyTorch's labels on "
     if report.quantized_agreement is None:

@@ -111,7 +111,7 @@ def _config_fields(configs: Sequence[type], exclude: Sequence[str]) -> list[Fiel
 def _option(f: Field, defaults: bool) -> inspect.Parameter:
     """The typer option of one field: `batch_size` -> --batch-size, `memory` -> --memory/--no-memory (just --flip
     where the default is False). A flag not given is None, or with `defaults` the field's default."""
-    name = "--dataset-option" if f.name == "dataset_options" else flag(f.name)
+    name = flag(f.name)
     default = f.default if defaults and f.name not in _PARSERS else None
     if f.name == "dataset_options":  # repeated: parsed together in `flag_settings`
         annotation: Any = list[str]
