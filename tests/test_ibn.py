@@ -8,9 +8,9 @@ from torch import nn
 
 from segrefine.data import dataset_meta
 from segrefine.hub import build_model, load_model, save_checkpoint
+from segrefine.hub.flops import count_flops
 from segrefine.models import ModelConfig
 from segrefine.models.backbone import IBN_STAGES, InstanceBatchNorm
-from segrefine.hub.flops import count_flops
 from segrefine.models.fold import fold_batchnorm
 from trained_looking import trained_looking
 

@@ -58,6 +58,7 @@ def _flags_without_placeholder(params: list[Any]) -> list[Any]:
 
 
 def _without_flag_placeholders(command: Any) -> Any:
+    """`command` and its subcommands with `_flags_without_placeholder`, their help options included."""
     # click creates the help option once, for the first context that asks: this one, with our option names.
     _flags_without_placeholder(command.get_params(typer.Context(command, **CONTEXT)))
     for subcommand in getattr(command, "commands", {}).values():

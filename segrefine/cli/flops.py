@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from segrefine.cli.options import flag_settings, parse_size, with_config_flags
-from segrefine.models import ModelConfig
 from segrefine.hub.flops import count_flops
+from segrefine.models import ModelConfig
 
 _NOT_FLAGS = ("aux",)  # training-only: never counted
 

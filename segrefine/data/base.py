@@ -55,8 +55,12 @@ def table_lut(table: Mapping[int, int], default: int = IGNORE_INDEX) -> np.ndarr
 
 def map_label(label: np.ndarray, lut: np.ndarray, path: Path, meta: DatasetMeta) -> np.ndarray:
     """Apply a lookup table to a stored label map; stored values that are no class and not ignore are an error."""
-    mapped = lut[np.minimum(label, 255)]
-    invalid = (mapped == INVALID) | (label > 255)
+    if label.dtype == np.uint8:  # every value indexes the table: no clipping, no wide values to find
+        mapped = lut[label]
+        invalid = mapped == INVALID
+    else:
+        mapped = lut[np.minimum(label, 255)]
+        invalid = (mapped == INVALID) | (label > 255)
     if invalid.any():
         values = np.unique(label[invalid])
         shown = ", ".join(str(v) for v in values[:10]) + (f", ... ({len(values)} values)" if len(values) > 10 else "")

@@ -78,9 +78,7 @@ class TrainConfig:
             raise SettingError(f"`iters` must be at most {MAX_ITERS}, got {self.iters}")
         if self.out is not None and not self.out.strip():
             raise SettingError("`out` must name a folder, got an empty string")
-        for name in ("eval_every", "save_every", "workers", "weight_decay", "momentum", "poly_power"):
-            if getattr(self, name) < 0:
-                raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
+        self._check_not_negative("eval_every", "save_every", "workers")
         if min(self.crop) < OUTPUT_STRIDE:
             raise SettingError(
                 f"`crop` {self.crop[0]}×{self.crop[1]} is smaller than the network's output stride {OUTPUT_STRIDE}: "
@@ -92,6 +90,7 @@ class TrainConfig:
             raise SettingError(f"`scale` must be LOW,HIGH with 0 < LOW <= HIGH, got {self.scale}")
         if self.lr <= 0:
             raise SettingError(f"`lr` must be positive, got {self.lr}")
+        self._check_not_negative("weight_decay", "momentum", "poly_power")
         if self.loss not in LOSSES:
             raise SettingError(f"`loss` must be ce or ohem, got {self.loss!r}")
         if self.class_weight not in CLASS_WEIGHTS:
@@ -105,6 +104,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _check_not_negative(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 0:
+                raise SettingError(f"`{name}` must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_recipe(cls, dataset: str, recipe: str = "", **settings: Any) -> "TrainConfig":

@@ -157,9 +157,13 @@ def check_export_options(
 def to_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None = None) -> None:
     """Write the eval-mode network as ONNX: input "image" B×3×H×W, output "logits" B×K×H×W, any batch size, and any
     height and width of at least OUTPUT_STRIDE unless `size` fixes them; `config` goes into the metadata."""
+    _write_onnx(inference_copy(model), config, path, size)
+
+
+def _write_onnx(model: nn.Module, config: Mapping[str, Any], path: str | os.PathLike, size: Size | None) -> None:
+    """`to_onnx` of a model `inference_copy` already prepared."""
     onnx = require("onnx")
     require("onnxscript")  # the exporter's ONNX builder
-    model = inference_copy(model)
     shapes = {0: torch.export.Dim("batch")}
     if size is None:
         shapes |= {2: torch.export.Dim("height", min=OUTPUT_STRIDE), 3: torch.export.Dim("width", min=OUTPUT_STRIDE)}
@@ -318,7 +322,7 @@ def export_model(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp, "model.onnx")
         with status("exporting the network to ONNX", progress):
-            to_onnx(model, config, fp32, size)
+            _write_onnx(model, config, fp32, size)  # `model` is already an inference copy
         with status("checking the export's labels on onnxruntime", progress):
             agreement = label_agreement(model, fp32, image)
         if agreement < FP32_AGREEMENT:

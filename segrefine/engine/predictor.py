@@ -173,35 +173,47 @@ class Predictor:
 
         def encode(tmp: Path) -> None:
             nonlocal frames
-            writer = None
-            with opencv_silent():  # a broken stream is one UnreadableInput line, not OpenCV's warnings per frame
-                capture = cv2.VideoCapture(os.fspath(source))
-                try:
-                    if not capture.isOpened():
-                        raise UnreadableInput(f"cannot read {source}: not a video that OpenCV can open")
-                    fps = capture.get(cv2.CAP_PROP_FPS)
-                    fps = fps if fps > 0 else FALLBACK_FPS  # NaN compares False too
-                    for batch in _frame_batches(capture, batch_size or self.batch_size):
-                        if writer is None:
-                            height, width = batch[0].shape[:2]
-                            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
-                            writer = cv2.VideoWriter(os.fspath(tmp), fourcc, fps, (width, height))
-                            if not writer.isOpened():
-                                raise SegrefineError(f"this OpenCV build cannot write {VIDEO_FOURCC} videos")
-                        for frame, label in zip(batch, self._forward(batch)):
-                            blend = imageio.overlay(frame, label, self.palette, alpha)
-                            writer.write(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
-                        frames += len(batch)
-                        if on_frames is not None:
-                            on_frames(len(batch))
-                finally:
-                    capture.release()
-                    if writer is not None:
-                        writer.release()
-            if not frames:
-                raise UnreadableInput(f"cannot read {source}: no frame could be decoded")
+            frames = self._encode_overlays(source, tmp, alpha, batch_size or self.batch_size, on_frames)
 
         atomic_write(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
+        return frames
+
+    def _encode_overlays(
+        self,
+        source: str | os.PathLike,
+        target: Path,
+        alpha: float,
+        batch_size: int,
+        on_frames: Callable[[int], None] | None,
+    ) -> int:
+        frames = 0
+        writer = None
+        with opencv_silent():  # a broken stream is one UnreadableInput line, not OpenCV's warnings per frame
+            capture = cv2.VideoCapture(os.fspath(source))
+            try:
+                if not capture.isOpened():
+                    raise UnreadableInput(f"cannot read {source}: not a video that OpenCV can open")
+                fps = capture.get(cv2.CAP_PROP_FPS)
+                fps = fps if fps > 0 else FALLBACK_FPS  # NaN compares False too
+                for batch in _frame_batches(capture, batch_size):
+                    if writer is None:
+                        height, width = batch[0].shape[:2]
+                        fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
+                        writer = cv2.VideoWriter(os.fspath(target), fourcc, fps, (width, height))
+                        if not writer.isOpened():
+                            raise SegrefineError(f"this OpenCV build cannot write {VIDEO_FOURCC} videos")
+                    for frame, label in zip(batch, self._forward(batch)):
+                        blend = imageio.overlay(frame, label, self.palette, alpha)  # checked by predict_video
+                        writer.write(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
+                    frames += len(batch)
+                    if on_frames is not None:
+                        on_frames(len(batch))
+            finally:
+                capture.release()
+                if writer is not None:
+                    writer.release()
+        if not frames:
+            raise UnreadableInput(f"cannot read {source}: no frame could be decoded")
         return frames
 
     @torch.inference_mode()
