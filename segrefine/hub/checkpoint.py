@@ -23,7 +23,6 @@ from segrefine.models.config import ModelConfig
 OWN_KEYS = ("model", "segrefine_version")
 # Entries of `info` that checkpoint_config takes by name; the others (train, provenance, ...) pass as extras.
 NAMED_INFO = ("dataset", "classes", "palette", "flip_pairs", "metrics")
-_RESERVED_KEYS = OWN_KEYS + NAMED_INFO
 
 
 def checkpoint_config(
@@ -45,7 +44,7 @@ def checkpoint_config(
             f"cannot save a {model.num_classes}-class model with {len(classes)} class names and {len(palette)} "
             "palette colours"
         )
-    clash = sorted(set(extra or {}) & set(_RESERVED_KEYS))
+    clash = sorted(set(extra or {}) & {*OWN_KEYS, *NAMED_INFO})
     if clash:
         raise ValueError(f"extra entries may not replace config.json keys: {', '.join(clash)}")
 
@@ -156,6 +155,7 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
 
 def _listing(label: str, items: Sequence[str], shown: int = 5) -> str:
     more = f" … ({len(items)} in all)" if len(items) > shown else ""

@@ -24,9 +24,8 @@ RUN_CHECKPOINTS = "checkpoints"
 RUN_BEST_DIR = Path(RUN_CHECKPOINTS, "best")
 RUN_LAST_DIR = Path(RUN_CHECKPOINTS, "last")
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = b"\x80"  # pickle's PROTO opcode, followed by the protocol number
-_PICKLE_VERSIONS = (b"\x02", b"\x03", b"\x04", b"\x05")
+# How torch.save's files begin: a zip archive, or a bare pickle (the PROTO opcode, then protocol 2 to 5).
+_PICKLE_HEADS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 def load_state(path: str | Path) -> dict[str, Tensor]:
@@ -48,7 +47,9 @@ def check_safetensors(path: Path) -> dict[str, torch.Size]:
         with safe_open(str(path), framework="pt") as f:
             return {name: torch.Size(f.get_slice(name).get_shape()) for name in f.keys()}
     except (SafetensorError, OSError) as e:
-        if _is_pickle(path):
+        with path.open("rb") as f:
+            pickled = f.read(4).startswith(_PICKLE_HEADS)
+        if pickled:
             raise SegrefineError(
                 f"{path} is a pickled PyTorch checkpoint (torch.save); segrefine never loads pickles because they can "
                 "run arbitrary code: convert it once with safetensors.torch.save_file and use the .safetensors file"
@@ -62,9 +63,3 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise SegrefineError(f"{path} is not a segrefine config.json (it has no \"model\" section)")
     return config
-
-
-def _is_pickle(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(len(_ZIP_MAGIC))
-    return head.startswith(_ZIP_MAGIC) or (head[:1] == _PICKLE_PROTO and head[1:2] in _PICKLE_VERSIONS)

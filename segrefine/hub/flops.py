@@ -81,11 +81,10 @@ def count_flops(config: ModelConfig, size: tuple[int, int] = (1024, 2048)) -> Fl
         model = SegRefineModel(config).eval()
         inputs = torch.empty(1, 3, *size)
     total, per_module = count_module_flops(model, inputs)
-    params = sum(p.numel() for p in model.parameters())
     return FlopReport(
         variant=config.variant,
         input=tuple(size),
-        params=params,
+        params=sum(p.numel() for p in model.parameters()),
         gmacs=total / 2e9,
         gflops=total / 1e9,
         modules=_breakdown(per_module, type(model).__name__),

@@ -4,6 +4,7 @@ a Hugging Face Hub model (`SegRefineModel`), and `load_model`, which every way o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,7 @@ class SegRefineModel(
         c2, c3, c4, c5 = self.backbone.channels
         self.crm = ContextualRefinement(self.backbone.channels, d, d, config.crm)
         self.lateral = nn.ModuleDict({name: conv_bn_relu(c, d, 1) for name, c in zip(LEVELS, (c4, c3, c2))})
-        def srm() -> SemanticRefinement:
-            return SemanticRefinement(d, config.srm, config.srm_kernel, config.srm_mask, config.srm_local)
-
+        srm = partial(SemanticRefinement, d, config.srm, config.srm_kernel, config.srm_mask, config.srm_local)
         self.srm = nn.ModuleDict({name: srm() for name in LEVELS})
         self.smooth = nn.ModuleDict({name: conv_bn_relu(d, d, 3) for name in LEVELS})
         # srm_fusion: align the coarser pyramid levels to the finest one with an SRM each before they are

@@ -84,13 +84,7 @@ class OnnxModel(nn.Module):
         self.size = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
 
     def forward(self, x: Tensor) -> Tensor:
-        self.check_size(tuple(x.shape[-2:]))
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
-        return torch.from_numpy(logits).to(x.device)
-
-    def check_size(self, size: tuple[int, int]) -> None:
-        """Refuse an input size the exported graph cannot take, in one line."""
+        size = tuple(x.shape[-2:])
         if self.size is not None and size != self.size:
             raise UnreadableInput(
                 f"{self.name} was exported for {self.size[0]}×{self.size[1]} images (H×W) and cannot take "
@@ -100,11 +94,17 @@ class OnnxModel(nn.Module):
             raise SegrefineError(
                 f"{self.name} takes images of at least {OUTPUT_STRIDE}×{OUTPUT_STRIDE} pixels, got {size[0]}×{size[1]}"
             )
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
+        return torch.from_numpy(logits).to(x.device)
 
 
-def read_onnx_config(session: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """The config.json an exported file carries in its metadata."""
-    text = session.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
+def load_onnx(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OnnxModel, dict[str, Any]]:
+    """An exported .onnx file as (model in eval mode, its config.json), running on onnxruntime."""
+    if not Path(path).is_file():
+        raise SegrefineError(f"weights not found: there is no file {path}")
+    runner = session(path, torch.device(device))
+    text = runner.get_modelmeta().custom_metadata_map.get(CONFIG_KEY)
     try:
         config = json.loads(text) if text is not None else None
     except json.JSONDecodeError:
@@ -114,14 +114,5 @@ def read_onnx_config(session: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"{path} carries no segrefine config in its metadata ({CONFIG_KEY}): only files written by "
             "`segrefine export` are weights references"
         )
-    return config
-
-
-def load_onnx(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OnnxModel, dict[str, Any]]:
-    """An exported .onnx file as (model in eval mode, its config.json), running on onnxruntime."""
-    if not Path(path).is_file():
-        raise SegrefineError(f"weights not found: there is no file {path}")
-    runner = session(path, torch.device(device))
-    config = read_onnx_config(runner, path)
     model = OnnxModel(runner, ModelConfig.from_dict(dict(config["model"])), name=str(path))
     return model.eval(), config

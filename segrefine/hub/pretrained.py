@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,19 @@ def build_model(
     config = ModelConfig(variant=variant, num_classes=num_classes, **switches)
     if weights is None:
         return SegRefineModel(config)
-    model = SegRefineModel.from_pretrained(weights)
-    differ = [f"{k} {v!r} (weights: {getattr(model.config, k)!r})" for k, v in config.to_dict().items()
-              if getattr(model.config, k) != v and k != "aux"]  # fmt: skip
+    trained = SegRefineModel.from_pretrained(weights)
+    differ = [f"{k} {v!r} (weights: {getattr(trained.config, k)!r})" for k, v in config.to_dict().items()
+              if getattr(trained.config, k) != v and k != "aux"]  # fmt: skip
     if differ:
         raise SegrefineError(f"weights {weights} do not fit the requested model: " + ", ".join(differ))
-    if model.config.aux != config.aux:
-        model = _with_aux(model, config.aux)
-    return model.train()
-
-
-def _with_aux(model: SegRefineModel, aux: bool) -> SegRefineModel:
-    """The same trained network with the training-only auxiliary head added (untrained) or dropped."""
-    rebuilt = SegRefineModel(replace(model.config, aux=aux), model.info)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_head.")}
-    missing, unexpected = rebuilt.load_state_dict(state, strict=False)
+    if trained.config.aux == config.aux:
+        return trained.train()
+    # The same trained network with the training-only auxiliary head added (untrained) or dropped.
+    model = SegRefineModel(config, trained.info)
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith("aux_head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith("aux_head.") for k in missing)
-    return rebuilt
+    return model.train()
 
 
 def load_for_dataset(

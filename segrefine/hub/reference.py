@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
@@ -56,13 +55,10 @@ REACH_TIMEOUT = 10.0  # seconds for the one request that checks the Hub answers,
 def transport_errors() -> tuple[type[Exception], ...]:
     """Connection failures (no route, refused, timed out) of the HTTP client under huggingface_hub: httpx2, httpx or
     requests, by its version. Only clients already imported count, so nothing is imported here."""
-    found: list[type[Exception]] = []
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"),
-                         ("requests", "Timeout")):  # fmt: skip
-        error = getattr(sys.modules.get(module), name, None)
-        if isinstance(error, type) and issubclass(error, Exception):
-            found.append(error)
-    return tuple(found)
+    names = (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError"),
+             ("requests", "Timeout"))  # fmt: skip
+    found = (getattr(sys.modules.get(module), name, None) for module, name in names)
+    return tuple(error for error in found if isinstance(error, type) and issubclass(error, Exception))
 
 
 @dataclass(frozen=True)
@@ -110,11 +106,9 @@ def resolve_local(ref: str | Path) -> ResolvedWeights:
         return _checked(str(ref), path.with_name(CONFIG_NAME), path)
     if not path.is_dir():
         raise SegrefineError(f"weights not found: there is no file or folder {ref}")
-    if _is_checkpoint(path):
-        return _checked(str(ref), path / CONFIG_NAME, path / WEIGHTS_NAME)
-    for sub in (RUN_BEST_DIR, RUN_LAST_DIR):
-        if _is_checkpoint(path / sub):
-            return _checked(str(ref), path / sub / CONFIG_NAME, path / sub / WEIGHTS_NAME)
+    for folder in (path, path / RUN_BEST_DIR, path / RUN_LAST_DIR):
+        if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file():
+            return _checked(str(ref), folder / CONFIG_NAME, folder / WEIGHTS_NAME)
     raise SegrefineError(
         f"{path} is neither a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a training run folder "
         f"({RUN_BEST_DIR}/ or {RUN_LAST_DIR}/ holding them)"
@@ -155,13 +149,7 @@ def _download_backbone(
 
 
 def _resolve_hub(
-    ref: str,
-    repo_id: str,
-    revision: str | None,
-    filename: str,
-    sha256: str | None,
-    *,
-    token: str | None,
+    ref: str, repo_id: str, revision: str | None, filename: str, sha256: str | None, *, token: str | None,
     cache_dir: str | Path | None,
 ) -> ResolvedWeights:
     revision = revision or constants.DEFAULT_REVISION
@@ -182,16 +170,16 @@ def _download(
 
     what = f"{filename} of {repo_id}@{revision}"
     cache = cache_dir or constants.HF_HUB_CACHE
-    _check_reachable(repo_id, filename, revision, token=token, cache_dir=cache_dir, what=what, ref=ref)
+    unreachable = (
+        f"cannot reach the Hub at {constants.ENDPOINT} to fetch {what}, and it is not in the cache ({cache}): "
+        f"check the connection and HF_ENDPOINT, or run `segrefine weights pull {ref}` when online"
+    )
+    if not _reachable(repo_id, filename, revision, token, cache_dir):
+        raise HubUnreachable(unreachable)
     try:
         return Path(
             hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                token=token,
-                cache_dir=cache_dir,
-                library_name="segrefine",
+                repo_id, filename, revision=revision, token=token, cache_dir=cache_dir, library_name="segrefine",
                 library_version=__version__,
             )
         )
@@ -201,36 +189,26 @@ def _download(
                 f"{what} is not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading it: "
                 f"unset HF_HUB_OFFLINE, or run `segrefine weights pull {ref}` while online"
             ) from None
-        raise _unreachable(what, cache, ref) from None
+        raise HubUnreachable(unreachable) from None
     except EntryNotFoundError:
         raise SegrefineError(f"Hub repo {repo_id}@{revision} has no {filename}: it is not a segrefine checkpoint") from None
     except (RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError, OfflineModeIsEnabled) as e:
         raise hub_error(e, repo_id, revision) from None
 
 
-def _unreachable(what: str, cache: str | Path, ref: str) -> HubUnreachable:
-    return HubUnreachable(
-        f"cannot reach the Hub at {constants.ENDPOINT} to fetch {what}, and it is not in the cache ({cache}): "
-        f"check the connection and HF_ENDPOINT, or run `segrefine weights pull {ref}` when online"
-    )
-
-
-def _check_reachable(
-    repo_id: str, filename: str, revision: str, *, token: str | None, cache_dir: str | Path | None, what: str, ref: str
-) -> None:
-    """Fail at once when a file that is not cached cannot be fetched because the Hub does not answer.
-
-    hf_hub_download itself retries a failed connection five times with back-off (half a minute, with a warning per
-    try) before it gives up when the file is not cached.
-    """
+def _reachable(repo_id: str, filename: str, revision: str, token: str | None, cache_dir: str | Path | None) -> bool:
+    """False when a file that is not cached cannot be fetched because the Hub does not answer: then `_download` fails
+    at once, where hf_hub_download would retry the connection five times with back-off (half a minute, with a warning
+    per try) before it gives up."""
     if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(repo_id, filename, cache_dir, revision), str):
-        return  # offline: the cache answers; cached: hf_hub_download falls back to it without retrying
+        return True  # offline: the cache answers; cached: hf_hub_download falls back to it without retrying
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), token=token, timeout=REACH_TIMEOUT)
     except transport_errors():
-        raise _unreachable(what, cache_dir or constants.HF_HUB_CACHE, ref) from None
+        return False
     except Exception:  # noqa: BLE001 - the Hub answered (e.g. 404): the download itself reports what it said
-        return
+        pass
+    return True
 
 
 def hub_error(error: Exception, repo_id: str, revision: str | None = None) -> SegrefineError:
@@ -290,21 +268,16 @@ def pushing(repo_id: str, revision: str | None, token: str | None, private: bool
 
 
 def _verify_sha256(path: Path, expected: str, what: str) -> None:
+    sha256 = hashlib.sha256()
     with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest() if sys.version_info >= (3, 11) else _sha256_py310(f)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
     if digest != expected:
         raise SegrefineError(
             f"sha256 of {path} ({digest}) does not match {what} ({expected}): the download is corrupt or "
             "the repo changed; remove it from the Hugging Face cache and pull again"
         )
-
-
-def _sha256_py310(f: BinaryIO) -> str:
-    """hashlib.file_digest's work, which Python 3.10 lacks."""
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _checked(ref: str, config: Path, weights: Path) -> ResolvedWeights:
@@ -313,10 +286,6 @@ def _checked(ref: str, config: Path, weights: Path) -> ResolvedWeights:
     read_config(config)
     check_safetensors(weights)
     return ResolvedWeights(ref, config, weights)
-
-
-def _is_checkpoint(folder: Path) -> bool:
-    return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
 
 
 def _looks_like_path(text: str) -> bool:

@@ -152,12 +152,8 @@ def _model(entry: Any, where: str) -> ModelEntry:
     from segrefine.models.registry import VARIANTS
 
     _expect(isinstance(entry, dict), where, "must be a JSON object")
-    _keys(
-        entry,
-        where,
-        required={"name", "variant", "dataset", "num_classes", "classes", "repo", "revision", "file", "sha256", "metrics"},
-        optional={"default_for", "embedded"},
-    )
+    required = {"name", "variant", "dataset", "num_classes", "classes", "repo", "revision", "file", "sha256", "metrics"}
+    _keys(entry, where, required=required, optional={"default_for", "embedded"})
     _field(entry, where, "name", lambda v: isinstance(v, str) and _NAME.fullmatch(v), "lower-case letters, digits, . _ -")
     where = f"{where} ({entry['name']})"
     _field(entry, where, "variant", lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}")

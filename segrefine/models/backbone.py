@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -10,17 +9,11 @@ import torchvision
 from torch import Tensor, nn
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    build: Callable[..., torchvision.models.ResNet]
-    channels: tuple[int, int, int, int]
-
-
 # ImageNet weights for these live on the Hub; their sources are in the model-zoo registry (segrefine/hub/zoo.json).
-BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": BackboneSpec(torchvision.models.resnet18, (64, 128, 256, 512)),
-    "resnet50": BackboneSpec(torchvision.models.resnet50, (256, 512, 1024, 2048)),
-    "resnet101": BackboneSpec(torchvision.models.resnet101, (256, 512, 1024, 2048)),
+BACKBONES: dict[str, Callable[..., torchvision.models.ResNet]] = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet50": torchvision.models.resnet50,
+    "resnet101": torchvision.models.resnet101,
 }
 
 
@@ -66,14 +59,14 @@ class ResNetBackbone(nn.Module):
 
     def __init__(self, name: str, ibn: bool = False) -> None:
         super().__init__()
-        spec = BACKBONES[name]
-        net = spec.build(weights=None)
+        net = BACKBONES[name](weights=None)
         if ibn:
             for stage in IBN_STAGES:
                 for block in getattr(net, stage):
                     block.bn1 = InstanceBatchNorm(block.bn1.num_features)
         self.name = name
-        self.channels = spec.channels
+        c5 = net.fc.in_features  # the widths of C2..C5: each stage doubles the one before
+        self.channels = (c5 // 8, c5 // 4, c5 // 2, c5)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 

@@ -70,20 +70,17 @@ class ClassMemory(nn.Module):
 
         memory = self.memory.float()
         weights = 1.0 - F.cosine_similarity(feats, memory[labels], dim=1)
-        stats = torch.zeros(num_classes, 2 * dim + 2, device=feats.device)
-        stats[:, :dim].index_add_(0, labels, feats)
-        stats[:, dim].index_add_(0, labels, torch.ones_like(weights))
-        stats[:, dim + 1 : 2 * dim + 1].index_add_(0, labels, weights[:, None] * feats)
-        stats[:, -1].index_add_(0, labels, weights)
+        # Per class, in one table (one all-reduce): the sum of its features, their count, the weighted sum, the weights.
+        rows = torch.cat((feats, torch.ones_like(weights)[:, None], weights[:, None] * feats, weights[:, None]), dim=1)
+        stats = torch.zeros(num_classes, 2 * dim + 2, device=feats.device).index_add_(0, labels, rows)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
-        sums, counts = stats[:, :dim], stats[:, dim]
-        weighted, weight_total = stats[:, dim + 1 : 2 * dim + 1], stats[:, -1]
+        sums, counts, weighted, weight_total = stats.split((dim, 1, dim, 1), dim=1)
 
-        present = counts > 0
+        present = counts[:, 0] > 0
         first = present & ~self.initialized
-        seen = present & self.initialized & (weight_total > 0)
-        memory[first] = sums[first] / counts[first, None]
-        memory[seen] = (1 - momentum) * memory[seen] + momentum * weighted[seen] / weight_total[seen, None]
+        seen = present & self.initialized & (weight_total[:, 0] > 0)
+        memory[first] = sums[first] / counts[first]
+        memory[seen] = (1 - momentum) * memory[seen] + momentum * weighted[seen] / weight_total[seen]
         self.memory.copy_(memory)
         self.initialized |= present
