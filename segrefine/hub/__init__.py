@@ -1,4 +1,5 @@
-"""Weights: safetensors checkpoints, weights references, the model zoo registry and the Hugging Face Hub."""
+"""The network as a Hub model (`SegRefineModel`), its FLOP count, safetensors checkpoints, weights references, the
+model zoo registry and the Hugging Face Hub."""
 
 from segrefine.hub.card import model_card
 from segrefine.hub.checkpoint import (

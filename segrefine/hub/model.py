@@ -182,5 +182,3 @@ def load_model(
     if is_onnx(ref):
         return load_onnx(ref, device)
     return load_checkpoint(resolve(ref, token=token, cache_dir=cache_dir), device)
-
-

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
@@ -149,7 +150,13 @@ def _download_backbone(
 
 
 def _resolve_hub(
-    ref: str, repo_id: str, revision: str | None, filename: str, sha256: str | None, *, token: str | None,
+    ref: str,
+    repo_id: str,
+    revision: str | None,
+    filename: str,
+    sha256: str | None,
+    *,
+    token: str | None,
     cache_dir: str | Path | None,
 ) -> ResolvedWeights:
     revision = revision or constants.DEFAULT_REVISION
@@ -179,7 +186,12 @@ def _download(
     try:
         return Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, token=token, cache_dir=cache_dir, library_name="segrefine",
+                repo_id,
+                filename,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                library_name="segrefine",
                 library_version=__version__,
             )
         )
@@ -268,16 +280,21 @@ def pushing(repo_id: str, revision: str | None, token: str | None, private: bool
 
 
 def _verify_sha256(path: Path, expected: str, what: str) -> None:
-    sha256 = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha256.update(chunk)
-    digest = sha256.hexdigest()
+        digest = hashlib.file_digest(f, "sha256").hexdigest() if sys.version_info >= (3, 11) else _sha256_py310(f)
     if digest != expected:
         raise SegrefineError(
             f"sha256 of {path} ({digest}) does not match {what} ({expected}): the download is corrupt or "
             "the repo changed; remove it from the Hugging Face cache and pull again"
         )
+
+
+def _sha256_py310(f: BinaryIO) -> str:
+    """hashlib.file_digest's work, which Python 3.10 lacks."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _checked(ref: str, config: Path, weights: Path) -> ResolvedWeights:

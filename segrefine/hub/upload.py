@@ -7,11 +7,11 @@ import tempfile
 from pathlib import Path
 
 from segrefine.hub.card import model_card
-from segrefine.hub.model import load_checkpoint
 from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME
+from segrefine.hub.flops import FlopReport, count_flops
+from segrefine.hub.model import load_checkpoint
 from segrefine.hub.reference import check_push_target, pushing, resolve_local
 from segrefine.models.config import ModelConfig
-from segrefine.hub.flops import FlopReport, count_flops
 
 CARD_NAME = "README.md"
 
