@@ -11,6 +11,7 @@ the probabilities: each pixel's still sum to one.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -31,18 +32,25 @@ EPS = 1e-3
 
 def _box(x: Tensor) -> Tensor:
     """Mean over the 3×3 window around each pixel, the window clipped to the image."""
-    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    # A depthwise convolution of a channels-last map: on the CPU over ten times faster than avg_pool2d.
+    channels, size = x.shape[1], x.shape[-2:]
+    x = x.contiguous(memory_format=torch.channels_last)
+    total = F.conv2d(x, x.new_ones(channels, 1, 3, 3), padding=1, groups=channels)
+    count = F.conv2d(x.new_ones(1, 1, *size), x.new_ones(1, 1, 3, 3), padding=1)
+    return total / count
 
 
 def guided_filter(guide: Tensor, src: Tensor, grid: tuple[int, int], eps: float = EPS) -> Tensor:
     """B×C×H×W `src` filtered with the B×1×H×W `guide`, the linear fits made over 3×3 cells of an h×w `grid`."""
-    size = src.shape[-2:]
+    size, channels = src.shape[-2:], src.shape[1]
     guide_low, src_low = F.interpolate(guide, size=grid, mode="area"), F.interpolate(src, size=grid, mode="area")
-    mean_g, mean_s = _box(guide_low), _box(src_low)
-    var_g = _box(guide_low * guide_low) - mean_g * mean_g
-    a = (_box(guide_low * src_low) - mean_g * mean_s) / (var_g + eps)
+    # One box filter for the four window means the fit needs.
+    means = _box(torch.cat((guide_low, src_low, guide_low * guide_low, guide_low * src_low), dim=1))
+    mean_g, mean_s, mean_gg, mean_gs = means.split((1, channels, 1, channels), dim=1)
+    a = (mean_gs - mean_g * mean_s) / (mean_gg - mean_g * mean_g + eps)
     b = mean_s - a * mean_g
-    a, b = (F.interpolate(_box(x), size=size, mode="bilinear", align_corners=False) for x in (a, b))
+    a, b = _box(torch.cat((a, b), dim=1)).split(channels, dim=1)
+    a, b = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (a, b))
     return a.mul_(guide).add_(b)
 
 
