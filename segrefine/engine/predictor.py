@@ -240,13 +240,13 @@ class Predictor:
             # softmax over K×H×W values that cannot change it.
             size = self.options.input_size(*x.shape[-2:])
             if size == x.shape[-2:]:
-                logits = self._network(x)
+                scores = self._network(x)
             else:  # run at the model's scale, labelled at the image's size
-                logits = self._network(resized(x, size))
-                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                scores = self._network(resized(x, size))
+                scores = F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
         else:  # the probabilities: their log would not change the largest
-            logits = predict_probs(self.model, x, self.options, num_classes=self.num_classes, flip_pairs=self.flip_pairs)
-        return class_labels(logits).to(torch.uint8)
+            scores = predict_probs(self.model, x, self.options, num_classes=self.num_classes, flip_pairs=self.flip_pairs)
+        return class_labels(scores).to(torch.uint8)
 
     def _network(self, x: Tensor) -> Tensor:
         """The network's logits; under bf16 autocast in bf16, without the float32 copy Autocast returns: a copy of

@@ -159,7 +159,7 @@ class SegRefineModel(
             return super().push_to_hub(repo_id, branch=revision, token=token, private=private, **kwargs).commit_url
 
 
-def rebuild(config: Mapping[str, Any]) -> nn.Module:
+def rebuild(config: Mapping[str, Any]) -> SegRefineModel:
     """The (untrained) network that a config.json describes, with the rest of the config as its `info`."""
     own = ModelConfig.from_dict(dict(config["model"]))
     return SegRefineModel(own, {k: v for k, v in config.items() if k not in OWN_KEYS})

@@ -219,7 +219,7 @@ def _reachable(repo_id: str, filename: str, revision: str, token: str | None, ca
     except transport_errors():
         return False
     except Exception:  # noqa: BLE001 - the Hub answered (e.g. 404): the download itself reports what it said
-        pass
+        return True
     return True
 
 
