@@ -70,9 +70,18 @@ def test_from_pretrained_and_weights_load_strictly(saved):
         segrefine.build_model("lite", TOY.num_classes, weights=folder, srm="flow")
 
 
-def test_save_pretrained_needs_class_names():
+def test_a_refused_save_pretrained_leaves_the_folder_as_it_was(saved, tmp_path):
+    model, folder = saved
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    unstorable = segrefine.build_model("lite", TOY.num_classes, aux=False)
+    unstorable.info = {**INFO, "tags": {"a set"}}
     with pytest.raises(SegrefineError, match="class names and palette"):
-        segrefine.build_model("lite", 2).save_pretrained("unused")
+        segrefine.build_model("lite", 2).save_pretrained(folder)
+    with pytest.raises(SegrefineError, match="cannot store the model's info in config.json: .*set"):
+        unstorable.save_pretrained(folder)
+    with pytest.raises(SegrefineError, match="class names and palette"):
+        segrefine.build_model("lite", 2).save_pretrained(tmp_path / "new")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before and not (tmp_path / "new").exists()
 
 
 def test_evaluate_returns_fractions_and_names_python_parameters(saved):

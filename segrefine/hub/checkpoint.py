@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -61,6 +62,10 @@ def checkpoint_config(
     if metrics is not None:
         config["metrics"] = _json_safe(metrics)
     config.update(_json_safe(dict(extra or {})))
+    try:  # before anything is written: a value JSON cannot hold would otherwise fail halfway through a save
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise SegrefineError(f"cannot store the model's info in {CONFIG_NAME}: {e}") from None
     return config
 
 

@@ -142,6 +142,12 @@ class SegRefineModel(
             text = f"{text}@{revision}"
         return load_checkpoint(resolve(text, token=token, cache_dir=cache_dir), device)[0]
 
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
+        """The mixin's save, once the config is known to be complete: the mixin removes the folder's config.json
+        before it writes the new one, so a refused save would otherwise break the checkpoint already there."""
+        self.checkpoint_config  # noqa: B018 - raises here when the config is incomplete or cannot be stored
+        return super().save_pretrained(save_directory, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         save_checkpoint(self, save_directory, **self._checkpoint_info())
 
