@@ -139,6 +139,18 @@ def test_a_header_past_what_pillow_decodes_is_413_even_under_a_larger_max_pixels
     assert caught.value.status == 413
 
 
+@pytest.mark.parametrize("shape", [(16, 24), (16, 24, 3)], ids=["gray", "rgb"])
+def test_16_bit_pngs_decode_as_predict_reads_them(tmp_path, shape):
+    from segrefine.imageio import read_image
+    from segrefine.serve.uploads import decode_upload
+
+    pixels = np.random.default_rng(0).integers(0, 2**16, shape, dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "x.png"), pixels)
+    decoded = decode_upload((tmp_path / "x.png").read_bytes(), 10_000)
+    assert decoded.shape == (16, 24, 3) and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, read_image(tmp_path / "x.png"))
+
+
 def test_unknown_format_path_method_and_form_field(client):
     body = _encode(_image())
     response = client.post("/v1/predict?format=jpeg", content=body, headers={"content-type": "image/png"})
