@@ -71,8 +71,13 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
     kind = options[0]
     if kind.startswith("tuple["):
         items = [i.strip() for i in kind[len("tuple["):-1].split(",")]
-        ok = isinstance(value, tuple) and len(value) == len(items) and all(_fits(v, i) for v, i in zip(value, items))
-        what = f"{len(items)} {'integers' if items[0] == 'int' else 'finite numbers'}"
+        plural = "integers" if items[0] == "int" else "finite numbers"
+        if items[-1] == "...":  # tuple[X, ...]: one or more of one kind
+            ok = isinstance(value, tuple) and len(value) > 0 and all(_fits(v, items[0]) for v in value)
+            what = f"one or more {plural}"
+        else:
+            ok = isinstance(value, tuple) and len(value) == len(items) and all(_fits(v, i) for v, i in zip(value, items))
+            what = f"{len(items)} {plural}"
     elif kind.startswith("dict["):
         ok, what = isinstance(value, dict), "a table of KEY = VALUE options"
     elif kind in _KINDS:

@@ -219,6 +219,14 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR, "image", UnreadableInput, max_pixels=max_pixels), cv2.COLOR_BGR2RGB)
 
 
+def pil_rgb(image: Image.Image) -> np.ndarray:
+    """H×W×3 uint8 RGB of a Pillow image of any mode (palette, CMYK, ...); 16-bit gray by its top byte, as `read_image`
+    reads a 16-bit file (Pillow's own conversion would clip it at 255)."""
+    if image.mode.startswith("I"):
+        image = Image.fromarray(np.clip(np.asarray(image) >> 8, 0, 255).astype(np.uint8))
+    return np.asarray(image.convert("RGB"))
+
+
 def read_label_map(path: str | os.PathLike, what: str = "label file", *, grey_rgb: bool = True) -> np.ndarray:
     """An H×W map of class ids as stored (uint8 or uint16); a grey map saved as RGB is accepted if `grey_rgb`."""
     label = decode(path, cv2.IMREAD_UNCHANGED, what)

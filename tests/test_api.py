@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import segrefine
 from segrefine.data import build_dataset, dataset_meta
@@ -80,6 +81,9 @@ def test_grey_and_rgba_inputs(predictor, scenes):
     assert np.array_equal(predictor.predict(rgba), predictor.predict(scenes[0]))
     with pytest.raises(SegrefineError, match="uint8"):
         predictor.predict(scenes[0].astype(np.float32))
+    photo = Image.fromarray(scenes[0])  # Pillow images of any mode are read as their RGB colours
+    for mode in ("P", "CMYK", "L"):
+        assert np.array_equal(predictor.predict(photo.convert(mode)), predictor.predict(photo.convert(mode).convert("RGB")))
     with pytest.raises(SegrefineError, match="cannot read"):
         predictor.predict("no/such/image.png")
 

@@ -313,6 +313,9 @@ def test_onnx_weights_errors_are_one_line(capsys, exported, tmp_path):
     out = ["--out", str(tmp_path / "out")]
     assert "--backend torch" in fails(capsys, ["predict", str(scene), "--weights", str(exported), "--backend", "torch", *out])
     assert "--precision bf16" in fails(capsys, ["predict", str(scene), "--weights", str(exported), "--precision", "bf16", *out])
+    assert fails(capsys, ["predict", str(scene), "--weights", str(exported), "--compile", *out]) == (
+        "segrefine: error: --compile applies to the torch --backend only (onnxruntime optimises its own graph)\n"
+    )
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     assert "not an ONNX model" in fails(capsys, ["predict", str(scene), "--weights", str(broken), *out])

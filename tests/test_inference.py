@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -162,9 +163,28 @@ def test_inference_options_refuse_bad_combinations_in_python_names(settings, mes
     assert flags in worded(caught.value.args[0])
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": 2.5}, "batch_size must be an integer or none, got 2.5"),
+        ({"scales": 1.0}, "scales must be one or more finite numbers, got 1.0"),
+        ({"mode": "slide", "crop": (8,)}, "crop must be 2 integers or none, got [8]"),
+        ({"mode": "slide", "crop": (8, 8, 8)}, "crop must be 2 integers or none, got [8, 8, 8]"),
+        ({"short_side": "360"}, "short_side must be an integer or none, got '360'"),
+        ({"flip": "no"}, "flip must be true or false, got 'no'"),
+        ({"guided_filter": 0}, "guided_filter must be true or false, got 0"),
+    ],
+)
+def test_inference_options_refuse_values_of_the_wrong_type(settings, message):
+    with pytest.raises(SettingError) as caught:
+        InferenceOptions(**settings)
+    assert str(caught.value) == message
+
+
 def test_inference_options_take_any_sequence_and_compare_by_value():
     options = InferenceOptions(mode="slide", crop=[8, 8], scales=[1, 0.5])
     assert options == InferenceOptions(mode="slide", crop=(8, 8), scales=(1.0, 0.5)) and options.scales == (1.0, 0.5)
+    assert InferenceOptions(mode="slide", crop=np.array([8, 8]), scales=np.array([1, 0.5], np.float32)) == options
 
 
 def test_options_or_their_fields_not_both():

@@ -10,17 +10,18 @@ their log, clamped from below: valid logits (their argmax the prediction) whatev
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segrefine.data import dataset_meta
 from segrefine.engine.guided import guided_probs
-from segrefine.errors import SegrefineError, SettingError
+from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.hub.onnx import OnnxModel
 
 __all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "at_model_scale", "check_runtime", "check_scales", "inference_options", "predict_logits", "predict_probs"]
@@ -43,8 +44,8 @@ class InferenceOptions:
     from these fields."""
 
     mode: str = field(default="whole", metadata={"help": "Whole image or sliding window.", "choices": MODES})
-    crop: Size | None = field(default=None, metadata={"help": "Sliding-window size HxW (slide mode only)."})
-    stride: Size | None = field(default=None, metadata={"help": "Sliding-window stride HxW (default: 2/3 of the crop)."})
+    crop: tuple[int, int] | None = field(default=None, metadata={"help": "Sliding-window size HxW (slide mode only)."})
+    stride: tuple[int, int] | None = field(default=None, metadata={"help": "Sliding-window stride HxW (default: 2/3 of the crop)."})
     scales: tuple[float, ...] = field(default=(1.0,), metadata={"help": "Comma-separated test scales, e.g. 0.75,1.0,1.25."})
     flip: bool = field(default=False, metadata={"help": "Also run on the mirrored image (left/right classes swapped)."})
     batch_size: int | None = field(default=None, metadata={"help": "Same-size images per forward pass (default: 1; 4 for predict on CUDA)."})
@@ -55,11 +56,14 @@ class InferenceOptions:
     guided_filter: bool = field(default=True, metadata={"help": "Snap class boundaries to the image's edges (a guided filter of the class probabilities at full size), so that thin objects are not drawn a label-grid cell too wide."})
 
     def __post_init__(self) -> None:
-        # Sequences from callers (lists, numpy) become tuples, so that options compare and hash by value.
+        # Sequences from callers (lists, numpy) become tuples of Python numbers, so that options compare and hash by
+        # value; then every field must have its annotated type.
         for name in ("crop", "stride", "scales"):
             value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(float(v) if name == "scales" else v for v in value))
+            if isinstance(value, Iterable) and not isinstance(value, str):
+                object.__setattr__(self, name, tuple(v.item() if isinstance(v, np.generic) else v for v in value))
+        check_fields(self)
+        object.__setattr__(self, "scales", tuple(map(float, self.scales)))
         if self.mode not in MODES:
             raise SettingError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
         check_scales(self.scales)

@@ -24,6 +24,7 @@ from typing import Any, Union
 
 import cv2
 import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,11 +37,11 @@ from segrefine.engine.inference import (
 )  # fmt: skip
 from segrefine.engine.device import resolve_device
 from segrefine.engine.predict_files import PredictReport, predict_files
-from segrefine.errors import SegrefineError
+from segrefine.errors import SegrefineError, SettingError
 from segrefine.hub import default_model, describe, load_model
 from segrefine.hub.onnx import OnnxModel
 from segrefine import imageio
-from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, read_image
+from segrefine.imageio import UnreadableInput, atomic_write, check_alpha, opencv_silent, pil_rgb, read_image
 
 __all__ = ["Predictor", "load"]
 
@@ -57,7 +58,7 @@ Image = Union[np.ndarray, str, os.PathLike]
 
 def _rgb(image: Any) -> np.ndarray:
     """An array-like (numpy, PIL) as contiguous H×W×3 uint8 RGB: grey is repeated, alpha dropped."""
-    array = np.asarray(image)
+    array = pil_rgb(image) if isinstance(image, PIL.Image.Image) else np.asarray(image)
     if array.dtype != np.uint8:
         raise SegrefineError(f"images must be uint8 arrays (0-255), got {array.dtype}")
     if array.ndim == 2:
@@ -117,6 +118,8 @@ class Predictor:
         if self.device.type in CHANNELS_LAST_DEVICES:
             self.model.to(memory_format=torch.channels_last)
         self._step = self._labels
+        if self.options.compile and self.backend == "onnxruntime":
+            raise SettingError("`compile` applies to the torch `backend` only (onnxruntime optimises its own graph)")
         if self.options.compile:
             self._step = torch.compile(self._labels, mode=COMPILE_MODE.get(self.device.type), dynamic=False)
 

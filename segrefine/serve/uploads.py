@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segrefine.errors import worded
-from segrefine.imageio import PILLOW_MAX_PIXELS, size_problem
+from segrefine.imageio import PILLOW_MAX_PIXELS, pil_rgb, size_problem
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -46,10 +46,7 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     if width < 1 or height < 1:
         raise BadUpload(f"the image is {width}×{height}: it has no pixels")
     try:
-        upright = ImageOps.exif_transpose(image)  # as browsers and viewers show it
-        if upright.mode.startswith("I"):  # 16-bit gray: convert() would clip it at 255; predict reads the top byte
-            upright = Image.fromarray((np.asarray(upright) >> 8).astype(np.uint8))
-        rgb = upright.convert("RGB")
+        rgb = pil_rgb(ImageOps.exif_transpose(image))  # upright, as browsers and viewers show it
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadUpload(f"the {image.format} image cannot be decoded ({str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
-    return np.asarray(rgb, dtype=np.uint8).copy()
+    return rgb.copy()
