@@ -11,8 +11,8 @@ from typing import Any
 _SETTING = re.compile(r"`(\w+)`")
 
 
-# Settings whose flag is not their name with dashes: a repeatable flag, given once per item.
-_FLAGS = {"dataset_options": "--dataset-option"}
+# Settings whose flag is not their name with dashes: a repeatable flag, given once per item; serve's body limit.
+_FLAGS = {"dataset_options": "--dataset-option", "max_body_mb": "--max-body"}
 
 
 def flag(setting: str) -> str:

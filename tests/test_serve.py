@@ -130,6 +130,20 @@ def test_bad_uploads_get_a_4xx_with_one_line_and_the_service_goes_on(client, nam
     assert client.get("/health").status_code == 200
 
 
+def test_an_image_the_model_cannot_take_is_422_in_one_line():
+    from segrefine.imageio import UnreadableInput
+
+    predictor = _predictor()
+
+    def fixed_size(images, batch_size=None):
+        raise UnreadableInput("m.onnx was exported for 64×64 images (H×W) and cannot take 24×32")
+
+    predictor.predict_batch = fixed_size
+    with TestClient(create_app(ServeConfig(), predictor=predictor)) as client:
+        response = client.post("/v1/predict", content=_encode(_image()), headers={"content-type": "image/png"})
+    assert response.status_code == 422 and response.json()["error"].startswith("m.onnx was exported for 64×64")
+
+
 def test_a_header_past_what_pillow_decodes_is_413_even_under_a_larger_max_pixels():
     from segrefine.imageio import PILLOW_MAX_PIXELS
     from segrefine.serve.uploads import BadUpload, decode_upload
@@ -200,12 +214,68 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers():
     assert first.status_code == second.status_code == 200
 
 
+def test_an_image_whose_client_went_away_leaves_the_queue_unpredicted():
+    gate = threading.Event()
+    app = create_app(ServeConfig(max_batch=1, max_queue=1, batch_wait_ms=0), predictor=_predictor(gate))
+    body = _encode(_image())
+
+    async def abandoned(gone: asyncio.Event) -> list[dict]:
+        """A raw ASGI request that sends its image, then disconnects once `gone` is set."""
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent = []
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "query_string": b"format=json",
+                 "headers": [(b"content-type", b"image/png")], "http_version": "1.1", "scheme": "http",
+                 "server": ("test", 80), "client": ("test", 1), "root_path": ""}  # fmt: skip
+        await app(scope, receive, send)
+        return sent
+
+    async def run():
+        async with app.router.lifespan_context(app), _async_client(app) as client:
+            post = lambda: client.post("/v1/predict", content=body, headers={"content-type": "image/png"})
+            first = asyncio.create_task(post())  # taken into the (held) forward pass
+            while not app.state.batcher.batch_sizes:
+                await asyncio.sleep(0.01)
+            gone = asyncio.Event()
+            left = asyncio.create_task(abandoned(gone))  # fills the queue, then its client goes
+            while not app.state.batcher.waiting:
+                await asyncio.sleep(0.01)
+            gone.set()
+            await left
+            third = asyncio.create_task(post())  # the queue has room again
+            await asyncio.sleep(0.05)
+            gate.set()
+            return await first, await third, await left
+
+    first, third, left = asyncio.run(run())
+    assert first.status_code == third.status_code == 200 and left[0]["status"] == 499
+    assert app.state.batcher.batch_sizes == [1, 1]  # the abandoned image never ran
+
+
 def test_cli_checks_its_settings_in_one_line(cli):
     result = cli("serve", "--max-queue", "0")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "segrefine: error: --max-queue must be at least 1, got 0"
     ]
     assert all(flag in cli("serve", "--help").stdout for flag in ("--max-batch", "--max-queue", "--max-pixels", "--max-body"))
+    assert cli("serve", "--max-body", "inf").stderr.splitlines() == ["segrefine: error: --max-body must be a finite number, got inf"]
+    with socket.socket() as taken:  # refused before the model loads
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--port", str(port))
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        f"segrefine: error: cannot listen on --host 127.0.0.1 --port {port}: Address already in use"
+    )
 
 
 def _free_port() -> int:

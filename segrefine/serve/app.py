@@ -11,11 +11,16 @@ inference run off the event loop, so the service keeps answering while a forward
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
+import socket
 import threading
 import time
+from collections.abc import Awaitable
 from importlib import resources
+from typing import TypeVar
+
 import cv2
 import numpy as np
 from starlette.applications import Starlette
@@ -28,6 +33,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from segrefine.engine.predictor import Predictor, load
+from segrefine.errors import SettingError
+from segrefine.imageio import UnreadableInput
 from segrefine.serve.batcher import Batcher, QueueFull
 from segrefine.serve.config import ServeConfig
 from segrefine.serve.uploads import FORMATS, BadUpload, decode_upload
@@ -35,6 +42,8 @@ from segrefine.serve.uploads import FORMATS, BadUpload, decode_upload
 OUTPUTS = ("label", "color", "overlay", "json")
 OVERLAY_ALPHA = 0.5
 RETRY_AFTER_S = 1
+CLIENT_GONE = 499  # nginx's status for a request its client closed: never seen by that client, only in logs
+T = TypeVar("T")
 
 
 class BodyTooLarge(Exception):
@@ -84,6 +93,25 @@ def _too_large(limit: int) -> Response:
 
 def _error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result; None, with `work` cancelled (so its image leaves the queue), once the client disconnects."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":  # the body was read: only this can come
+            pass
+
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        return None
+    return task.result()
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -145,12 +173,16 @@ def create_app(config: ServeConfig | None = None, *, predictor: Predictor | None
             return _error(f"format must be one of {', '.join(OUTPUTS)}, got {output!r}", 400)
         try:
             image = await run_in_threadpool(decode_upload, await upload(request), config.max_pixels)
-            label = await batcher.predict(image)
+            label = await _unless_gone(request, batcher.predict(image))
         except BadUpload as e:
             return _error(str(e), e.status)
+        except UnreadableInput as e:  # an image the model cannot take, e.g. a size a fixed-size .onnx was not made for
+            return _error(str(e), 422)
         except QueueFull:
             return _error("the service is busy: too many images are waiting; retry shortly", 503,
                           {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        if label is None:
+            return _error("the client went away before its image was segmented", CLIENT_GONE)
         seconds = time.perf_counter() - started
         headers = {"X-Seconds": f"{seconds:.4f}"}
         if output == "json":
@@ -197,15 +229,28 @@ def serve(config: ServeConfig | None = None) -> None:
     import uvicorn
 
     config = config or ServeConfig()
+    listening = _bind(config.host, config.port)  # before the model loads: a port in use fails at once, in one line
     server = uvicorn.Server(uvicorn.Config(
         create_app(config), host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30,
     ))  # fmt: skip
     if threading.current_thread() is not threading.main_thread():
-        return server.run()
+        return server.run(sockets=[listening])
     # uvicorn answers SIGTERM by finishing the requests in flight, then raises SIGTERM again under the handler it
     # found: with this one in place, a finished graceful shutdown exits normally (status 0) instead of by the signal.
     previous = signal.signal(signal.SIGTERM, lambda number, frame: None)
     try:
-        server.run()
+        server.run(sockets=[listening])
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (`host`, `port`), for uvicorn to listen on."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts are not refused
+        listening.bind((host, port))
+    except OSError as e:
+        raise SettingError(f"cannot listen on `host` {host} `port` {port}: {e.strerror or e}") from None
+    return listening

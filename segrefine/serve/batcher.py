@@ -48,6 +48,8 @@ class Batcher:
 
     async def predict(self, image: np.ndarray) -> np.ndarray:
         """The label map of one image, once its batch has run; QueueFull if `max_queue` images are waiting."""
+        if len(self.waiting) >= self.max_queue:  # images whose requests were given up no longer count
+            self.waiting = collections.deque(item for item in self.waiting if not item[1].cancelled())
         if len(self.waiting) >= self.max_queue:
             raise QueueFull(f"{len(self.waiting)} images are waiting already")
         future = asyncio.get_running_loop().create_future()

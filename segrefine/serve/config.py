@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segrefine.engine.inference import check_runtime
-from segrefine.errors import SettingError
+from segrefine.errors import SettingError, check_fields
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ServeConfig:
     batch_wait_ms: float = 5.0  # how long a forward pass waits for more same-size images
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0 <= self.port <= 65535:
             raise SettingError(f"`port` must be 0-65535, got {self.port}")
         check_runtime(self.backend, self.precision)
