@@ -51,6 +51,10 @@ def test_bad_switch_values_are_user_errors():
         ModelConfig(srm_kernel=4)
     with pytest.raises(SegrefineError, match="unknown model config keys: bogus"):
         ModelConfig.from_dict({"bogus": 1})
+    for classes in (0, 255, 300):  # labels are uint8 and 255 is no class: class 299 would come out as 43
+        with pytest.raises(SegrefineError, match=f"^num_classes must be 1-254, got {classes}$"):
+            ModelConfig(num_classes=classes)
+    assert ModelConfig(num_classes=254).num_classes == 254
     assert ModelConfig.from_dict(ModelConfig(memory=True).to_dict()) == ModelConfig(memory=True)
 
 

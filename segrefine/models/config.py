@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from segrefine.data.meta import IGNORE_INDEX
 from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.models.registry import VARIANTS
 
@@ -41,8 +42,8 @@ class ModelConfig:
                 raise SettingError(
                     f"`{f.name}` must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}"
                 )
-        if self.num_classes < 1:
-            raise SettingError(f"`num_classes` must be a positive integer, got {self.num_classes!r}")
+        if not 1 <= self.num_classes < IGNORE_INDEX:  # label maps are uint8, and IGNORE_INDEX is no class
+            raise SettingError(f"`num_classes` must be 1-{IGNORE_INDEX - 1}, got {self.num_classes!r}")
         if self.memory_dim < 0:
             raise SettingError(f"`memory_dim` must be >= 0, got {self.memory_dim}")
 
