@@ -210,6 +210,9 @@ def test_int8_calibrates_on_any_folder_of_images(photos, tmp_path):
     report = export_model(model, {"model": model.config.to_dict()}, out, quantize="int8", calibration=photos)
     assert report.quantized_agreement is not None and out.is_file()
     assert load_onnx(out)[0].size is None  # calibrated at one size, still takes any
+    one = export_model(model, {"model": model.config.to_dict()}, out, quantize="int8", calibration=photos,
+                       keep_float="conv", overwrite=True)  # one pattern, not its letters
+    assert one.float_nodes > 0
 
 
 def test_a_calibration_folder_without_images_is_one_line(capsys, checkpoint, photos, tmp_path):
@@ -219,6 +222,8 @@ def test_a_calibration_folder_without_images_is_one_line(capsys, checkpoint, pho
     assert fails(capsys, [*args, "--calibration", str(empty)]) == (
         f"segrefine: error: --calibration folder {empty} holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)\n"
     )
+    for path, what in ((tmp_path / "none", "is neither a folder nor a dataset's name"), (photos / "a.png", "is a file")):
+        assert fails(capsys, [*args, "--calibration", str(path)]).startswith(f"segrefine: error: --calibration {path} {what}")
     assert "--data-root and --dataset-option are for a calibration dataset" in fails(
         capsys, [*args, "--calibration", str(photos), "--data-root", str(tmp_path)]
     )

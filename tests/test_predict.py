@@ -9,6 +9,7 @@ import torch
 
 from segrefine.cli.predict import parse_save
 from segrefine.data import build_dataset, dataset_meta
+from segrefine.engine.predict_files import check_save
 from segrefine.imageio import check_alpha
 from segrefine.errors import SegrefineError
 from segrefine.hub import save_checkpoint
@@ -137,6 +138,7 @@ def test_save_and_alpha_options():
     for bad in ("label,mask", "", ","):
         with pytest.raises(SegrefineError, match="--save"):
             parse_save(bad)
+    assert check_save("label") == ("label",) and check_save(["overlay", "label"]) == ("label", "overlay")
     check_alpha(0.0)
     check_alpha(1.0)
     with pytest.raises(SegrefineError, match="^alpha must be between 0 and 1, got 1.5"):

@@ -80,7 +80,11 @@ class ImageFolder(Dataset):
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise SettingError(f"`calibration` {os.fspath(folder)} is not a folder of images")
+            what = "is a file" if self.folder.exists() else "is neither a folder nor a dataset's name"
+            raise SettingError(
+                f"`calibration` {os.fspath(folder)} {what}: give a folder of images or one of the datasets "
+                f"{', '.join(DATASETS)}"
+            )
         self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise SettingError(f"`calibration` folder {os.fspath(folder)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -246,7 +250,7 @@ def _calibration_data(
 ) -> tuple[Dataset | None, DatasetMeta | None]:
     """The images `calibration` names and, for a dataset, its metadata: a dataset's name (its `split` under
     `data_root`, built with `dataset_options`), any other text or path a folder of images, a Dataset as it is."""
-    if isinstance(calibration, str) and (calibration in DATASETS or not os.path.isdir(calibration)):
+    if isinstance(calibration, str) and calibration in DATASETS and not os.path.isdir(calibration):
         meta = dataset_meta(calibration, data_root)
         return build_dataset(calibration, data_root, split, **dict(dataset_options or {})), meta
     if not isinstance(calibration, (str, os.PathLike)):
@@ -316,6 +320,8 @@ def export_model(
     """
     if isinstance(calibration, (str, os.PathLike)):
         calibration = ImageFolder(calibration)
+    if isinstance(keep_float, str):  # one pattern, not its characters
+        keep_float = (keep_float,)
     check_export_options(out, size, quantize, calibration, calibration_images, overwrite)
     model = inference_copy(model)
     image = check_image(size or CHECK_SIZE)

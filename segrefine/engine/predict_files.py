@@ -105,6 +105,7 @@ class _Run:
 
 def check_save(save: Sequence[str]) -> tuple[str, ...]:
     """The kinds of output to write, in canonical order; unknown kinds are an error."""
+    save = (save,) if isinstance(save, str) else save
     unknown = [kind for kind in save if kind not in OUTPUTS]
     if unknown or not save:
         raise SegrefineError(f"`save` takes some of {', '.join(OUTPUTS)}, got {', '.join(save) or 'nothing'}")
