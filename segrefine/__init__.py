@@ -7,7 +7,7 @@
     predictor = segrefine.load("lite-camvid")                      # predict arrays, files, folders and videos
     report = segrefine.evaluate("lite-camvid", "camvid", data_root="data/camvid", split="val")
     segrefine.export("lite-camvid", "lite.onnx")                    # an ONNX file for onnxruntime (fp32 or int8)
-    run_dir = segrefine.train(segrefine.TrainConfig(dataset="toy", iters=50))
+    run_dir = segrefine.train(segrefine.TrainConfig.from_recipe("toy", iters=50))
     run_dir = segrefine.resume(run_dir)                            # continue a run from its last checkpoint
 """
 

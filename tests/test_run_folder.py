@@ -103,11 +103,15 @@ def test_resume_continues_an_interrupted_run_from_its_folder(tmp_path, interrupt
         segrefine.train(config)
     undo()
 
-    with pytest.raises(SettingError, match="resume continues .* cannot change: lr"):
-        segrefine.resume(out, lr=0.5)
+    with pytest.raises(SettingError, match="resume continues .* cannot change: lr, srm"):
+        segrefine.resume(out, lr=0.5, srm="bilinear")
+    with pytest.raises(SettingError, match="^unknown settings: lrate$"):
+        segrefine.resume(out, lrate=0.5)
     with pytest.raises(SettingError, match="resume: no training run found"):
         segrefine.resume(tmp_path / "nothing")
-    assert segrefine.resume(out, workers=0) == out
+    stored = TrainConfig.from_dict(json.loads(RunFolder(out).config.read_text())["train"])
+    # the settings it has, given again (as tuples, a network switch flat): not a change
+    assert segrefine.resume(out, workers=0, crop=stored.crop, srm=stored.model.srm, iters=4) == out
     run = RunFolder(out)
     assert json.loads((run.last / "trainer.json").read_text())["iteration"] == 4
     assert [json.loads(line)["iter"] for line in run.log.read_text().splitlines() if "loss" in line] == [1, 2, 3, 4]

@@ -121,6 +121,9 @@ class TrainConfig:
         """Settings as stored in a run's config.json ("train") or a config file: `model` a table of ModelConfig
         fields (older runs list them at the top level), tuples as lists."""
         data, model = _split_model(data)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SettingError(f"unknown settings: {', '.join(f'`{name}`' for name in unknown)}")
         for key in ("crop", "scale"):
             if isinstance(data.get(key), list):  # TOML and JSON have no tuples
                 data[key] = tuple(data[key])

@@ -32,6 +32,9 @@ from segrefine.hub import (
     load_backbone_weights, load_state, load_state_dict_strict, load_weights_file, resolve, save_checkpoint,
 )  # fmt: skip
 
+RUNTIME_SETTINGS = ("device", "workers", "amp")  # what a resumed run may change: how it runs, not what it trains
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -397,13 +400,17 @@ def resume(out: str | Path | None = None, **overrides: Any) -> Path:
     """
     run = RunFolder.to_resume(out)
     settings = read_config_file(run.config)
-    allowed = {"device", "workers", "amp", "out"}
-    changed = sorted(k for k, v in overrides.items() if v is not None and k not in allowed and settings.get(k) != v)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    stored, wanted = TrainConfig.from_dict(settings), TrainConfig.from_dict({**settings, **given})
+
+    def value(config: TrainConfig, name: str) -> Any:  # a training setting, or a network switch given flat
+        return getattr(config, name) if hasattr(config, name) else getattr(config.model, name)
+
+    changed = sorted(k for k in given if k not in RUNTIME_SETTINGS and value(wanted, k) != value(stored, k))
     if changed:
         raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
-    settings.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
-    settings["out"] = str(run.path)
-    return train(TrainConfig.from_dict(settings), resume=True)
+    runtime = {k: getattr(wanted, k) for k in RUNTIME_SETTINGS}
+    return train(replace(stored, **runtime, out=str(run.path)), resume=True)
 
 
 def _agreed_run(ctx: distributed.Context) -> RunFolder:
