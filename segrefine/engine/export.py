@@ -80,11 +80,8 @@ class ImageFolder(Dataset):
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            what = "is a file" if self.folder.exists() else "is neither a folder nor a dataset's name"
-            raise SettingError(
-                f"`calibration` {os.fspath(folder)} {what}: give a folder of images or one of the datasets "
-                f"{', '.join(DATASETS)}"
-            )
+            what = "is a file" if self.folder.exists() else "does not exist"
+            raise SettingError(f"`calibration` {os.fspath(folder)} {what}: give a folder of images, or a dataset's name")
         self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise SettingError(f"`calibration` folder {os.fspath(folder)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -218,11 +215,39 @@ def float_nodes(path: str | os.PathLike, patterns: Sequence[str]) -> list[str]:
     return found
 
 
+# Where the sampling coordinates come from: walking back from a gather's indices stops at these (feature maps).
+_FEATURE_OPS = frozenset({"Conv", "MatMul", "Gemm", "Softmax", "Resize", "MaxPool", "GlobalAveragePool", "ReduceMean"})
+
+
+def sampling_nodes(path: str | os.PathLike) -> list[str]:
+    """Names of the nodes that compute where the SRM's gathers sample and with what bilinear weights: coordinates of
+    the input's size plus offsets. Quantized, they would be clipped to the range seen at the calibration size, and a
+    dynamic-size export would sample wrongly, or fail, at any other size."""
+    graph = require("onnx").load(os.fspath(path)).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    found: set[str] = set()
+    pending = [node.input[1] for node in graph.node if node.op_type in ("Gather", "GatherND", "GatherElements")]
+    while pending:  # back from the indices, through the arithmetic that makes them
+        node = producer.get(pending.pop())
+        if node is not None and node.name not in found and node.op_type not in _FEATURE_OPS:
+            found.add(node.name)
+            pending.extend(node.input)
+    made_by = {output for node in graph.node if node.name in found for output in node.output}
+    constants = {tensor.name for tensor in graph.initializer}
+    for node in graph.node:  # then forward: what is made of those alone (the corner weights)
+        inputs = [name for name in node.input if name and name not in constants]
+        if node.name not in found and inputs and all(name in made_by for name in inputs):
+            found.add(node.name)
+            made_by.update(node.output)
+    return sorted(found)
+
+
 def quantize_int8(
     source: str | os.PathLike, target: str | os.PathLike, images: CalibrationImages, keep_float: Sequence[str] = KEEP_FLOAT
 ) -> int:
     """Static int8 quantization of an fp32 export (QDQ, per-channel int8 weights, uint8 activations, min-max
-    calibration on `images`) with the nodes of the `keep_float` modules left in float; returns their number."""
+    calibration on `images`) with the nodes of the `keep_float` modules left in float (and the SRM's sampling
+    arithmetic, always: see `sampling_nodes`); returns the number of the former."""
     onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
     shape_inference = require("onnxruntime.quantization.shape_inference")
@@ -234,7 +259,8 @@ def quantize_int8(
         quantization.quantize_static(
             prepared, target, images, quant_format=quantization.QuantFormat.QDQ, per_channel=True,
             activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
-            nodes_to_exclude=excluded, calibration_providers=["CPUExecutionProvider"],
+            nodes_to_exclude=sorted({*excluded, *sampling_nodes(source)}),
+            calibration_providers=["CPUExecutionProvider"],
             extra_options={"CalibStridedMinMax": images.stride()},
         )  # fmt: skip
     quantized = onnx.load(os.fspath(target))
@@ -250,7 +276,8 @@ def _calibration_data(
 ) -> tuple[Dataset | None, DatasetMeta | None]:
     """The images `calibration` names and, for a dataset, its metadata: a dataset's name (its `split` under
     `data_root`, built with `dataset_options`), any other text or path a folder of images, a Dataset as it is."""
-    if isinstance(calibration, str) and calibration in DATASETS and not os.path.isdir(calibration):
+    looks_like_path = isinstance(calibration, str) and (os.sep in calibration or calibration.startswith((".", "~", "/")))
+    if isinstance(calibration, str) and not looks_like_path and not os.path.isdir(calibration):
         meta = dataset_meta(calibration, data_root)
         return build_dataset(calibration, data_root, split, **dict(dataset_options or {})), meta
     if not isinstance(calibration, (str, os.PathLike)):
