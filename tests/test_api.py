@@ -182,13 +182,13 @@ def test_device_pipeline_keeps_the_labels(precision, guided_filter):
 
 
 def test_compiled_step_gives_the_same_labels(monkeypatch):
-    """`compile` traces normalisation, network and argmax as one graph (here with dynamo's eager backend: no C++
-    compiler needed) and gives the eager step's labels."""
+    """`compile` traces normalisation, network and argmax as one graph (here with dynamo's aot_eager backend: no C++
+    compiler needed, and the same ahead-of-time tracing as inductor) and gives the eager step's labels."""
     modes = []
 
     def eager_compile(fn, mode=None, dynamic=None):
         modes.append(mode)
-        return torch._dynamo.optimize("eager", nopython=True)(fn)
+        return torch._dynamo.optimize("aot_eager", nopython=True)(fn)
 
     monkeypatch.setattr(torch, "compile", eager_compile)
     model = _varied_model()

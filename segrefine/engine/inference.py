@@ -203,7 +203,7 @@ def predict_logits(model: nn.Module, images: Tensor, options: InferenceOptions |
     return probs.clamp_min_(torch.finfo(probs.dtype).tiny).log_()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: entered again inside Predictor's compiled step, inductor fails on it
 def predict_probs(
     model: nn.Module,
     images: Tensor,
