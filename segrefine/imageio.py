@@ -12,6 +12,8 @@ import io
 import json
 import os
 import sys
+import tempfile
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -115,15 +117,36 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-@contextlib.contextmanager
-def opencv_silent() -> Iterator[None]:
-    """Mute OpenCV's own log lines while decoding: a broken input gets our one line instead."""
+def _while_any(start: Callable[[], Any], stop: Callable[[Any], None]) -> Callable[[], contextlib.AbstractContextManager]:
+    """A context manager that calls `start` when the first of any number of threads enters it and `stop` (given what
+    `start` returned) when the last one leaves: threads decoding at once neither undo each other's setting early nor
+    restore one another's as the original."""
+    lock = threading.Lock()
+    held: list[Any] = []  # what `start` returned, once per thread inside
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        with lock:
+            held.append(start() if not held else held[0])
+        try:
+            yield
+        finally:
+            with lock:
+                token = held.pop()
+                if not held:
+                    stop(token)
+
+    return context
+
+
+def _silence_opencv() -> int:
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    return level
+
+
+# OpenCV's own log lines muted while decoding: a broken input gets our one line instead.
+opencv_silent = _while_any(_silence_opencv, cv2.utils.logging.setLogLevel)
 
 
 OPENCV_MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))  # opencv's own decoding limit
@@ -164,23 +187,39 @@ def size_problem(data: bytes, max_pixels: int = MAX_PIXELS) -> str | None:
     return f"{size[0]}×{size[1]} (H×W) is {size[0] * size[1]} pixels, over the limit of {max_pixels} (`max_pixels`)"
 
 
-@contextlib.contextmanager
-def native_stderr_muted() -> Iterator[None]:
-    """Send what C code writes to file descriptor 2 to /dev/null: libpng prints "libpng error: …" there itself,
-    out of reach of opencv's log level, before we report the file in one line."""
+DECODER_CHATTER = (b"libpng ",)  # lines C decoders print to file descriptor 2 themselves, out of opencv's reach
+
+
+def _capture_stderr() -> tuple[int, Any] | None:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no stderr to mute
-        yield
+        return None
+    capture = tempfile.TemporaryFile()
+    os.dup2(capture.fileno(), 2)
+    return saved, capture
+
+
+def _release_stderr(token: tuple[int, Any] | None) -> None:
+    if token is None:
         return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    saved, capture = token
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()  # this process's own lines written meanwhile, into the capture
+    os.dup2(saved, 2)
+    os.close(saved)
+    capture.seek(0)
+    kept = b"".join(line for line in capture if not line.startswith(DECODER_CHATTER))
+    capture.close()
+    if kept:
+        os.write(2, kept)
+
+
+# While any thread decodes, file descriptor 2 goes to a temporary file (libpng prints "libpng error: …" there itself,
+# before we report the file in one line); when the last decode ends, everything else written meanwhile (lines other
+# threads printed) goes on to stderr, the decoders' chatter left out.
+native_stderr_muted = _while_any(_capture_stderr, _release_stderr)
 
 
 def decode(

@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -494,6 +495,30 @@ def test_a_corrupt_png_is_our_one_line_without_libpngs_own(tmp_path, capfd):
     with pytest.raises(UnreadableInput, match="not a decodable image"):
         read_image(tmp_path / "bad.png")
     assert capfd.readouterr().err == ""
+
+
+def test_decoding_on_threads_keeps_every_line_of_stderr_and_none_of_libpngs(tmp_path, capfd):
+    """Two threads decoding at once (as predict does) once left stderr muted for good, and lines printed meanwhile
+    were lost."""
+    ok, encoded = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[40] ^= 0xFF
+    (tmp_path / "bad.png").write_bytes(bytes(data))
+
+    def decode_many():
+        for _ in range(40):
+            with pytest.raises(UnreadableInput):
+                read_image(tmp_path / "bad.png")
+
+    threads = [threading.Thread(target=decode_many) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for k in range(40):
+        print(f"line {k}", file=sys.stderr, flush=True)
+    for thread in threads:
+        thread.join()
+    print("after", file=sys.stderr, flush=True)
+    assert capfd.readouterr().err.splitlines() == [f"line {k}" for k in range(40)] + ["after"]
 
 
 @pytest.mark.parametrize("kind", ["offsets", "attention"])
