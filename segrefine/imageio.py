@@ -49,7 +49,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], suffix: 
     """Run `write(tmp)` on a temporary file beside `path`, then move it into place with the normal mode for new files
     (0644 under the usual umask), whatever mode `write` created it with; nothing is left behind on failure."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{suffix}")
+    # A name of its own, not the target's plus a tag: a target name near the file system's limit must still fit.
+    tmp = path.with_name(f".segrefine-{uuid.uuid4().hex[:12]}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)

@@ -31,7 +31,7 @@ from segrefine.engine.predictor import Predictor
 from segrefine.engine.recipes import RECIPES
 from segrefine.hub import save_checkpoint
 from segrefine.imageio import (
-    FILE_MODE, MAX_PIXELS, PILLOW_MAX_PIXELS, UnreadableInput, image_size, read_image, size_problem,
+    FILE_MODE, MAX_PIXELS, PILLOW_MAX_PIXELS, UnreadableInput, image_size, read_image, size_problem, write_image,
 )  # fmt: skip
 import segrefine as segrefine_api
 from segrefine import build_model
@@ -495,6 +495,12 @@ def test_a_corrupt_png_is_our_one_line_without_libpngs_own(tmp_path, capfd):
     with pytest.raises(UnreadableInput, match="not a decodable image"):
         read_image(tmp_path / "bad.png")
     assert capfd.readouterr().err == ""
+
+
+def test_a_file_name_near_the_file_systems_limit_is_written(tmp_path):
+    path = tmp_path / ("c" * 246 + ".png")  # 250 bytes, of the usual 255: the temporary file's name must fit too
+    write_image(path, np.zeros((2, 2), np.uint8))
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_decoding_on_threads_keeps_every_line_of_stderr_and_none_of_libpngs(tmp_path, capfd):

@@ -329,8 +329,10 @@ def test_onnx_weights_errors_are_one_line(capsys, exported, tmp_path):
     assert "not an ONNX model" in fails(capsys, ["predict", str(scene), "--weights", str(broken), *out])
     tiny = tmp_path / "tiny.png"
     cv2.imwrite(str(tiny), np.zeros((20, 64, 3), np.uint8))
-    assert "at least 32×32" in error_line(capsys, ["predict", str(tiny), "--weights", str(exported), *out])
-    assert not (tmp_path / "out" / "tiny_label.png").exists()
+    code, _, err = run(capsys, ["predict", str(tiny), str(scene), "--weights", str(exported), "--short-side", "0", *out])
+    assert code == 1 and "Traceback" not in err  # one input skipped, the other done
+    assert f"segrefine: skipped: {tiny}: {exported} takes images of at least 32×32 pixels, got 20×64" in err.splitlines()
+    assert not (tmp_path / "out" / "tiny_label.png").exists() and (tmp_path / "out" / "scene_label.png").exists()
 
 
 def test_missing_onnxruntime_is_one_line(capsys, checkpoint, exported, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """`segrefine predict` through the real entry point: files, folders, globs, videos, skipping, failures, messages."""
 
+import os
 from pathlib import Path
 
 import cv2
@@ -104,6 +105,46 @@ def test_existing_outputs_are_kept_without_overwrite(cli, checkpoint, frames, tm
     assert (out / "x_label.png").is_file() and not (out / "x_overlay.png").exists()
     assert "x_color.png" in result.stderr and "--overwrite" in result.stderr
     assert "wrote 1 file" in result.stdout and "kept 1 existing" in result.stdout
+
+
+def test_a_run_with_every_output_in_place_loads_no_model(cli, frames, tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), frames[0])
+    for kind in ("label", "color", "overlay"):
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / f"x_{kind}.png").write_bytes(b"mine")
+    result = cli("predict", tmp_path / "x.png", "--weights", tmp_path / "never-loaded", "--out", tmp_path / "out")
+    assert result.returncode == 0 and "kept 3 existing" in result.stdout, result.stderr
+
+
+def test_predicting_a_folder_into_itself_skips_only_earlier_outputs(cli, checkpoint, frames, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "x.png"), frames[0])
+    for _ in range(2):  # the second run finds x's outputs beside it: they are not inputs
+        result = cli("predict", folder, "--weights", checkpoint, "--out", folder, "--short-side", "0")
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["x.png", "x_color.png", "x_label.png", "x_overlay.png"]
+    assert "kept 3 existing" in result.stdout
+
+
+def test_an_input_whose_last_output_fails_leaves_none(cli, checkpoint, frames, tmp_path, monkeypatch):
+    import segrefine.engine.predict_files as predict_files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "x.png"), frames[0])
+    os.mkfifo(folder / "pipe.png")  # inside a folder too, a pipe is reported
+    real = predict_files.imageio.overlay
+
+    def failing(*args, **kwargs):
+        raise SegrefineError("cannot write the overlay: disk full")
+
+    monkeypatch.setattr(predict_files.imageio, "overlay", failing)
+    result = cli("predict", folder, "--weights", checkpoint, "--out", tmp_path / "out", "--short-side", "0")
+    monkeypatch.setattr(predict_files.imageio, "overlay", real)
+    assert result.returncode == 1 and not list((tmp_path / "out").iterdir())
+    assert f"{folder}/pipe.png: not a regular file (a device, pipe or socket)" in result.stderr
+    assert "x.png: cannot write the overlay: disk full" in result.stderr
 
 
 def test_bad_inputs_are_reported_and_skipped(cli, checkpoint, frames, tmp_path):

@@ -112,17 +112,28 @@ def check_save(save: Sequence[str]) -> tuple[str, ...]:
     return tuple(kind for kind in OUTPUTS if kind in save)
 
 
+def _is_output(path: Path) -> bool:
+    """Whether `path` is named as this job names its outputs."""
+    return path.suffix.lower() in (".png", ".mp4") and path.stem.endswith(tuple(f"_{kind}" for kind in OUTPUTS))
+
+
 def _below(folder: Path, out: Path) -> tuple[list[Path], list[Path]]:
-    """Images and videos anywhere below `folder`, sorted, leaving out what lies in the output folder; and the broken
-    symbolic links found there."""
-    out = out.resolve()
-    found, broken = [], []
+    """Images and videos anywhere below `folder`, sorted, leaving out earlier outputs (everything in an output folder
+    below `folder`; only what is named as an output where `out` holds `folder`); and what cannot be read there:
+    broken symbolic links and files that are not regular (pipes, devices, sockets)."""
+    out, own = out.resolve(), folder.resolve()
+    out_inside = own in out.parents
+    found, unreadable = [], []
     for path in folder.rglob("*"):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-            found.append(path)
+            resolved = path.resolve()
+            if out not in resolved.parents or not (out_inside or _is_output(path)):
+                found.append(path)
         elif path.is_symlink() and not path.exists():
-            broken.append(path)
-    return sorted(p for p in found if out not in p.resolve().parents), sorted(broken)
+            unreadable.append(path)
+        elif path.exists() and not path.is_dir() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            unreadable.append(path)
+    return sorted(found), sorted(unreadable)
 
 
 def _glob_base(pattern: str) -> Path:
@@ -151,10 +162,11 @@ def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[
         jobs.append(job)
 
     def add_tree(folder: Path, base: Path, given: str) -> None:
-        files, broken = _below(folder, out)
-        for link in broken:
-            run.fail(link, f"{link}: a broken symbolic link (its target {os.readlink(link)} does not exist)")
-        if not files and not broken:
+        files, unreadable = _below(folder, out)
+        for path in unreadable:
+            run.fail(path, f"{path}: a broken symbolic link (its target {os.readlink(path)} does not exist)"
+                     if path.is_symlink() else f"{path}: not a regular file (a device, pipe or socket)")  # fmt: skip
+        if not files and not unreadable:
             run.fail(given, f"{given}: no images or videos in this folder")
         for path in files:
             add(path, path.relative_to(base).with_suffix(""))
@@ -198,15 +210,23 @@ def _todo(job: _Job, out: Path, save: Sequence[str], overwrite: bool, run: _Run)
 def _write(
     predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: dict[str, Path], alpha: float, written: list[Path]
 ) -> None:
-    """Write the outputs of one image, adding each to `written` once it is in place."""
-    for kind, path in targets.items():
-        if kind == "label":
-            write_image(path, label)
-        elif kind == "color":
-            write_image(path, predictor.colorize(label))
-        else:  # `alpha` was checked once, by predict_files
-            write_image(path, imageio.overlay(image, label, predictor.palette, alpha))
-        written.append(path)
+    """Write the outputs of one image, adding them to `written` once all are in place; if one fails, those written
+    before it are removed: an input has all its outputs or none."""
+    done: list[Path] = []
+    try:
+        for kind, path in targets.items():
+            if kind == "label":
+                write_image(path, label)
+            elif kind == "color":
+                write_image(path, predictor.colorize(label))
+            else:  # `alpha` was checked once, by predict_files
+                write_image(path, imageio.overlay(image, label, predictor.palette, alpha))
+            done.append(path)
+    except SegrefineError:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+    written += done
 
 
 def predict_files(
@@ -240,7 +260,8 @@ def predict_files(
     report = PredictReport(out)
     run = _Run(report, on_message)
     jobs = _collect(inputs, out, run)
-    if not jobs:
+    todo = [(job, targets) for job in jobs if (targets := _todo(job, out, kinds, overwrite, run))]
+    if not todo:
         return report
     if problem := writable_folder(out):  # before a model is loaded: os.access cannot tell (e.g. as root in /proc)
         raise SettingError(f"`out` {problem}")
@@ -259,17 +280,16 @@ def predict_files(
 
     try:
         with bar:
-            task = bar.add_task("", total=len(jobs))
-            images = [job for job in jobs if not job.video]
-            _run_images(predictor, images, kinds, alpha, overwrite, max_pixels, run, advance)
-            for job in jobs:
+            task = bar.add_task("", total=len(todo))
+            _run_images(predictor, [item for item in todo if not item[0].video], alpha, max_pixels, run, advance)
+            for job, targets in todo:
                 if job.video:
-                    _run_video(predictor, job, alpha, overwrite, run)
+                    _run_video(predictor, job, targets, alpha, run)
                     advance(1)
     except KeyboardInterrupt:
         rest = "the same command without `overwrite` does" if overwrite else "the same command again does"
         raise Interrupted(
-            f"interrupted after {done} of {len(jobs)} inputs ({len(report.written)} files written to {out}, each "
+            f"interrupted after {done} of {len(todo)} inputs ({len(report.written)} files written to {out}, each "
             f"complete); {rest} the rest, keeping the outputs that exist"
         ) from None
     report.seconds = time.perf_counter() - start
@@ -281,8 +301,8 @@ WRITES_QUEUED = 2  # batches waiting to be written before prediction waits: boun
 
 
 def _run_images(
-    predictor: Predictor, jobs: list[_Job], save: Sequence[str], alpha: float, overwrite: bool, max_pixels: int,
-    run: _Run, advance: Callable[[int], None],
+    predictor: Predictor, todo: list[tuple[_Job, dict[str, Path]]], alpha: float, max_pixels: int, run: _Run,
+    advance: Callable[[int], None],
 ) -> None:  # fmt: skip
     """Read (a few images ahead), batch (consecutive images of one size, up to the predictor's batch size), predict
     and write, decoding and writing on threads while the network runs, so that a GPU is not left waiting on them."""
@@ -327,13 +347,9 @@ def _run_images(
     with ThreadPoolExecutor(2, "segrefine-read") as readers, ThreadPoolExecutor(1, "segrefine-write") as writer:
         try:
             ahead: deque[tuple[_Job, dict[str, Path], Future]] = deque()
-            queue = iter(jobs)
+            queue = iter(todo)
             while True:
-                for job in queue:  # keep READ_AHEAD reads in flight
-                    targets = _todo(job, run.report.out, save, overwrite, run)
-                    if not targets:
-                        advance(1)
-                        continue
+                for job, targets in queue:  # keep READ_AHEAD reads in flight
                     ahead.append((job, targets, readers.submit(read_image, job.source, max_pixels)))
                     if len(ahead) >= READ_AHEAD:
                         break
@@ -356,10 +372,7 @@ def _run_images(
             report(keep=0)
 
 
-def _run_video(predictor: Predictor, job: _Job, alpha: float, overwrite: bool, run: _Run) -> None:
-    targets = _todo(job, run.report.out, ("overlay",), overwrite, run)
-    if not targets:
-        return
+def _run_video(predictor: Predictor, job: _Job, targets: dict[str, Path], alpha: float, run: _Run) -> None:
     try:
         run.report.frames += predictor.predict_video(job.source, targets["overlay"], alpha=alpha)
     except UnreadableInput as e:

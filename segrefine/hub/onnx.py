@@ -91,7 +91,7 @@ class OnnxModel(nn.Module):
                 f"{size[0]}×{size[1]}: export it for this size, or with dynamic sizes"
             )
         if min(size) < OUTPUT_STRIDE:
-            raise SegrefineError(
+            raise UnreadableInput(
                 f"{self.name} takes images of at least {OUTPUT_STRIDE}×{OUTPUT_STRIDE} pixels, got {size[0]}×{size[1]}"
             )
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
