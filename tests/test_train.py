@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from segrefine.engine.checkpoint import recover, replace_folder
-from segrefine.engine.losses import ohem_cross_entropy, segmentation_loss
+from segrefine.engine.losses import cross_entropy, ohem_cross_entropy, segmentation_loss
 from segrefine.engine.sampling import StreamBatchSampler
 
 TOY = ["--dataset", "toy", "--dataset-option", "length=6", "--dataset-option", "size=64x96", "--crop", "64x64",
@@ -191,6 +191,20 @@ def test_loss_parts_are_weighted():
     target = torch.randint(0, 3, (2, 4, 4))
     parts = segmentation_loss(out, target)
     assert parts["total"] == pytest.approx((parts["main"] + 0.4 * parts["aux"] + 0.4 * parts["memory"]).item())
+
+
+def test_cross_entropy_is_torchs_mean_and_zero_on_a_batch_without_labels():
+    logits, target = torch.randn(2, 3, 4, 4, requires_grad=True), torch.randint(0, 3, (2, 4, 4))
+    target[0, :2] = 255
+    weight = torch.tensor([0.2, 1.0, 3.0])
+    for w in (None, weight):
+        expected = torch.nn.functional.cross_entropy(logits, target, weight=w, ignore_index=255)
+        assert cross_entropy(logits, target, w).item() == pytest.approx(expected.item(), rel=1e-6)
+    unlabelled = torch.full_like(target, 255)  # e.g. a frame whose mask is all ignore
+    for kind in ("ce", "ohem"):
+        loss = segmentation_loss({"out": logits, "aux": logits}, unlabelled, kind, weight)["total"]
+        loss.backward()
+        assert loss.item() == 0.0 and not logits.grad.any()
 
 
 def test_stream_sampler_resumes_and_shards():
