@@ -65,6 +65,11 @@ def test_check_start_refuses_a_held_run_unless_resume_or_overwrite(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SettingError, match="out .*file is a file, not a folder"):
         RunFolder(tmp_path / "file").check_start(overwrite=True)
+    checkpoint = held.last  # a checkpoint folder is never a run's: its config.json would be replaced
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    for resume, overwrite in ((False, False), (True, False), (False, True)):
+        with pytest.raises(SettingError, match="^out .*last is a checkpoint folder .*init_weights"):
+            RunFolder(checkpoint).check_start(resume, overwrite)
 
 
 def test_prepare_keeps_resumes_log_and_clears_what_a_new_start_replaces(tmp_path):

@@ -67,6 +67,15 @@ def test_toml_config(cli, tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["crop"] == [64, 64]
 
 
+def test_config_files_that_cannot_be_read_are_one_line(cli, tmp_path):
+    (tmp_path / "latin1.toml").write_bytes(b'# r\xe9glages\ndataset = "toy"\n')
+    (tmp_path / "c.yaml").write_text("dataset: toy\n")
+    for name, message in (("latin1.toml", "is not a UTF-8 text file, as TOML must be"),
+                          ("c.yaml", "must be a .toml or .json file")):  # fmt: skip
+        result = cli("train", "--config", name, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.splitlines() == [f"segrefine: error: --config {name} {message}"]
+
+
 SMALL = ["--dataset-option", "length=4", "--crop", "64x64", "--batch-size", "2", "--workers", "0", "--iters", "2"]
 
 
@@ -81,6 +90,7 @@ SMALL = ["--dataset-option", "length=4", "--crop", "64x64", "--batch-size", "2",
         (["--dataset", "toy", *SMALL, "--resume"], "--resume"),
         (["--dataset", "toy", *SMALL, "--device", "cuda"], "CUDA"),
         (["--dataset", "toy", *SMALL, "--dataset-option", "bogus=1"], "bogus"),
+        (["--dataset", "toy", *SMALL, "--dataset-option", "size=0x64"], "--dataset-option size must be HxW"),
         (["--dataset", "ade20k", "--data-root", "/nonexistent", "--iters", "2"], "/nonexistent"),
     ],
 )
@@ -135,7 +145,7 @@ def test_killed_run_resumes_to_the_same_weights(cli, tmp_path, one_thread):
 def test_resume_refuses_changed_settings(cli, tmp_path):
     assert cli("train", *TOY, "--iters", "1", "--eval-every", "0", "--out", str(tmp_path / "r")).returncode == 0
     result = cli("train", "--resume", "--out", str(tmp_path / "r"), "--lr", "0.5")
-    assert result.returncode == 2 and "cannot change: lr" in result.stderr
+    assert result.returncode == 2 and "cannot change: --lr" in result.stderr
 
 
 def test_two_process_gloo_run(tmp_path):

@@ -66,13 +66,13 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SegrefineError(f"{option} must be KEY=VALUE (e.g. {option} length=8), got {item!r}")
-        parsed[key.strip().replace("-", "_")] = _value(value.strip())
+        parsed[key.strip().replace("-", "_")] = _value(value.strip(), f"{option} {key.strip()}")
     return parsed
 
 
-def _value(text: str) -> object:
+def _value(text: str, option: str) -> object:
     if _SIZE.match(text):
-        return parse_size(text, "")
+        return parse_size(text, option)
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     for kind in (int, float):

@@ -151,14 +151,19 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Settings from a TOML or JSON file; a run's own config.json (settings under "train") works as it is."""
     path = Path(path)
+    kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+    if path.suffix.lower() not in (".toml", ".json"):
+        raise SettingError(f"`config` {path} must be a .toml or .json file")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SettingError(f"`config` {path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise SettingError(f"`config` {path} is not a UTF-8 text file, as {kind} must be") from None
     try:
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise SettingError(f"`config` {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {e}") from None
+        raise SettingError(f"`config` {path} is not valid {kind}: {e}") from None
     if isinstance(data, dict) and isinstance(data.get("train"), dict):
         data = data["train"]
     if not isinstance(data, dict):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segrefine.errors import SegrefineError, SettingError
-from segrefine.hub import CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR
+from segrefine.hub import CONFIG_NAME, RUN_BEST_DIR, RUN_CHECKPOINTS, RUN_LAST_DIR, WEIGHTS_NAME
 from segrefine.imageio import folder_problem, write_json, write_text
 
 RUNS_ROOT = Path("runs/train")
@@ -78,7 +78,13 @@ class RunFolder:
         return checkpoints.is_dir() and any(p.is_dir() and not p.name.endswith(".tmp") for p in checkpoints.iterdir())
 
     def check_start(self, resume: bool = False, overwrite: bool = False) -> None:
-        """Refuse a start in a folder that cannot be one, or a new start in one that holds a run (without `overwrite`)."""
+        """Refuse a start in a folder that cannot be one (a checkpoint's: it would lose its config.json), or a new start
+        in one that holds a run (without `overwrite`)."""
+        if (self.path / WEIGHTS_NAME).exists():
+            raise SettingError(
+                f"`out` {self.path} is a checkpoint folder (it holds {WEIGHTS_NAME}), not a run folder: choose another "
+                "`out` (to start from these weights, give them as `init_weights`)"
+            )
         if not (resume or overwrite) and self.path.is_dir() and self.holds_run():
             raise SettingError(
                 f"`out` {self.path} already holds a training run: continue it with `resume`, replace it with "

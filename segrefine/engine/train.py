@@ -408,7 +408,9 @@ def resume(out: str | Path | None = None, **overrides: Any) -> Path:
 
     changed = sorted(k for k in given if k not in RUNTIME_SETTINGS and value(wanted, k) != value(stored, k))
     if changed:
-        raise SettingError(f"`resume` continues {run.path} as configured; cannot change: {', '.join(changed)}")
+        raise SettingError(
+            f"`resume` continues {run.path} as configured; cannot change: {', '.join(f'`{k}`' for k in changed)}"
+        )
     runtime = {k: getattr(wanted, k) for k in RUNTIME_SETTINGS}
     return train(replace(stored, **runtime, out=str(run.path)), resume=True)
 
