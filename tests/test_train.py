@@ -62,9 +62,10 @@ def test_auto_numbered_run_folders_and_config_round_trip(cli, tmp_path):
 def test_toml_config(cli, tmp_path):
     (tmp_path / "c.toml").write_text('dataset = "toy"\niters = 1\nbatch_size = 2\ncrop = [64, 64]\nworkers = 0\n'
                                      'dataset_options = { length = 4, size = [48, 64] }\neval_every = 0\n')
-    result = cli("train", "--config", "c.toml", "--out", "r", cwd=tmp_path)
+    result = cli("train", "--config", "c.toml", "--out", "r", "--dataset-option", "length=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["crop"] == [64, 64]
+    train = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert train["crop"] == [64, 64] and train["dataset_options"] == {"length": 2, "size": [48, 64]}  # one key changed
 
 
 def test_config_files_that_cannot_be_read_are_one_line(cli, tmp_path):

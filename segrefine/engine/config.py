@@ -145,6 +145,10 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
     if recipe["dataset"] != dataset:
         raise SettingError(f"`recipe` {recipe_name} is for dataset {recipe['dataset']}, not {dataset}")
     settings["recipe"] = recipe_name
+    # Dataset options add up key by key: a flag changes one option, not the whole table of the file or the recipe.
+    tables = [recipe.get("dataset_options"), file_settings.get("dataset_options"), flags.get("dataset_options")]
+    if all(table is None or isinstance(table, dict) for table in tables):  # else from_dict says what is wrong
+        settings["dataset_options"] = {k: v for table in tables if table for k, v in table.items()}
     return TrainConfig.from_dict({**recipe, **settings})
 
 
