@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import segrefine
 from segrefine.engine.checkpoint import recover, replace_folder
 from segrefine.engine.losses import cross_entropy, ohem_cross_entropy, segmentation_loss
 from segrefine.engine.sampling import StreamBatchSampler
@@ -164,6 +165,9 @@ def test_two_process_gloo_run(tmp_path):
     assert [r["iter"] for r in log if "loss" in r] == [1, 2]  # rank 0 logs alone
     assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
     assert _weights(run)["memory.initialized"].any()
+    # the validation scored the network that was saved (each process's BatchNorm statistics had moved on their own)
+    saved = segrefine.evaluate(run, "toy", dataset_options={"length": 6, "size": (64, 96)}, device="cpu", progress=False)
+    assert json.loads((run / "eval.json").read_text())["mIoU"] == pytest.approx(saved["mIoU"], abs=1e-6)
 
 
 # --- units ----------------------------------------------------------------------------------------------------

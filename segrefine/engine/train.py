@@ -263,6 +263,9 @@ class Trainer:
         from segrefine.engine.evaluate import evaluate_model
 
         model = unwrap(self.model)
+        if self.ctx.distributed:  # each process's last step moved its own BatchNorm statistics (and memory): score
+            for buffer in model.buffers():  # the network that is saved, rank 0's, on every process
+                dist.broadcast(buffer, src=0)
         model.eval()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             result = evaluate_model(
