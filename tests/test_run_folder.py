@@ -10,7 +10,7 @@ import segrefine
 from segrefine.engine import train as engine_train
 from segrefine.engine.config import TrainConfig
 from segrefine.engine.run_folder import RunFolder
-from segrefine.errors import SettingError
+from segrefine.errors import SegrefineError, SettingError
 
 TINY = dict(dataset_options={"length": 4, "size": (64, 64)}, crop=(64, 64), batch_size=2, workers=0, device="cpu",
             eval_every=0, log_every=1)  # fmt: skip
@@ -120,3 +120,21 @@ def test_resume_continues_an_interrupted_run_from_its_folder(tmp_path, interrupt
     run = RunFolder(out)
     assert json.loads((run.last / "trainer.json").read_text())["iteration"] == 4
     assert [json.loads(line)["iter"] for line in run.log.read_text().splitlines() if "loss" in line] == [1, 2, 3, 4]
+
+
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch):
+    loss, steps = engine_train.segmentation_loss, []
+
+    def bad_label_at_step_two(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            raise SegrefineError("label file f002.png has values 7 that are neither a class nor 255")
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(engine_train, "segmentation_loss", bad_label_at_step_two)
+    for out, save_every in ((tmp_path / "new", 3), (tmp_path / "saved", 1)):
+        with pytest.raises(SegrefineError, match="f002.png"):
+            segrefine.train(TrainConfig.from_recipe("toy", iters=4, save_every=save_every, out=str(out), **TINY))
+        steps.clear()
+    assert not (tmp_path / "new").exists()  # nothing kept: it had nothing to resume
+    assert RunFolder(tmp_path / "saved").holds_run()  # a checkpoint is kept, as after Ctrl-C

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -278,7 +279,8 @@ class Trainer:
         """Build the network and train it, holding the run folder's lock (see `RunFolder.lock`) on the main process.
 
         An existing folder is locked before anything reads it (a resume); a new one is created only once the network
-        is built, so a start that fails there (e.g. no Hub for the backbone) leaves nothing behind.
+        is built, so a start that fails there (e.g. no Hub for the backbone) leaves nothing behind, and removed again
+        when training fails before its first checkpoint (e.g. on a bad label file).
         """
         with contextlib.ExitStack() as held:
             existed = self.run_dir.exists()
@@ -287,7 +289,12 @@ class Trainer:
             self._build()
             if not existed:
                 held.enter_context(self._lock())
-            return self._train()
+            try:
+                return self._train()
+            except SegrefineError:
+                if not existed and self.saved is None and self.ctx.is_main:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
 
     def _lock(self) -> contextlib.AbstractContextManager:
         return self.folder.lock() if self.ctx.is_main else contextlib.nullcontext()
