@@ -313,6 +313,8 @@ def test_library_errors_name_the_parameters(checkpoint, tmp_path):
     with pytest.raises(SettingError, match="^size 20x64") as error:
         export_model(model, config, tmp_path / "m.onnx", size=(20, 64))
     assert error.value.settings == ["size"]
+    with pytest.raises(SettingError, match=r"^size must be \(height, width\) in whole pixels, got \(64, 64, 64\)"):
+        export_model(model, config, tmp_path / "m.onnx", size=(64, 64, 64))
 
 
 def test_onnx_weights_errors_are_one_line(capsys, exported, tmp_path):

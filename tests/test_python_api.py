@@ -91,6 +91,8 @@ def test_evaluate_returns_fractions_and_names_python_parameters(saved):
     with pytest.raises(SettingError, match="^give either weights") as error:
         segrefine.evaluate(folder, "toy", predictions="somewhere")
     assert error.value.settings == ["weights", "predictions"]  # the CLI shows them as --weights and --predictions
+    with pytest.raises(SettingError, match="^limit must be a whole number of at least 1, got 1.5$"):
+        segrefine.evaluate(folder, "toy", limit=1.5)
 
 
 def test_train_config_from_recipe_holds_the_model_config():

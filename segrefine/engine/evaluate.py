@@ -334,8 +334,8 @@ def evaluate(
             "`mode`, `crop`, `stride`, `scales`, `flip`, `short_side`, `guided_filter`, `batch_size` and `save_predictions` apply only "
             "with `weights`, not with `predictions`"
         )
-    if limit is not None and limit < 1:
-        raise SettingError(f"`limit` must be at least 1, got {limit}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise SettingError(f"`limit` must be a whole number of at least 1, got {limit!r}")
     if class_map is not None and predictions is not None:
         raise SettingError("`class_map` applies only with `weights`: saved predictions do not say their classes")
     mapping = load_class_map(class_map) if class_map is not None else None

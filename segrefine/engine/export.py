@@ -138,6 +138,10 @@ def check_export_options(
         raise SettingError(f"`out` {os.fspath(out)} already exists: replace it with `overwrite`, or choose another `out`")
     if problem := folder_problem(Path(out).parent):
         raise SettingError(f"`out` {os.fspath(out)} cannot be written: {problem}")
+    if size is not None and not (
+        isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+    ):
+        raise SettingError(f"`size` must be (height, width) in whole pixels, got {size!r}")
     if size is not None and min(size) < OUTPUT_STRIDE:
         raise SettingError(
             f"`size` {size[0]}x{size[1]} is smaller than the network's output stride: each side must be at least "

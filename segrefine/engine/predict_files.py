@@ -108,7 +108,7 @@ def check_save(save: Sequence[str]) -> tuple[str, ...]:
     save = (save,) if isinstance(save, str) else save
     unknown = [kind for kind in save if kind not in OUTPUTS]
     if unknown or not save:
-        raise SegrefineError(f"`save` takes some of {', '.join(OUTPUTS)}, got {', '.join(save) or 'nothing'}")
+        raise SettingError(f"`save` takes some of {', '.join(OUTPUTS)}, got {', '.join(save) or 'nothing'}")
     return tuple(kind for kind in OUTPUTS if kind in save)
 
 

@@ -138,7 +138,7 @@ class SegRefineModel(
         text = str(ref)
         if revision is not None:
             if "@" in text:
-                raise SegrefineError(f"give the revision once: {text!r} already names one, and `revision` is {revision!r}")
+                raise SettingError(f"give the revision once: {text!r} already names one, and `revision` is {revision!r}")
             text = f"{text}@{revision}"
         return load_checkpoint(resolve(text, token=token, cache_dir=cache_dir), device)[0]
 
