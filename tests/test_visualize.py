@@ -349,3 +349,16 @@ def test_predict_and_visualize_a_real_street_photo(cli, shared_data, toy_run, tm
     assert _png(spatial).shape[1] >= 2 * 1024
     with pytest.raises(SegrefineError, match="outside the 512"):
         visualize_cli.attention(images=[street], weights="never-loaded", points=[(600, 10)], device="cpu", out=out)
+
+
+def test_images_of_one_file_name_are_drawn_once_and_the_second_is_skipped(tmp_path):
+    from segrefine.visualize.pictures import read_images
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    skipped = []
+    first, second = tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"
+    images = read_images([first, second, first], on_skip=skipped.append)  # the same file twice is one image
+    assert list(images) == [first]
+    assert skipped == [f"{second}: its pictures would replace those of {first}, named alike; draw it in a run of its own"]

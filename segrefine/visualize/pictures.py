@@ -31,9 +31,15 @@ Say = Callable[[str], None] | None
 
 
 def read_images(paths: Iterable[str | Path], on_skip: Say = None) -> dict[Path, Tensor]:
-    """The images of `paths` that can be read, as uint8 3×H×W RGB; each other one is passed to `on_skip` with why."""
-    images = {}
+    """The images of `paths` that can be read, as uint8 3×H×W RGB; each other one is passed to `on_skip` with why,
+    and so is a second image of the same file name (its pictures, named by it, would replace the first one's)."""
+    images: dict[Path, Tensor] = {}
     for path in map(Path, paths):
+        other = next((seen for seen in images if seen.stem == path.stem), None)
+        if other is not None:
+            if on_skip is not None and other.resolve() != path.resolve():
+                on_skip(f"{path}: its pictures would replace those of {other}, named alike; draw it in a run of its own")
+            continue
         try:
             images[path] = read_image(path)
         except UnreadableInput as e:
