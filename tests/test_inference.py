@@ -223,6 +223,13 @@ def test_short_side_runs_the_image_at_that_side_and_answers_at_full_size():
     assert InferenceOptions(short_side=360).input_size(1080, 810) == (480, 360)
 
 
+def test_short_side_enlarges_a_strip_only_to_a_longer_side_of_four_times_it():
+    options = InferenceOptions(short_side=360)
+    assert options.input_size(240, 320) == (360, 480) and options.input_size(720, 960) == (360, 480)
+    assert options.input_size(2, 200) == (14, 1440)  # not 360×36000
+    assert options.input_size(200, 1600) == (200, 1600)  # already longer than that: left as it is, not shrunk
+
+
 def test_short_side_defaults_to_the_side_of_the_models_training_images():
     from segrefine.engine.inference import at_model_scale
 

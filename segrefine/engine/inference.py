@@ -29,6 +29,7 @@ __all__ = ["BACKENDS", "MODES", "PRECISIONS", "InferenceOptions", "at_model_scal
 MODES = ("whole", "slide")
 BACKENDS = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
+MAX_ENLARGED_SIDE = 4  # × short_side: the longest side an image is enlarged to
 Size = tuple[int, int]
 
 
@@ -52,7 +53,7 @@ class InferenceOptions:
     precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16).", "choices": PRECISIONS})
     backend: str | None = field(default=None, metadata={"help": "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first).", "choices": BACKENDS})
     compile: bool = field(default=False, metadata={"help": "torch.compile the prediction step once per image size (CUDA graphs on CUDA)."})
-    short_side: int | None = field(default=None, metadata={"help": "Resize each image so that its shorter side has this many pixels before inference; labels come back at full size (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
+    short_side: int | None = field(default=None, metadata={"help": "Resize each image so that its shorter side has this many pixels before inference; labels come back at full size; an image is enlarged at most to a longer side of 4× this (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
     guided_filter: bool = field(default=True, metadata={"help": "Snap class boundaries to the image's edges (a guided filter of the class probabilities at full size), so that thin objects are not drawn a label-grid cell too wide."})
 
     def __post_init__(self) -> None:
@@ -91,10 +92,14 @@ class InferenceOptions:
         return self.mode == "whole" and self.scales == (1.0,) and not self.flip and not self.guided_filter
 
     def input_size(self, height: int, width: int) -> Size:
-        """The size an H×W image runs at (before `scales`): its shorter side brought to `short_side`."""
+        """The size an H×W image runs at (before `scales`): its shorter side brought to `short_side`, but an image is
+        enlarged at most until its longer side is MAX_ENLARGED_SIDE × `short_side` (a 2×200 strip would otherwise run
+        at 360×36000)."""
         if not self.short_side or min(height, width) == self.short_side:
             return height, width
         factor = self.short_side / min(height, width)
+        if factor > 1:
+            factor = max(1.0, min(factor, MAX_ENLARGED_SIDE * self.short_side / max(height, width)))
         return max(1, round(height * factor)), max(1, round(width * factor))
 
 
