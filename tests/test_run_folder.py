@@ -138,3 +138,19 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_p
         steps.clear()
     assert not (tmp_path / "new").exists()  # nothing kept: it had nothing to resume
     assert RunFolder(tmp_path / "saved").holds_run()  # a checkpoint is kept, as after Ctrl-C
+
+
+def test_a_resumed_run_writes_the_log_lines_of_an_uninterrupted_one(tmp_path, interrupt_training):
+    settings = {**TINY, "iters": 6, "save_every": 2, "log_every": 3}
+    segrefine.train(TrainConfig.from_recipe("toy", out=str(tmp_path / "straight"), **settings))
+    undo = interrupt_training(3)  # the checkpoint holds iteration 2, in the middle of the first log window
+    with pytest.raises(engine_train.TrainingInterrupted):
+        segrefine.train(TrainConfig.from_recipe("toy", out=str(tmp_path / "resumed"), **settings))
+    undo()
+    segrefine.resume(tmp_path / "resumed")
+
+    def losses(run: str) -> list[tuple[int, float]]:
+        lines = map(json.loads, RunFolder(tmp_path / run).log.read_text().splitlines())
+        return [(line["iter"], line["loss"]) for line in lines if "loss" in line]
+
+    assert losses("resumed") == losses("straight") and [i for i, _ in losses("straight")] == [3, 6]

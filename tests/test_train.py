@@ -76,6 +76,10 @@ def test_config_files_that_cannot_be_read_are_one_line(cli, tmp_path):
                           ("c.yaml", "must be a .toml or .json file")):  # fmt: skip
         result = cli("train", "--config", name, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.splitlines() == [f"segrefine: error: --config {name} {message}"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{broken")  # no --config given: the resumed run's own file
+    result = cli("train", "--resume", "--out", "run", cwd=tmp_path)
+    assert result.stderr.startswith("segrefine: error: the run's settings file run/config.json is not valid JSON")
 
 
 SMALL = ["--dataset-option", "length=4", "--crop", "64x64", "--batch-size", "2", "--workers", "0", "--iters", "2"]

@@ -51,6 +51,8 @@ def train(
         """A setting in a message: its flag, or where its value came from when that was a file."""
         if flags.get(setting) is None and setting in file_settings:
             return f"{setting} (from {source})"
+        if setting == "config" and config is None:  # the only file then read is the resumed run's
+            return "the run's settings file"
         return flag(setting)
 
     if resume and config is not None:

@@ -174,7 +174,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise SettingError(f"`config` {path} must hold a table/object of settings")
     data = {k.replace("-", "_"): v for k, v in data.items()}
     if not isinstance(data.get("model", {}), dict):
-        raise SettingError(f"`config` {path}: `model` must be a table of network switches")
+        raise SettingError(f"`config` {path}: its model entry must be a table of network switches")
     data, model = _split_model(data)
     known_model = {f.name for f in fields(ModelConfig)}
     unknown = sorted(set(data) - {f.name for f in fields(TrainConfig)}) + sorted(f"model.{k}" for k in set(model) - known_model)

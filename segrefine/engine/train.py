@@ -105,12 +105,19 @@ def _memory_mb(device: torch.device) -> float:
 
 @dataclass
 class _LogWindow:
-    """The losses and images summed over the steps since the last log line."""
+    """The losses and images summed over the steps since the last log line; saved with each checkpoint, so that a
+    resumed run writes the log lines the uninterrupted one would."""
 
     losses: dict[str, float] = field(default_factory=dict)
     images: int = 0
     steps: int = 0
+    earlier: float = 0.0  # seconds of this window spent before a resume
     start: float = field(default_factory=time.perf_counter)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the window (all but its clock's start)."""
+        seconds = self.earlier + time.perf_counter() - self.start
+        return {"losses": self.losses, "images": self.images, "steps": self.steps, "earlier": seconds}
 
     def add(self, losses: dict[str, torch.Tensor], images: int) -> None:
         for k, v in losses.items():
@@ -120,7 +127,7 @@ class _LogWindow:
 
     def record(self, step: int, lr: float, device: torch.device) -> dict[str, Any]:
         """The log line: mean losses, throughput and peak memory over the window."""
-        seconds = time.perf_counter() - self.start
+        seconds = self.earlier + time.perf_counter() - self.start
         means = {("loss" if k == "total" else f"loss_{k}"): v / self.steps for k, v in self.losses.items()}
         return {"iter": step, **means, "lr": lr, "images_per_s": self.images / max(seconds, 1e-9),
                 "memory_mb": _memory_mb(device), "time": round(time.time(), 3)}  # fmt: skip
@@ -133,6 +140,7 @@ class Trainer:
         self.folder, self.resume, self.overwrite = RunFolder(run_dir), resume, overwrite
         self.start = self.step = 0  # the first iteration to run, the last one done
         self.saved: int | None = None  # the iteration checkpoints/last holds
+        self.window = _LogWindow()
         self.device = resolve_device(config.device)
         self.ctx = distributed.setup(self.device.type)
         if self.device.type == "cuda" and self.ctx.distributed:
@@ -201,6 +209,7 @@ class Trainer:
             state = restore_trainer_state(folder, self.optimizer, self.scheduler, self.scaler)
             self.start, self.best = state["iteration"], state.get("best_miou", float("-inf"))
             self.saved = self.start
+            self.window = _LogWindow(**state.get("log_window", {}))  # older checkpoints: a new window
         self.step = self.start
 
     def _loader(self) -> DataLoader:
@@ -220,7 +229,8 @@ class Trainer:
     def _save(self, folder: Path, iteration: int, metrics: dict[str, Any] | None = None) -> None:
         if not self.ctx.is_main:
             return
-        tensors, state = trainer_state(self.optimizer, self.scheduler, self.scaler, iteration, {"best_miou": self.best})
+        extra = {"best_miou": self.best, "log_window": self.window.state()}
+        tensors, state = trainer_state(self.optimizer, self.scheduler, self.scaler, iteration, extra)
 
         def write(tmp: Path) -> None:
             save_checkpoint(unwrap(self.model), tmp, **self._info(), metrics=metrics)
@@ -320,16 +330,16 @@ class Trainer:
         progress = TrainProgress(cfg.iters, self.start, enabled=self.ctx.is_main)
         if self.resume:
             progress.note(f"resuming from iteration {self.start}")
-        window = _LogWindow()
+        self.window.start = time.perf_counter()  # the clock of a restored window runs on from here
         batches = iter(self._loader())
         with progress:
             for step in range(self.start + 1, cfg.iters + 1):
                 lr = self.scheduler.get_last_lr()[0]
-                window.add(*self._step(next(batches), step, lr))
+                self.window.add(*self._step(next(batches), step, lr))
                 self.step = step
                 record = None
                 if self._due(step, cfg.log_every):
-                    record, window = window.record(step, lr, self.device), _LogWindow()
+                    record, self.window = self.window.record(step, lr, self.device), _LogWindow()
                     self._log(record)
                 progress.update(step, record)
                 if self._due(step, eval_every):
