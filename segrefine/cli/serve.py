@@ -45,5 +45,4 @@ def serve(
         weights=weights, host=host, port=port, device=device, precision=precision, backend=backend,
         max_batch=max_batch, max_queue=max_queue, max_pixels=max_pixels, max_body_mb=max_body,
     )  # fmt: skip
-    print(f"segrefine serve: loading {weights or 'the shipped model'}", file=sys.stderr)
-    run_service(config)
+    run_service(config, on_message=lambda message: print(f"segrefine serve: {message}", file=sys.stderr))

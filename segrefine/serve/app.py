@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TypeVar
 
@@ -224,12 +224,15 @@ def create_app(config: ServeConfig | None = None, *, predictor: Predictor | None
     return app
 
 
-def serve(config: ServeConfig | None = None) -> None:
-    """Run the service with uvicorn until SIGINT or SIGTERM (requests in flight are finished first)."""
+def serve(config: ServeConfig | None = None, on_message: Callable[[str], None] | None = None) -> None:
+    """Run the service with uvicorn until SIGINT or SIGTERM (requests in flight are finished first); `on_message`
+    hears when the model starts loading."""
     import uvicorn
 
     config = config or ServeConfig()
     listening = _bind(config.host, config.port)  # before the model loads: a port in use fails at once, in one line
+    if on_message is not None:
+        on_message(f"loading {config.weights or 'the shipped model'}")
     server = uvicorn.Server(uvicorn.Config(
         create_app(config), host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30,
     ))  # fmt: skip
