@@ -417,3 +417,19 @@ def test_the_library_refuses_a_calibration_dataset_of_other_classes(small_checkp
     with pytest.raises(SegrefineError, match=f"trained for {TOY.num_classes} classes but dataset folder has 2"):
         export(small_checkpoint, tmp_path / "m.onnx", quantize="int8", calibration="folder", data_root=root)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_onnxruntime_failure_on_one_input_is_one_skippable_line():
+    from types import SimpleNamespace
+
+    from segrefine.hub.onnx import OnnxModel
+    from segrefine.imageio import UnreadableInput
+
+    def fails(outputs, feeds):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :\n invalid expand shape")
+
+    runner = SimpleNamespace(get_inputs=lambda: [SimpleNamespace(shape=[1, 3, "height", "width"])], run=fails)
+    model = OnnxModel(runner, ModelConfig(num_classes=3), name="m.onnx")
+    with pytest.raises(UnreadableInput, match=r"^onnxruntime cannot run m.onnx on a 40×64 image: \[ONNXRuntimeError\] : 2 : "
+                                              r"INVALID_ARGUMENT : invalid expand shape$"):  # fmt: skip
+        model(torch.zeros(1, 3, 40, 64))

@@ -95,7 +95,12 @@ class OnnxModel(nn.Module):
                 f"{self.name} takes images of at least {OUTPUT_STRIDE}×{OUTPUT_STRIDE} pixels, got {size[0]}×{size[1]}"
             )
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
+        try:
+            (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors share no public base class
+            raise UnreadableInput(
+                f"onnxruntime cannot run {self.name} on a {size[0]}×{size[1]} image: {one_line(e)}"
+            ) from None
         return torch.from_numpy(logits).to(x.device)
 
 
