@@ -282,7 +282,19 @@ def read_label_map(path: str | os.PathLike, what: str = "label file", *, grey_rg
         label = label[..., 0]
     if label.dtype not in (np.uint8, np.uint16):
         raise SegrefineError(f"{what} {path} has {label.dtype} pixels; it must be an 8- or 16-bit PNG")
+    depth = _png_grey_depth(path)
+    if depth is not None and depth < 8:  # opencv stretched the ids to 0-255 (a 1-bit mask's 1 became 255): undo it
+        label = label // (255 // (2**depth - 1))
     return label
+
+
+def _png_grey_depth(path: str | os.PathLike) -> int | None:
+    """The bit depth of a greyscale PNG (from its header), or None for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or head[25] != 0:
+        return None
+    return head[24]
 
 
 def check_alpha(alpha: float) -> None:

@@ -302,3 +302,14 @@ def test_sixteen_bit_labels(tmp_path):
     label[0, 0] = 300
     cv2.imwrite(str(tmp_path / "val_segmentations" / "a.png"), label)
     assert "values 300" in _error("neither a class", ds.__getitem__, 0)
+
+
+def test_a_one_bit_png_mask_reads_as_its_class_ids(tmp_path):
+    from PIL import Image
+
+    from segrefine.imageio import read_label_map
+
+    mask = np.zeros((8, 12), bool)
+    mask[2:6, 3:9] = True
+    Image.fromarray(mask).save(tmp_path / "mask.png")  # what saving a boolean array with Pillow writes: 1 bit
+    assert np.array_equal(read_label_map(tmp_path / "mask.png"), mask.astype(np.uint8))  # not 0/255 (255: ignore)
