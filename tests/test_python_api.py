@@ -95,6 +95,26 @@ def test_evaluate_returns_fractions_and_names_python_parameters(saved):
         segrefine.evaluate(folder, "toy", limit=1.5)
 
 
+def test_evaluate_refuses_to_overwrite_pngs_and_flips_with_the_models_pairs(tmp_path, monkeypatch):
+    import segrefine.engine.evaluate as evaluate_module
+
+    model = segrefine.build_model("lite", TOY.num_classes, aux=False)
+    model.info = {**INFO, "flip_pairs": [[1, 2]]}  # pairs the model learnt; the toy dataset has none
+    model.save_pretrained(tmp_path / "model")
+    toy = {"dataset_options": {"length": 1, "size": (64, 64)}, "device": "cpu"}
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.png").write_bytes(b"a dataset's own label")
+    with pytest.raises(SettingError, match="^save_predictions .*labels already holds PNG files"):
+        segrefine.evaluate(tmp_path / "model", "toy", save_predictions=tmp_path / "labels", **toy)
+    assert (tmp_path / "labels" / "x.png").read_bytes() == b"a dataset's own label"
+    with pytest.raises(SettingError, match="^workers must be a whole number of at least 0, got -1$"):
+        segrefine.evaluate(tmp_path / "model", "toy", workers=-1, **toy)
+    seen, real = [], evaluate_module.predict_probs
+    monkeypatch.setattr(evaluate_module, "predict_probs", lambda *a, **k: seen.append(k["flip_pairs"]) or real(*a, **k))
+    segrefine.evaluate(tmp_path / "model", "toy", flip=True, **toy)
+    assert [tuple(map(tuple, pairs)) for pairs in seen] == [((1, 2),)]
+
+
 def test_train_config_from_recipe_holds_the_model_config():
     config = segrefine.TrainConfig.from_recipe("toy", iters=5, srm="bilinear", memory=True)
     assert config.iters == 5 and config.crop == (128, 128)  # the rest from the toy recipe

@@ -139,6 +139,8 @@ def resolve_config(file_settings: dict[str, Any], flags: dict[str, Any]) -> Trai
     if dataset not in DATASETS:
         dataset_meta(dataset)  # raises, suggesting a known name
     recipe_name = settings.get("recipe") or dataset
+    if recipe_name not in RECIPES and not settings.get("recipe"):
+        raise SettingError(f"`dataset` {dataset} has no training recipe: segrefine scores models on it, not trains them")
     if recipe_name not in RECIPES:
         raise SegrefineError(f"unknown recipe {recipe_name!r}; known recipes: {', '.join(RECIPES)}")
     recipe = asdict(RECIPES[recipe_name])

@@ -61,6 +61,11 @@ class PredictionWriter:
     def __init__(self, folder: str | Path, meta: DatasetMeta) -> None:
         self.folder = Path(folder)
         self.label_ids = self.folder / LABEL_IDS_DIR if meta.name == "cityscapes" else None
+        if self.folder.is_dir() and next(self.folder.glob("*.png"), None) is not None:  # e.g. the dataset's own labels
+            raise SettingError(
+                f"`save_predictions` {self.folder} already holds PNG files, which would be replaced: choose a new or "
+                "empty folder"
+            )
         for path in filter(None, (self.folder, self.label_ids)):
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -336,6 +341,8 @@ def evaluate(
         )
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise SettingError(f"`limit` must be a whole number of at least 1, got {limit!r}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise SettingError(f"`workers` must be a whole number of at least 0, got {workers!r}")
     if class_map is not None and predictions is not None:
         raise SettingError("`class_map` applies only with `weights`: saved predictions do not say their classes")
     mapping = load_class_map(class_map) if class_map is not None else None
@@ -351,6 +358,8 @@ def evaluate(
             warn = on_warning if ctx.is_main else None
             model, config, ref = load_for_dataset(weights, meta if mapping is None else None, run_device, warn=warn)
             scoring = cross_taxonomy(mapping, model_meta(config), meta) if mapping is not None else None
+            if mapping is None:  # the dataset's classes, but a flip swaps the pairs the model learnt to swap
+                meta = replace(meta, flip_pairs=model_meta(config).flip_pairs)
             if ctx.is_main and on_message is not None:
                 on_message(describe(ref, config))
             model = for_inference(model, run_device, backend=options.backend, precision=options.precision)

@@ -272,6 +272,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         from segrefine.engine.evaluate import evaluate_model
+        from segrefine.engine.inference import InferenceOptions, at_model_scale
 
         model = unwrap(self.model)
         if self.ctx.distributed:  # each process's last step moved its own BatchNorm statistics (and memory): score
@@ -279,9 +280,11 @@ class Trainer:
                 dist.broadcast(buffer, src=0)
         model.eval()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            scale = at_model_scale(InferenceOptions(), {"dataset": self.config.dataset})  # as `segrefine eval` runs
             result = evaluate_model(
-                model, self.val_set, self.meta, device=self.device, workers=self.config.workers, progress=False
-            )
+                model, self.val_set, self.meta, options=scale, device=self.device, workers=self.config.workers,
+                progress=False,
+            )  # fmt: skip
         model.train()
         return result
 
