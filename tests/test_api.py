@@ -140,6 +140,24 @@ def test_predict_video(predictor, scenes, tmp_path):
     assert not (tmp_path / "out" / "empty_overlay.mp4").exists()
 
 
+def test_a_video_cut_short_in_writing_is_not_put_in_place(predictor, scenes, tmp_path, monkeypatch):
+    source, target = tmp_path / "in.avi", tmp_path / "out" / "in_overlay.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (96, 64))
+    writer.write(cv2.cvtColor(scenes[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    encode = Predictor._encode_overlays
+
+    def disk_full(self, source, tmp, *args):  # what a full disk leaves: the file's start, without its index
+        frames = encode(self, source, tmp, *args)
+        tmp.write_bytes(tmp.read_bytes()[:48])
+        return frames
+
+    monkeypatch.setattr(Predictor, "_encode_overlays", disk_full)
+    with pytest.raises(SegrefineError, match="in_overlay.mp4: the video written does not read back whole"):
+        predictor.predict_video(source, target)
+    assert not target.exists() and not list(target.parent.iterdir())
+
+
 def test_bad_device():
     with pytest.raises(SegrefineError, match="^device"):
         load("whatever", "tpu9")

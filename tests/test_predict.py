@@ -145,6 +145,29 @@ def test_an_input_whose_last_output_fails_leaves_none(cli, checkpoint, frames, t
     assert result.returncode == 1 and not list((tmp_path / "out").iterdir())
     assert f"{folder}/pipe.png: not a regular file (a device, pipe or socket)" in result.stderr
     assert "x.png: cannot write the overlay: disk full" in result.stderr
+    # with --overwrite, outputs that replaced earlier ones stay: removing them would leave nothing
+    assert cli("predict", folder / "x.png", "--weights", checkpoint, "--out", tmp_path / "out").returncode == 0
+    monkeypatch.setattr(predict_files.imageio, "overlay", failing)
+    result = cli("predict", folder / "x.png", "--weights", checkpoint, "--out", tmp_path / "out", "--overwrite")
+    assert result.returncode == 1 and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "x_color.png", "x_label.png", "x_overlay.png"
+    ]
+
+
+def test_a_video_whose_output_cannot_be_written_is_skipped_and_the_rest_done(cli, checkpoint, frames, tmp_path,
+                                                                            monkeypatch):
+    from segrefine.engine.predictor import Predictor
+
+    write_video(tmp_path / "clip.mp4", frames)
+    cv2.imwrite(str(tmp_path / "x.png"), frames[0])
+
+    def unwritable(self, source, target, alpha=0.5):
+        raise SegrefineError(f"cannot write {target}: File name too long")
+
+    monkeypatch.setattr(Predictor, "predict_video", unwritable)
+    result = cli("predict", tmp_path / "clip.mp4", tmp_path / "x.png", "--weights", checkpoint, "--out", tmp_path / "o")
+    assert result.returncode == 1 and (tmp_path / "o" / "x_label.png").is_file()
+    assert f"skipped: {tmp_path}/clip.mp4: cannot write" in result.stderr and "1 failed" in result.stdout
 
 
 def test_bad_inputs_are_reported_and_skipped(cli, checkpoint, frames, tmp_path):
@@ -265,3 +288,12 @@ def test_folder_images_are_decoded_and_written_on_threads_beside_the_network(tmp
     assert threads["predict"] == {threading.main_thread().name}
     assert all(name.startswith("segrefine-read") for name in threads["read"])
     assert threads["write"] and all(name.startswith("segrefine-write") for name in threads["write"])
+
+
+def test_a_file_name_with_a_line_break_keeps_its_message_on_one_line(tmp_path):
+    from segrefine.engine.predict_files import predict_files
+
+    (tmp_path / "bad\nname.png").write_bytes(b"not an image")
+    messages = []
+    report = predict_files(lambda: None, tmp_path / "bad\nname.png", tmp_path / "out", on_message=messages.append)
+    assert len(report.failed) == 1 and len(messages) == 1 and "\n" not in messages[0] and "bad\\nname.png" in messages[0]

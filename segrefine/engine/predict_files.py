@@ -99,8 +99,8 @@ class _Run:
         self.note(f"skipped: {message}")
 
     def note(self, message: str) -> None:
-        if self.on_message is not None:
-            self.on_message(message)
+        if self.on_message is not None:  # a file name may hold a line break: each message stays one line
+            self.on_message(message.replace("\n", "\\n").replace("\r", "\\r"))
 
 
 def check_save(save: Sequence[str]) -> tuple[str, ...]:
@@ -165,7 +165,7 @@ def _collect(inputs: Sequence[str | os.PathLike], out: Path, run: _Run) -> list[
         files, unreadable = _below(folder, out)
         for path in unreadable:
             run.fail(path, f"{path}: a broken symbolic link (its target {os.readlink(path)} does not exist)"
-                     if path.is_symlink() else f"{path}: not a regular file (a device, pipe or socket)")  # fmt: skip
+                     if not path.exists() else f"{path}: not a regular file (a device, pipe or socket)")  # fmt: skip
         if not files and not unreadable:
             run.fail(given, f"{given}: no images or videos in this folder")
         for path in files:
@@ -210,9 +210,11 @@ def _todo(job: _Job, out: Path, save: Sequence[str], overwrite: bool, run: _Run)
 def _write(
     predictor: Predictor, image: np.ndarray, label: np.ndarray, targets: dict[str, Path], alpha: float, written: list[Path]
 ) -> None:
-    """Write the outputs of one image, adding them to `written` once all are in place; if one fails, those written
-    before it are removed: an input has all its outputs or none."""
+    """Write the outputs of one image, adding them to `written` once all are in place; if one fails, the new files
+    written before it are removed (an input has all its outputs or none), while those that replaced a file (with
+    `overwrite`) stay: complete, and the only copy left."""
     done: list[Path] = []
+    existed = {path for path in targets.values() if os.path.lexists(path)}
     try:
         for kind, path in targets.items():
             if kind == "label":
@@ -224,7 +226,8 @@ def _write(
             done.append(path)
     except SegrefineError:
         for path in done:
-            path.unlink(missing_ok=True)
+            if path not in existed:
+                path.unlink(missing_ok=True)
         raise
     written += done
 
@@ -377,6 +380,8 @@ def _run_video(predictor: Predictor, job: _Job, targets: dict[str, Path], alpha:
         run.report.frames += predictor.predict_video(job.source, targets["overlay"], alpha=alpha)
     except UnreadableInput as e:
         run.fail(job.source, str(e))
+    except SegrefineError as e:  # e.g. an output name longer than the file system allows: this input only
+        run.fail(job.source, f"{job.source}: {e}")
     else:
         run.report.videos += 1
         run.report.written.append(targets["overlay"])

@@ -177,6 +177,12 @@ class Predictor:
         def encode(tmp: Path) -> None:
             nonlocal frames
             frames = self._encode_overlays(source, tmp, alpha, batch_size or self.batch_size, on_frames)
+            # OpenCV's writer reports no failure (a full disk leaves a file without its index): read it back.
+            written = cv2.VideoCapture(os.fspath(tmp))
+            complete = written.isOpened() and int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+            written.release()
+            if not complete:
+                raise SegrefineError(f"cannot write {target}: the video written does not read back whole (a full disk?)")
 
         atomic_write(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
         return frames
