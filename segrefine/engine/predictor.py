@@ -182,7 +182,7 @@ class Predictor:
             complete = written.isOpened() and int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
             written.release()
             if not complete:
-                raise SegrefineError(f"cannot write {target}: the video written does not read back whole (a full disk?)")
+                raise SegrefineError(f"cannot write {target}: the video written does not read back whole (disk full?)")
 
         atomic_write(target, encode, suffix=f".tmp{target.suffix}")  # the suffix picks VideoWriter's container
         return frames
