@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import segrefine
+from segrefine.imageio import IMAGE_SUFFIXES
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,11 +42,15 @@ def main() -> None:
     print(f"wrote {len(report.written)} files to {args.out}, {report.images} images, "
           f"{1000 * (report.seconds_per_image or 0):.0f} ms per image, {len(report.failed)} failed")  # fmt: skip
 
-    first = sorted(args.images.glob("*.png"))[0] if args.images.is_dir() else args.images
-    label = predictor.predict(first)  # H×W uint8 train ids (H×W×3 uint8 RGB arrays work too)
-    share = np.bincount(label.ravel(), minlength=predictor.num_classes) / label.size
-    for name, fraction in zip(predictor.classes, share):
-        print(f"  {name:<16} {100 * fraction:5.1f}%")
+    # The first image (a folder is read recursively, as predict_files did): its share of each class.
+    images = [args.images]
+    if args.images.is_dir():
+        images = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if images:
+        label = predictor.predict(images[0])  # H×W uint8 train ids (H×W×3 uint8 RGB arrays work too)
+        share = np.bincount(label.ravel(), minlength=predictor.num_classes) / label.size
+        for name, fraction in zip(predictor.classes, share):
+            print(f"  {name:<16} {100 * fraction:5.1f}%")
 
     if args.train:
         # Training and evaluation take the same settings as the command line, as one TrainConfig.

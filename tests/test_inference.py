@@ -173,6 +173,8 @@ def test_inference_options_refuse_bad_combinations_in_python_names(settings, mes
         ({"short_side": "360"}, "short_side must be an integer or none, got '360'"),
         ({"flip": "no"}, "flip must be true or false, got 'no'"),
         ({"guided_filter": 0}, "guided_filter must be true or false, got 0"),
+        ({"short_side": 100000}, "short_side must be 0 (each image at its own size) or a number of pixels up to 8192, "
+                                 "got 100000"),
     ],
 )
 def test_inference_options_refuse_values_of_the_wrong_type(settings, message):

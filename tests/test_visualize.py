@@ -362,3 +362,9 @@ def test_images_of_one_file_name_are_drawn_once_and_the_second_is_skipped(tmp_pa
     images = read_images([first, second, first], on_skip=skipped.append)  # the same file twice is one image
     assert list(images) == [first]
     assert skipped == [f"{second}: its pictures would replace those of {first}, named alike; draw it in a run of its own"]
+
+
+@pytest.mark.parametrize("size", [(4, 300), (1, 300), (300, 1)])
+def test_arrows_over_an_image_thinner_than_their_spacing(size):
+    picture, _ = arrows_picture(np.zeros((*size, 3), np.uint8), torch.ones(2, *size))
+    assert picture.shape[:2] == size

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segrefine.data import dataset_meta
+from segrefine.engine.config import MAX_CROP
 from segrefine.engine.guided import guided_probs
 from segrefine.errors import SegrefineError, SettingError, check_fields
 from segrefine.hub.onnx import OnnxModel
@@ -80,8 +81,11 @@ class InferenceOptions:
                 raise SettingError(
                     f"`stride` must be positive and at most the crop {crop[0]}x{crop[1]}, got {stride[0]}x{stride[1]}"
                 )
-        if self.short_side is not None and self.short_side < 0:
-            raise SettingError(f"`short_side` must be 0 (each image at its own size) or a number of pixels, got {self.short_side}")
+        if self.short_side is not None and not 0 <= self.short_side <= MAX_CROP:  # the largest side a crop may have
+            raise SettingError(
+                f"`short_side` must be 0 (each image at its own size) or a number of pixels up to {MAX_CROP}, got "
+                f"{self.short_side}"
+            )
         if self.batch_size is not None and self.batch_size < 1:
             raise SettingError(f"`batch_size` must be at least 1, got {self.batch_size}")
         check_runtime(self.backend, self.precision)

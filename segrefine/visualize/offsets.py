@@ -56,8 +56,9 @@ def arrows_picture(image: Tensor | np.ndarray, offset: Tensor, spacing: int | No
     height, width = rgb.shape[:2]
     spacing = spacing or max(12, round(max(height, width) / 20))
     picture = (0.6 * rgb).astype(np.uint8)  # dimmed, so the arrows stand out
-    ys = torch.arange(spacing // 2, height, spacing)
-    xs = torch.arange(spacing // 2, width, spacing)
+    # From the middle of the first cell, or of the image where it is thinner than a cell.
+    ys = torch.arange(min(spacing, height) // 2, height, spacing)
+    xs = torch.arange(min(spacing, width) // 2, width, spacing)
     samples = offset[:, ys][:, :, xs]  # 2×ny×nx
     longest = float(samples.norm(dim=0).max()) if samples.numel() else 0.0
     if longest < 1e-6:
