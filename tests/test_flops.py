@@ -56,6 +56,7 @@ def test_flops_json_through_the_entry_point(cli):
         (["--size", "0x5"], "--size"),
         (["--size", "axb"], "--size"),
         (["--size", "-3x4"], "--size"),
+        (["--size", "10000000x10000000"], "--size 10000000x10000000 must have sides of 1 to 65536 pixels"),
         (["--variant", "huge"], "'lite', 'base', 'large'"),
         (["--srm", "wide"], "'bilinear', 'flow', 'full'"),
         (["--crm", "x"], "--crm"),

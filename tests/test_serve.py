@@ -266,7 +266,9 @@ def test_cli_checks_its_settings_in_one_line(cli):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "segrefine: error: --max-queue must be at least 1, got 0"
     ]
-    assert all(flag in cli("serve", "--help").stdout for flag in ("--max-batch", "--max-queue", "--max-pixels", "--max-body"))
+    help_text = cli("serve", "--help").stdout
+    assert all(flag in help_text for flag in ("--max-batch", "--max-queue", "--max-pixels", "--max-body"))
+    assert "'segrefine[serve]'" in help_text  # not eaten as rich markup
     assert cli("serve", "--max-body", "inf").stderr.splitlines() == ["segrefine: error: --max-body must be a finite number, got inf"]
     with socket.socket() as taken:  # refused before the model loads
         taken.bind(("127.0.0.1", 0))

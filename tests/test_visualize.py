@@ -234,6 +234,12 @@ def test_report_pictures(cli, tmp_path, capsys):
     path.write_text(json.dumps({**_report(), "confusion": [[1, 2], [3, 4]]}))
     with pytest.raises(SegrefineError, match="3×3"):
         visualize_cli.report(eval_json=path, out=tmp_path)
+    for iou in ("abc", 5.0, 1e400):  # an edited report: one line, not a traceback or a bar off the chart
+        report = _report()
+        report["per_class"]["road"]["iou"] = iou
+        path.write_text(json.dumps(report))
+        with pytest.raises(SegrefineError, match="the \"iou\" of class 'road' must be a fraction in \\[0, 1\\] or null"):
+            visualize_cli.report(eval_json=path, out=tmp_path)
 
 
 # --- dataset samples and errors ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segrefine.data import DATASETS, dataset_layouts
@@ -26,5 +27,5 @@ def datasets() -> None:
             for key, r in dataset_recipes(name).items()
         )
         splits = ", ".join(DATASETS[name].splits)
-        table.add_row(name, f"{layout}\nsplits: {splits}", recipe)
+        table.add_row(name, escape(f"{layout}\nsplits: {splits}"), recipe)
     Console().print(table)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from segrefine.cli.options import (
@@ -48,7 +49,7 @@ def _print_tables(report: dict[str, Any], title: str) -> None:
     for column in ("class", "IoU", "Acc", "boundary IoU"):
         classes.add_column(column, justify="left" if column == "class" else "right")
     for name, scores in report["per_class"].items():
-        classes.add_row(name, _fraction(scores["iou"]), _fraction(scores["acc"]), _fraction(scores["boundary_iou"]))
+        classes.add_row(escape(name), _fraction(scores["iou"]), _fraction(scores["acc"]), _fraction(scores["boundary_iou"]))
     console.print(classes)
     summary = Table(title="summary (fractions in [0, 1])", show_header=False)
     summary.add_column(style="bold")

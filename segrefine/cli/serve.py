@@ -12,9 +12,10 @@ from segrefine.cli.options import Device, Weights
 from segrefine.engine.inference import BACKENDS, PRECISIONS, InferenceOptions
 from segrefine.errors import SegrefineError
 
+# \\[ : rich's markup in help texts would take [serve] for a style and drop it.
 EPILOG = (
     "Endpoints: GET / (a page to try the model), GET /health, GET /v1/model, POST /v1/predict?format=label|color|"
-    "overlay|json with the image as the body or as the multipart field 'image'. Needs pip install 'segrefine[serve]'."
+    "overlay|json with the image as the body or as the multipart field 'image'. Needs pip install 'segrefine\\[serve]'."
 )
 # --precision and --backend are predict's, with its help.
 _HELP = {f.name: f.metadata["help"] for f in fields(InferenceOptions)}

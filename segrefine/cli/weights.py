@@ -55,7 +55,7 @@ def list_weights() -> None:
 
 @app.command("pull")
 def pull(
-    ref: str = typer.Argument(..., help="Hub repo owner/name[@revision], registry name, or ImageNet backbone repo."),
+    ref: str = typer.Argument(..., help="Hub repo owner/name\\[@revision], registry name, or ImageNet backbone repo."),
     token: str | None = typer.Option(None, "--token", help=_TOKEN_HELP),
 ) -> None:
     """Download weights into the Hugging Face cache and print their local path."""

@@ -12,10 +12,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
+from segrefine.errors import SettingError
 from segrefine.models.config import ModelConfig
 from segrefine.hub.model import SegRefineModel
 
 # What FlopCounterMode does not count in this network: cheap, memory-bound ops papers leave out too.
+MAX_SIDE = 65536  # pixels: a side beyond what any camera or scan gives
 UNCOUNTED = (
     "interpolate (bilinear resizing)",
     "grid_sample (SRM warping)",
@@ -74,8 +76,15 @@ def _breakdown(per_module: dict[str, int], root: str) -> dict[str, float]:
     return out
 
 
+def check_size(size: tuple[int, int], name: str = "size") -> None:
+    """An input size the counter can take: sides of 1 to MAX_SIDE pixels (beyond, its products overflow)."""
+    if not all(0 < side <= MAX_SIDE for side in size):
+        raise SettingError(f"`{name}` {size[0]}x{size[1]} must have sides of 1 to {MAX_SIDE} pixels")
+
+
 def count_flops(config: ModelConfig, size: tuple[int, int] = (1024, 2048)) -> FlopReport:
     """Count the eval-mode network (auxiliary heads excluded) at batch 1 and the given H×W."""
+    check_size(size)
     config = replace(config, aux=False)
     with torch.device("meta"):
         model = SegRefineModel(config).eval()

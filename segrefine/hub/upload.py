@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segrefine.hub.card import model_card
 from segrefine.hub.files import CONFIG_NAME, WEIGHTS_NAME
-from segrefine.hub.flops import FlopReport, count_flops
+from segrefine.hub.flops import FlopReport, check_size, count_flops
 from segrefine.hub.model import load_checkpoint
 from segrefine.hub.reference import check_push_target, pushing, resolve_local
 from segrefine.models.config import ModelConfig
@@ -33,6 +33,7 @@ def upload_checkpoint(
     token must be at hand (`token`, HF_TOKEN or a saved login) before the Hub is contacted.
     """
     check_push_target(repo_id)
+    check_size(flops_size, "flops_size")
     weights = resolve_local(source)
     _, config = load_checkpoint(weights)
     written = weights.config_path.with_name(CARD_NAME)

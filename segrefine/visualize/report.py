@@ -35,6 +35,10 @@ def read_report(path: str | Path) -> dict[str, Any]:
         isinstance(v, dict) and "iou" in v for v in per_class.values()
     ):
         raise SegrefineError(f"{path} is not an eval report: it needs \"per_class\" {{name: {{\"iou\": ...}}}}")
+    for name, scores in per_class.items():
+        iou = scores["iou"]
+        if iou is not None and not (isinstance(iou, (int, float)) and not isinstance(iou, bool) and 0 <= iou <= 1):
+            raise SegrefineError(f"{path}: the \"iou\" of class {name!r} must be a fraction in [0, 1] or null, got {iou!r}")
     confusion = report.get("confusion")
     if confusion is not None:
         k = len(per_class)
