@@ -123,18 +123,21 @@ def _while_any(start: Callable[[], Any], stop: Callable[[Any], None]) -> Callabl
     `start` returned) when the last one leaves: threads decoding at once neither undo each other's setting early nor
     restore one another's as the original."""
     lock = threading.Lock()
-    held: list[Any] = []  # what `start` returned, once per thread inside
+    inside, token = 0, None  # threads inside; what `start` returned
 
     @contextlib.contextmanager
     def context() -> Iterator[None]:
+        nonlocal inside, token
         with lock:
-            held.append(start() if not held else held[0])
+            if inside == 0:
+                token = start()
+            inside += 1
         try:
             yield
         finally:
             with lock:
-                token = held.pop()
-                if not held:
+                inside -= 1
+                if inside == 0:
                     stop(token)
 
     return context

@@ -207,11 +207,10 @@ def label_agreement(model: nn.Module, path: str | os.PathLike, image: Tensor) ->
     return (expected == got).float().mean().item()
 
 
-def float_nodes(path: str | os.PathLike, patterns: Sequence[str]) -> list[str]:
+def float_nodes(graph: Any, patterns: Sequence[str]) -> list[str]:
     """Names of the exported graph's nodes that belong to a module matching one of `patterns` (fnmatch)."""
-    onnx = require("onnx")
     found = []
-    for node in onnx.load(os.fspath(path)).graph.node:
+    for node in graph.node:
         scopes = next((ast.literal_eval(p.value) for p in node.metadata_props if p.key == NAME_SCOPES), [])
         # The exporter records the module path of each node, innermost module second to last.
         if len(scopes) > 1 and any(fnmatch.fnmatchcase(scopes[-2], p) for p in patterns):
@@ -223,11 +222,10 @@ def float_nodes(path: str | os.PathLike, patterns: Sequence[str]) -> list[str]:
 _FEATURE_OPS = frozenset({"Conv", "MatMul", "Gemm", "Softmax", "Resize", "MaxPool", "GlobalAveragePool", "ReduceMean"})
 
 
-def sampling_nodes(path: str | os.PathLike) -> list[str]:
-    """Names of the nodes that compute where the SRM's gathers sample and with what bilinear weights: coordinates of
-    the input's size plus offsets. Quantized, they would be clipped to the range seen at the calibration size, and a
-    dynamic-size export would sample wrongly, or fail, at any other size."""
-    graph = require("onnx").load(os.fspath(path)).graph
+def sampling_nodes(graph: Any) -> list[str]:
+    """Names of the nodes of an exported graph that compute where the SRM's gathers sample and with what bilinear
+    weights: coordinates of the input's size plus offsets. Quantized, they would be clipped to the range seen at the
+    calibration size, and a dynamic-size export would sample wrongly, or fail, at any other size."""
     producer = {output: node for node in graph.node for output in node.output}
     found: set[str] = set()
     pending = [node.input[1] for node in graph.node if node.op_type in ("Gather", "GatherND", "GatherElements")]
@@ -255,7 +253,8 @@ def quantize_int8(
     onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
     shape_inference = require("onnxruntime.quantization.shape_inference")
-    excluded = float_nodes(source, keep_float)
+    exported = onnx.load(os.fspath(source))  # once, for the nodes to leave in float and for its metadata
+    excluded = float_nodes(exported.graph, keep_float)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp, "prepared.onnx")
         # onnxruntime's symbolic shape inference cannot follow the shape arithmetic of a dynamic-size export.
@@ -263,12 +262,12 @@ def quantize_int8(
         quantization.quantize_static(
             prepared, target, images, quant_format=quantization.QuantFormat.QDQ, per_channel=True,
             activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
-            nodes_to_exclude=sorted({*excluded, *sampling_nodes(source)}),
+            nodes_to_exclude=sorted({*excluded, *sampling_nodes(exported.graph)}),
             calibration_providers=["CPUExecutionProvider"],
             extra_options={"CalibStridedMinMax": images.stride()},
         )  # fmt: skip
     quantized = onnx.load(os.fspath(target))
-    props = {p.key: p.value for p in onnx.load(os.fspath(source), load_external_data=False).metadata_props}
+    props = {p.key: p.value for p in exported.metadata_props}
     onnx.helper.set_model_props(quantized, {CONFIG_KEY: props[CONFIG_KEY]})
     onnx.save(quantized, os.fspath(target))
     return len(excluded)

@@ -54,7 +54,7 @@ class InferenceOptions:
     precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 autocast (torch backend, on CPUs and GPUs that have bf16).", "choices": PRECISIONS})
     backend: str | None = field(default=None, metadata={"help": "torch, or onnxruntime (default: onnxruntime for an .onnx file, else torch; a checkpoint is exported first).", "choices": BACKENDS})
     compile: bool = field(default=False, metadata={"help": "torch.compile the prediction step once per image size (CUDA graphs on CUDA)."})
-    short_side: int | None = field(default=None, metadata={"help": "Resize each image so that its shorter side has this many pixels before inference; labels come back at full size; an image is enlarged at most to a longer side of 4× this (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
+    short_side: int | None = field(default=None, metadata={"help": f"Resize each image so that its shorter side has this many pixels before inference; labels come back at full size; an image is enlarged at most to a longer side of {MAX_ENLARGED_SIDE}× this (default: the side of the model's training images, 360 for CamVid; 0: each image at its own size)."})
     guided_filter: bool = field(default=True, metadata={"help": "Snap class boundaries to the image's edges (a guided filter of the class probabilities at full size), so that thin objects are not drawn a label-grid cell too wide."})
 
     def __post_init__(self) -> None:

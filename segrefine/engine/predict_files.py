@@ -121,18 +121,18 @@ def _below(folder: Path, out: Path) -> tuple[list[Path], list[Path]]:
     """Images and videos anywhere below `folder`, sorted, leaving out earlier outputs (everything in an output folder
     below `folder`; only what is named as an output where `out` holds `folder`); and what cannot be read there:
     broken symbolic links and files that are not regular (pipes, devices, sockets)."""
-    out, own = out.resolve(), folder.resolve()
-    out_inside = own in out.parents
+    out = out.resolve()
+    out_inside = folder.resolve() in out.parents
     found, unreadable = [], []
     for path in folder.rglob("*"):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-            resolved = path.resolve()
-            if out not in resolved.parents or not (out_inside or _is_output(path)):
-                found.append(path)
-        elif path.is_symlink() and not path.exists():
+        if path.is_symlink() and not path.exists():
             unreadable.append(path)
-        elif path.exists() and not path.is_dir() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+        elif path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES or path.is_dir():
+            continue
+        elif not path.is_file():  # a pipe, device or socket
             unreadable.append(path)
+        elif out not in path.resolve().parents or not (out_inside or _is_output(path)):
+            found.append(path)
     return sorted(found), sorted(unreadable)
 
 

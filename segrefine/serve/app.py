@@ -100,8 +100,9 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
     task = asyncio.ensure_future(work)
 
     async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":  # the body was read: only this can come
-            pass
+        message = await request.receive()  # the body was read: only the disconnect is left to come
+        while message["type"] != "http.disconnect":
+            message = await request.receive()
 
     watch = asyncio.ensure_future(disconnected())
     try:
